@@ -1,0 +1,139 @@
+//! Every option of the server, from the command line or the environment, with defaults that serve a
+//! local test (`cargo run --release` and go). No logic lives here beyond parsing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// ldash: a low-latency live origin for chunked CMAF ingest, LL-DASH and LL-HLS.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ldash", version, about)]
+pub struct Config {
+    /// Folder where completed uploads are persisted and served from after a restart.
+    #[arg(env = "LDASH_ROOT", default_value = "./www")]
+    pub root: PathBuf,
+
+    /// Cleartext listener (HTTP/1.1, and HTTP/2 with prior knowledge), used by encoders for ingest.
+    #[arg(long, env = "LDASH_HTTP", default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+
+    /// TLS listener (HTTP/1.1 and HTTP/2 over TCP; HTTP/3 over UDP on the same port number).
+    #[arg(long, env = "LDASH_HTTPS", default_value = "[::]:8443")]
+    pub https: SocketAddr,
+
+    /// Turn the HTTP/3 (QUIC) listener off.
+    #[arg(long, env = "LDASH_NO_H3")]
+    pub no_h3: bool,
+
+    /// PEM certificate chain for the TLS listeners. Without --cert/--key a self-signed development
+    /// certificate for localhost is generated into --cert-dir on first start and reused later.
+    #[arg(long, env = "LDASH_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key matching --cert.
+    #[arg(long, env = "LDASH_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Where the generated development certificate is kept.
+    #[arg(long, env = "LDASH_CERT_DIR", default_value = "./certs")]
+    pub cert_dir: PathBuf,
+
+    /// Token that uploads and deletes must present (Authorization: Bearer TOKEN, or as the password
+    /// of Basic credentials). Without it, only loopback peers may upload.
+    #[arg(long, env = "LDASH_UPLOAD_TOKEN", hide_env_values = true)]
+    pub upload_token: Option<String>,
+
+    /// Seconds after which a folder with no new upload is purged from memory and disk (0: never).
+    #[arg(long, env = "LDASH_TTL", default_value_t = 300)]
+    pub ttl: u64,
+
+    /// Bytes of segment data kept in memory; completed, persisted entries beyond it are served from
+    /// disk. Suffixes K, M, G (powers of 1024) are accepted.
+    #[arg(long, env = "LDASH_MAX_MEMORY", default_value = "1G", value_parser = parse_size)]
+    pub max_memory: u64,
+
+    /// Largest accepted upload body (413 beyond it). Suffixes K, M, G accepted.
+    #[arg(long, env = "LDASH_MAX_UPLOAD_BYTES", default_value = "1G", value_parser = parse_size)]
+    pub max_upload_bytes: u64,
+
+    /// Uploads in progress at once (503 beyond it).
+    #[arg(long, env = "LDASH_MAX_UPLOADS", default_value_t = 256)]
+    pub max_uploads: usize,
+
+    /// Paths stored at once (507 beyond it).
+    #[arg(long, env = "LDASH_MAX_PATHS", default_value_t = 100_000)]
+    pub max_paths: usize,
+
+    /// Seconds an upload may go without receiving a byte before it is aborted.
+    #[arg(long, env = "LDASH_UPLOAD_IDLE_TIMEOUT", default_value_t = 30)]
+    pub upload_idle_timeout: u64,
+
+    /// Seconds a client has to send its request headers (against slowloris).
+    #[arg(long, env = "LDASH_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+
+    /// Seconds in-flight responses get to finish at shutdown.
+    #[arg(long, env = "LDASH_DRAIN_TIMEOUT", default_value_t = 5)]
+    pub drain_timeout: u64,
+}
+
+impl Config {
+    /// A configuration with every default, for `root`; tests change the fields they need.
+    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+        let mut config = Config::parse_from(["ldash"]);
+        config.root = root.into();
+        config
+    }
+
+    /// Garbage-collection age, or None when GC is off.
+    pub fn ttl(&self) -> Option<Duration> {
+        (self.ttl > 0).then(|| Duration::from_secs(self.ttl))
+    }
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 1048576, 512M or 2G"))?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("'{text}' has an unknown unit (use K, M or G)")),
+    };
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_suffixes_and_refuse_nonsense() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5T").is_err());
+        assert!(parse_size("99999999999999999G").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_original_server() {
+        let config = Config::with_root("www");
+        assert_eq!(config.http.port(), 8080);
+        assert_eq!(config.https.port(), 8443);
+        assert_eq!(config.ttl(), Some(Duration::from_secs(300)));
+    }
+}

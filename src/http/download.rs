@@ -1,0 +1,215 @@
+//! `GET|HEAD /ldash/download/{path}`: a complete entry with length, validators, ranges and
+//! conditional requests; a growing entry streamed chunk by chunk as the upload appends.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::{headers, App, HttpError, ResponseBody};
+use crate::store::{Entry, EntryState};
+
+pub(super) fn get<B>(
+    app: &App,
+    path: &str,
+    req: &Request<B>,
+) -> Result<Response<ResponseBody>, HttpError> {
+    let entry = app.store.get(path).ok_or(HttpError::NotFound)?;
+    let head = req.method() == Method::HEAD;
+    match entry.state() {
+        EntryState::Growing => Ok(growing(app, path, &entry, head)),
+        EntryState::Complete => complete(app, path, &entry, req.headers(), head),
+        EntryState::Aborted => Err(HttpError::NotFound),
+    }
+}
+
+/// A growing entry: everything so far, then each chunk as it arrives. Range and validators are
+/// ignored (the length is not known yet), as HTTP allows.
+fn growing(
+    app: &App,
+    path: &str,
+    entry: &std::sync::Arc<Entry>,
+    head: bool,
+) -> Response<ResponseBody> {
+    let body = if head {
+        ResponseBody::empty()
+    } else {
+        ResponseBody::reader(entry.reader(0, None), None)
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(headers::content_type(path)),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        headers::cache_control(path, true, app.media_max_age),
+    );
+    response
+}
+
+fn complete(
+    app: &App,
+    path: &str,
+    entry: &std::sync::Arc<Entry>,
+    request: &HeaderMap,
+    head: bool,
+) -> Result<Response<ResponseBody>, HttpError> {
+    let len = entry.len();
+    let etag = entry.etag();
+    let modified = entry.modified();
+    let mut response = Response::new(ResponseBody::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(headers::content_type(path)),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        headers::cache_control(path, false, app.media_max_age),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    if not_modified(request, &etag, modified) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(response);
+    }
+    let (start, end) = match requested_range(request, &etag, modified, len) {
+        Range::Whole => (0, len),
+        Range::Part(start, end) => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let value = format!("bytes {}-{}/{}", start, end - 1, len);
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            (start, end)
+        }
+        Range::Unsatisfiable => return Err(HttpError::RangeNotSatisfiable(len)),
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if !head && end > start {
+        *response.body_mut() =
+            ResponseBody::reader(entry.reader(start, Some(end)), Some(end - start));
+    }
+    Ok(response)
+}
+
+/// If-None-Match (weak comparison) or, without it, If-Modified-Since.
+fn not_modified(request: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+    if let Some(value) = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        return value
+            .split(',')
+            .map(|tag| tag.trim().trim_start_matches("W/"))
+            .any(|tag| tag == "*" || tag == etag);
+    }
+    let Some(since) = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return false;
+    };
+    whole_seconds(modified) <= since
+}
+
+fn whole_seconds(time: SystemTime) -> SystemTime {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    Whole,
+    /// `start..end`, end exclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// The single byte range asked for, if it applies (If-Range matches). Several ranges, or a header
+/// that does not parse, get the whole file, as HTTP allows.
+fn requested_range(request: &HeaderMap, etag: &str, modified: SystemTime, len: u64) -> Range {
+    let Some(value) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Range::Whole;
+    };
+    if let Some(condition) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        let matches = if condition.starts_with('"') {
+            condition == etag
+        } else {
+            httpdate::parse_http_date(condition).is_ok_and(|date| date == whole_seconds(modified))
+        };
+        if !matches {
+            return Range::Whole;
+        }
+    }
+    parse_range(value, len)
+}
+
+fn parse_range(value: &str, len: u64) -> Range {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Range::Whole;
+    };
+    if spec.contains(',') {
+        return Range::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Range::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        let Ok(suffix) = last.parse::<u64>() else {
+            return Range::Whole;
+        };
+        if suffix == 0 || len == 0 {
+            return Range::Unsatisfiable;
+        }
+        return Range::Part(len.saturating_sub(suffix), len);
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return Range::Whole;
+    };
+    let end = if last.is_empty() {
+        len
+    } else {
+        match last.parse::<u64>() {
+            Ok(last) if last >= start => last.saturating_add(1).min(len),
+            _ => return Range::Whole,
+        }
+    };
+    if start >= len {
+        return Range::Unsatisfiable;
+    }
+    Range::Part(start, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Range::Part(0, 10));
+        assert_eq!(parse_range("bytes=90-", 100), Range::Part(90, 100));
+        assert_eq!(parse_range("bytes=-10", 100), Range::Part(90, 100));
+        assert_eq!(parse_range("bytes=50-500", 100), Range::Part(50, 100));
+        assert_eq!(parse_range("bytes=100-", 100), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), Range::Whole);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Range::Whole);
+        assert_eq!(parse_range("items=0-1", 100), Range::Whole);
+        assert_eq!(parse_range("bytes=x-", 100), Range::Whole);
+    }
+}

@@ -1,0 +1,99 @@
+//! The one place where errors become an HTTP status and a plain-text reason.
+
+use http::{header, Response, StatusCode};
+
+use super::body::ResponseBody;
+use crate::store::path::PathError;
+use crate::store::StoreError;
+
+/// Everything a route can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request path is not acceptable.
+    #[error("bad path: {0}")]
+    BadPath(#[from] PathError),
+    /// The store refused the operation.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Nothing is stored under the path, or no route matches.
+    #[error("not found")]
+    NotFound,
+    /// The method is not allowed on the route.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// Credentials are missing.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Credentials are wrong, or the peer may not upload.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The declared body is larger than accepted.
+    #[error("the upload is larger than the limit of {0} bytes")]
+    PayloadTooLarge(u64),
+    /// The range cannot be served.
+    #[error("the requested range is outside the file of {0} bytes")]
+    RangeNotSatisfiable(u64),
+    /// The client sent no body data for too long.
+    #[error("the upload sent no data for {0} seconds and was aborted")]
+    UploadTimeout(u64),
+    /// The request body failed while it was read.
+    #[error("the upload body failed: {0}")]
+    UploadBody(String),
+    /// A malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl HttpError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::BadPath(_) | HttpError::UploadBody(_) | HttpError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            HttpError::Store(StoreError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Store(StoreError::TooManyPaths { .. } | StoreError::MemoryFull { .. }) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            HttpError::Store(StoreError::TooLarge { .. }) | HttpError::PayloadTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            HttpError::Store(StoreError::Superseded) => StatusCode::CONFLICT,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            HttpError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The response: the status, the reason as plain text, and the headers the status calls for.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let mut builder = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-store");
+        match &self {
+            HttpError::MethodNotAllowed(allow) => builder = builder.header(header::ALLOW, *allow),
+            HttpError::Unauthorized(_) => {
+                builder = builder.header(
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"ldash\", Basic realm=\"ldash\"",
+                )
+            }
+            HttpError::RangeNotSatisfiable(len) => {
+                builder = builder.header(header::CONTENT_RANGE, format!("bytes */{len}"))
+            }
+            HttpError::Store(StoreError::Busy { .. }) => {
+                builder = builder.header(header::RETRY_AFTER, "1")
+            }
+            _ => {}
+        }
+        let body = ResponseBody::full(format!("{self}\n"));
+        builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(ResponseBody::empty()))
+    }
+}

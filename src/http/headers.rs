@@ -1,0 +1,104 @@
+//! Header policy shared by every route: content types, caching and CORS.
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+/// The Content-Type for a stored path, by its extension.
+pub fn content_type(path: &str) -> &'static str {
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("mpd") => "application/dash+xml",
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("m4s") => "video/iso.segment",
+        Some("mp4" | "m4v") => "video/mp4",
+        Some("m4a") => "audio/mp4",
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// True for manifests and playlists, which change while a stream is live.
+pub fn is_manifest(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.ends_with(".mpd") || lower.ends_with(".m3u8")
+}
+
+/// True for media segments, which do not change once complete.
+pub fn is_media(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    [
+        ".m4s", ".mp4", ".m4v", ".m4a", ".ts", ".cmfv", ".cmfa", ".aac",
+    ]
+    .iter()
+    .any(|ext| lower.ends_with(ext))
+}
+
+/// Cache-Control for a stored path. Growing entries must not be cached as if whole; complete media
+/// segments may be cached for as long as the origin keeps them (`media_max_age`, the GC age).
+pub fn cache_control(path: &str, growing: bool, media_max_age: u64) -> HeaderValue {
+    if growing {
+        return HeaderValue::from_static("no-store");
+    }
+    if is_media(path) && !is_manifest(path) {
+        return HeaderValue::from_str(&format!("public, max-age={media_max_age}"))
+            .unwrap_or(HeaderValue::from_static("no-cache"));
+    }
+    HeaderValue::from_static("no-cache")
+}
+
+/// Headers that let players on other origins read responses (and the Date, Age and lengths they need
+/// for clock sync and throughput estimates).
+pub fn add_cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "Date, Age, Content-Length, Content-Range, Content-Type, ETag, Last-Modified",
+        ),
+    );
+}
+
+/// The answer to a CORS preflight.
+pub fn add_preflight(headers: &mut HeaderMap, requested: Option<&HeaderValue>) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"),
+    );
+    let allowed = requested.cloned().unwrap_or(HeaderValue::from_static(
+        "Range, Authorization, Content-Type, If-None-Match, If-Modified-Since",
+    ));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_follow_extensions() {
+        assert_eq!(content_type("live/stream.mpd"), "application/dash+xml");
+        assert_eq!(content_type("a/b.M3U8"), "application/vnd.apple.mpegurl");
+        assert_eq!(content_type("chunk-stream0-00001.m4s"), "video/iso.segment");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+    }
+
+    #[test]
+    fn caching_depends_on_kind_and_state() {
+        assert_eq!(cache_control("a.m4s", true, 300), "no-store");
+        assert_eq!(cache_control("a.m4s", false, 300), "public, max-age=300");
+        assert_eq!(cache_control("a.mpd", false, 300), "no-cache");
+        assert_eq!(cache_control("a.html", false, 300), "no-cache");
+    }
+}

@@ -1,0 +1,193 @@
+//! Routes over `http::Request` / `http::Response`, shared by every transport: the paths, the header
+//! policy, and the mapping of errors to statuses. Nothing here knows about sockets, TLS or QUIC; the
+//! transports put a [`ConnInfo`] into each request's extensions and serve whatever [`App::handle`]
+//! returns.
+
+pub mod body;
+mod download;
+pub mod error;
+pub mod headers;
+pub mod path;
+mod upload;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+pub use body::{BodyError, ResponseBody};
+pub use error::HttpError;
+
+use crate::store::Store;
+
+/// The route prefix of every endpoint.
+pub const PREFIX: &str = "/ldash/";
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP without TLS (HTTP/1.1, or HTTP/2 with prior knowledge).
+    Cleartext,
+    /// TCP with TLS (HTTP/1.1 or HTTP/2 by ALPN).
+    Tls,
+    /// QUIC (HTTP/3).
+    Quic,
+}
+
+/// What the transport knows about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener.
+    pub transport: Transport,
+}
+
+impl Default for ConnInfo {
+    /// An unknown peer, which may not upload without a token.
+    fn default() -> Self {
+        ConnInfo {
+            peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            transport: Transport::Cleartext,
+        }
+    }
+}
+
+/// The state every route needs.
+#[derive(Debug)]
+pub struct App {
+    /// The segment store.
+    pub store: Store,
+    /// Token uploads must carry; None means loopback peers only.
+    pub upload_token: Option<String>,
+    /// How long an upload may send nothing before it is aborted.
+    pub upload_idle_timeout: Duration,
+    /// Largest upload.
+    pub max_upload_bytes: u64,
+    /// max-age for complete media segments.
+    pub media_max_age: u64,
+    /// Alt-Svc advertised on the TLS TCP listener when HTTP/3 is on.
+    pub alt_svc: Option<HeaderValue>,
+}
+
+impl App {
+    /// Answers one request. Never fails: errors become a status with a plain-text reason.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let conn = req
+            .extensions()
+            .get::<ConnInfo>()
+            .copied()
+            .unwrap_or_default();
+        let method = req.method().clone();
+        let version = req.version();
+        let log_path = req.uri().path().chars().take(512).collect::<String>();
+        let mut response = self
+            .route(req, &conn)
+            .await
+            .unwrap_or_else(HttpError::into_response);
+        let headers = response.headers_mut();
+        headers::add_cors(headers);
+        if !headers.contains_key(header::DATE) {
+            if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+                headers.insert(header::DATE, date);
+            }
+        }
+        if conn.transport == Transport::Tls {
+            if let Some(alt_svc) = &self.alt_svc {
+                headers.insert(header::ALT_SVC, alt_svc.clone());
+            }
+        }
+        let status = response.status().as_u16();
+        response.map(|body| {
+            body.with_log(body::AccessLog {
+                method,
+                path: log_path,
+                status,
+                version,
+                peer: conn.peer,
+                started,
+                bytes: 0,
+                complete: false,
+                failed: None,
+            })
+        })
+    }
+
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        conn: &ConnInfo,
+    ) -> Result<Response<ResponseBody>, HttpError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let full = req.uri().path().to_owned();
+        let Some(rest) = full.strip_prefix(PREFIX) else {
+            return Err(HttpError::NotFound);
+        };
+        if req.method() == Method::OPTIONS {
+            return Ok(preflight(&req));
+        }
+        let (route, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        match route {
+            "upload" => {
+                let path = path::decode(tail)?;
+                match *req.method() {
+                    Method::PUT | Method::POST => upload::put(self, &path, req, conn).await,
+                    Method::DELETE => upload::delete(self, &path, &req, conn),
+                    _ => Err(HttpError::MethodNotAllowed("PUT, POST, DELETE, OPTIONS")),
+                }
+            }
+            "download" => {
+                let path = path::decode(tail)?;
+                match *req.method() {
+                    Method::GET | Method::HEAD => download::get(self, &path, &req),
+                    _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
+                }
+            }
+            "time" if tail.is_empty() => match *req.method() {
+                Method::GET | Method::HEAD => Ok(clock(req.method() == Method::HEAD)),
+                _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
+            },
+            _ => Err(HttpError::NotFound),
+        }
+    }
+}
+
+fn preflight<B>(req: &Request<B>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    headers::add_preflight(
+        response.headers_mut(),
+        req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+    );
+    response
+}
+
+/// The server clock for DASH UTCTiming (urn:mpeg:dash:utc:http-iso:2014): ISO-8601 UTC, milliseconds.
+fn clock(head: bool) -> Response<ResponseBody> {
+    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let len = now.len();
+    let body = if head {
+        ResponseBody::empty()
+    } else {
+        ResponseBody::full(now)
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}

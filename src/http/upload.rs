@@ -1,0 +1,142 @@
+//! Ingest: `PUT|POST /ldash/upload/{path}` appends the body to the store as it arrives, and
+//! `DELETE /ldash/upload/{path}` removes a path. Both need the upload token, or a loopback peer when
+//! no token is configured.
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::{App, ConnInfo, HttpError, ResponseBody};
+use crate::store::Landed;
+
+pub(super) async fn put<B>(
+    app: &App,
+    path: &str,
+    req: Request<B>,
+    conn: &ConnInfo,
+) -> Result<Response<ResponseBody>, HttpError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    authorize(app, req.headers(), conn)?;
+    if let Some(declared) = content_length(req.headers())? {
+        if declared > app.max_upload_bytes {
+            return Err(HttpError::PayloadTooLarge(app.max_upload_bytes));
+        }
+    }
+    let mut upload = app.store.begin_upload(path)?;
+    let mut body = req.into_body();
+    loop {
+        // Dropping `upload` on any early return aborts it: readers see an error, a previous complete
+        // version stays.
+        let frame = match tokio::time::timeout(app.upload_idle_timeout, body.frame()).await {
+            Err(_) => return Err(HttpError::UploadTimeout(app.upload_idle_timeout.as_secs())),
+            Ok(None) => break,
+            Ok(Some(Err(err))) => return Err(HttpError::UploadBody(err.into().to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            upload.append(data)?;
+        }
+    }
+    let bytes = upload.entry().len();
+    let landed = upload.finish()?;
+    tracing::debug!(path, bytes, ?landed, "upload complete");
+    Ok(match landed {
+        Landed::Created => {
+            let mut response = Response::new(ResponseBody::full("created\n"));
+            *response.status_mut() = StatusCode::CREATED;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        }
+        Landed::Replaced => no_content(),
+    })
+}
+
+pub(super) fn delete<B>(
+    app: &App,
+    path: &str,
+    req: &Request<B>,
+    conn: &ConnInfo,
+) -> Result<Response<ResponseBody>, HttpError> {
+    // ffmpeg sends DELETE with `Transfer-Encoding: chunked` and an empty body; the body is not read,
+    // which is harmless for an empty one.
+    authorize(app, req.headers(), conn)?;
+    if app.store.delete(path) {
+        Ok(no_content())
+    } else {
+        Err(HttpError::NotFound)
+    }
+}
+
+fn no_content() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HttpError> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| HttpError::BadRequest("Content-Length is not a number".into()))
+}
+
+/// Uploads need the token (Bearer, or the password or user name of Basic credentials, which is how
+/// `ffmpeg -headers` or a URL's user:password carry it), or a loopback peer when there is no token.
+fn authorize(app: &App, headers: &HeaderMap, conn: &ConnInfo) -> Result<(), HttpError> {
+    let Some(token) = &app.upload_token else {
+        if conn.peer.ip().to_canonical().is_loopback() {
+            return Ok(());
+        }
+        return Err(HttpError::Forbidden(
+            "uploads are accepted only from loopback peers unless the server has an --upload-token",
+        ));
+    };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(HttpError::Unauthorized(
+            "this upload needs the server's token (Authorization: Bearer TOKEN)",
+        ));
+    };
+    let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let credentials = credentials.trim();
+    let accepted = if scheme.eq_ignore_ascii_case("bearer") {
+        same(credentials.as_bytes(), token.as_bytes())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()
+            .and_then(|decoded| String::from_utf8(decoded).ok())
+            .is_some_and(|pair| {
+                let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
+                same(password.as_bytes(), token.as_bytes())
+                    || same(user.as_bytes(), token.as_bytes())
+            })
+    } else {
+        false
+    };
+    if accepted {
+        Ok(())
+    } else {
+        Err(HttpError::Forbidden("the upload token is wrong"))
+    }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

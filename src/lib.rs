@@ -1,0 +1,17 @@
+//! ldash: a low-latency live-streaming origin. Encoders upload CMAF segments with chunked HTTP PUT or
+//! POST while encoding them; players download the same segments while they grow.
+//!
+//! - [`store`]: the shared segment store (entries, readers, persistence, garbage collection).
+//! - [`http`]: the routes, over `http::Request`/`http::Response`, shared by every transport.
+//! - [`transport`]: the accept loops (TCP cleartext and TLS).
+//! - [`server`]: binding and running it all; [`config`]: the options.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod transport;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,205 @@
+//! Binding and running: opens the store, loads the TLS identity, binds the listeners, and runs them
+//! until the shutdown future resolves; then drains and flushes persistence. The listeners and the
+//! shutdown future come from outside, so tests run the real server on port 0.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::http::App;
+use crate::store::{Limits, Store};
+use crate::transport::tcp::{self, TcpSettings};
+use crate::transport::tls::{Identity, TlsError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The root folder could not be opened.
+    #[error("cannot open the root folder {root}: {source}")]
+    Root {
+        /// The folder.
+        root: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS identity could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    app: Arc<App>,
+    identity: Identity,
+    http: TcpListener,
+    https: TcpListener,
+}
+
+impl Server {
+    /// Opens the store and binds every listener.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let identity = Identity::load(
+            config.cert.as_deref(),
+            config.key.as_deref(),
+            &config.cert_dir,
+        )?;
+        let limits = Limits {
+            max_uploads: config.max_uploads,
+            max_paths: config.max_paths,
+            max_memory: config.max_memory,
+            max_upload_bytes: config.max_upload_bytes,
+            ttl: config.ttl(),
+        };
+        let store = Store::open(&config.root, limits).map_err(|source| ServerError::Root {
+            root: config.root.clone(),
+            source,
+        })?;
+        let http = bind_tcp(config.http).await?;
+        let https = bind_tcp(config.https).await?;
+        let app = Arc::new(App {
+            store,
+            upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
+            upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout.max(1)),
+            max_upload_bytes: config.max_upload_bytes,
+            media_max_age: config.ttl().map_or(86_400, |ttl| ttl.as_secs()),
+            alt_svc: None,
+        });
+        Ok(Server {
+            config,
+            app,
+            identity,
+            http,
+            https,
+        })
+    }
+
+    /// The cleartext listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.config.http)
+    }
+
+    /// The TLS listener's address.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https.local_addr().unwrap_or(self.config.https)
+    }
+
+    /// The certificate's SPKI pin (see [`Identity::spki_sha256`]).
+    pub fn spki_sha256(&self) -> &str {
+        self.identity.spki_sha256()
+    }
+
+    /// The TLS identity (tests trust its certificate).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The shared store.
+    pub fn store(&self) -> &Store {
+        &self.app.store
+    }
+
+    /// What an operator needs to know at start-up, one line each.
+    pub fn announce(&self) {
+        let http = self.http_addr();
+        let https = self.https_addr();
+        tracing::info!(root = %self.config.root.display(), "serving files under the root");
+        tracing::info!("ingest (cleartext HTTP/1.1, h2c): http://{http}/ldash/upload/{{path}}");
+        tracing::info!("players (TLS HTTP/1.1, HTTP/2): https://{https}/ldash/download/{{path}}");
+        tracing::info!(
+            certificate = %self.identity.source.display(),
+            "certificate SPKI sha256 (for chromium --ignore-certificate-errors-spki-list): {}",
+            self.spki_sha256()
+        );
+        if self.app.upload_token.is_some() {
+            tracing::info!("uploads need the upload token");
+        } else {
+            tracing::warn!(
+                "no --upload-token: uploads and deletes are accepted from loopback peers only"
+            );
+        }
+    }
+
+    /// Runs until `shutdown` resolves; then stops accepting, drains for at most --drain-timeout and
+    /// waits for persistence to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop, stopped) = watch::channel(false);
+        let settings = TcpSettings {
+            header_timeout: Duration::from_secs(self.config.header_timeout.max(1)),
+            drain_timeout: Duration::from_secs(self.config.drain_timeout),
+        };
+        let tls = match self.identity.tcp_config() {
+            Ok(config) => TlsAcceptor::from(config),
+            Err(err) => {
+                tracing::error!(%err, "TLS listener disabled");
+                return;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(tcp::serve(
+            self.http,
+            None,
+            Arc::clone(&self.app),
+            settings.clone(),
+            stopped.clone(),
+        ));
+        tasks.spawn(tcp::serve(
+            self.https,
+            Some(tls),
+            Arc::clone(&self.app),
+            settings,
+            stopped,
+        ));
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining");
+        let _ = stop.send(true);
+        while tasks.join_next().await.is_some() {}
+        if tokio::time::timeout(Duration::from_secs(30), self.app.store.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("persistence did not finish within 30 s");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        // A host without IPv6 cannot bind [::]; serve IPv4 on the same port instead.
+        Err(err)
+            if addr.is_ipv6()
+                && addr.ip().is_unspecified()
+                && err.kind() != std::io::ErrorKind::AddrInUse =>
+        {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::warn!(%addr, %err, "IPv6 unavailable; listening on {v4}");
+            TcpListener::bind(v4)
+                .await
+                .map_err(|source| ServerError::Bind { addr: v4, source })
+        }
+        Err(source) => Err(ServerError::Bind { addr, source }),
+    }
+}
+
+/// The Alt-Svc value advertising HTTP/3 on `port`.
+pub fn alt_svc(port: u16) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
+}

@@ -1,0 +1,451 @@
+//! One stored path: an append-only list of `Bytes` chunks with a state, and the readers that follow it.
+//!
+//! The writer appends under the entry's own short lock and wakes every waiting reader through a
+//! `Notify`; readers take a reference-counted slice of the chunks (never a copy) and wait for the next
+//! append when they have caught up. A completed entry that has been persisted may drop its chunks from
+//! memory (eviction); its readers then continue from the file on disk.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::StoreError;
+
+/// Where an entry is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// An upload is appending to it; readers wait for more at the end.
+    Growing,
+    /// The upload ended cleanly; its length is final.
+    Complete,
+    /// The upload failed midway; its data was discarded and readers end with an error.
+    Aborted,
+}
+
+/// Why a reader ended without reaching a clean end.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    /// The upload feeding this entry failed or was replaced before completing.
+    #[error("the upload of this file was aborted before it completed")]
+    Aborted,
+    /// The file behind an entry that was moved out of memory could not be read.
+    #[error("the stored file could not be read: {0}")]
+    Disk(String),
+}
+
+/// Counts the bytes of chunk data held in memory by every entry of one store.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryGauge {
+    bytes: AtomicU64,
+}
+
+impl MemoryGauge {
+    pub(crate) fn used(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    fn add(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+    fn sub(&self, n: u64) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Where the persisted copy of a complete entry lives.
+#[derive(Debug, Clone)]
+struct DiskCopy {
+    file: PathBuf,
+    /// Inode of the file this entry wrote, so that a reader never mixes in a newer version that was
+    /// renamed over it.
+    ino: u64,
+}
+
+#[derive(Debug)]
+struct Body {
+    chunks: Vec<Bytes>,
+    /// Start offset of each chunk, for ranges and for readers that resume at a byte offset.
+    offsets: Vec<u64>,
+    len: u64,
+    state: EntryState,
+    modified: SystemTime,
+    disk: Option<DiskCopy>,
+    /// True while `chunks` hold the whole content (false once evicted or when loaded from disk).
+    in_memory: bool,
+}
+
+/// One version of one path.
+#[derive(Debug)]
+pub struct Entry {
+    path: Arc<str>,
+    body: Mutex<Body>,
+    notify: Notify,
+    gauge: Arc<MemoryGauge>,
+    /// Milliseconds since `epoch` of the last read or write, for least-recently-used eviction.
+    touched: AtomicU64,
+    epoch: Instant,
+}
+
+impl Entry {
+    pub(crate) fn growing(path: Arc<str>, gauge: Arc<MemoryGauge>, epoch: Instant) -> Arc<Self> {
+        Arc::new(Entry {
+            path,
+            body: Mutex::new(Body {
+                chunks: Vec::new(),
+                offsets: Vec::new(),
+                len: 0,
+                state: EntryState::Growing,
+                modified: SystemTime::now(),
+                disk: None,
+                in_memory: true,
+            }),
+            notify: Notify::new(),
+            gauge,
+            touched: AtomicU64::new(millis_since(epoch)),
+            epoch,
+        })
+    }
+
+    pub(crate) fn on_disk(
+        path: Arc<str>,
+        file: PathBuf,
+        ino: u64,
+        len: u64,
+        modified: SystemTime,
+        gauge: Arc<MemoryGauge>,
+        epoch: Instant,
+    ) -> Arc<Self> {
+        Arc::new(Entry {
+            path,
+            body: Mutex::new(Body {
+                chunks: Vec::new(),
+                offsets: Vec::new(),
+                len,
+                state: EntryState::Complete,
+                modified,
+                disk: Some(DiskCopy { file, ino }),
+                in_memory: false,
+            }),
+            notify: Notify::new(),
+            gauge,
+            touched: AtomicU64::new(0),
+            epoch,
+        })
+    }
+
+    fn body(&self) -> MutexGuard<'_, Body> {
+        // A panic while holding this lock cannot leave the body half-updated in a way readers could
+        // misread (every update is a push or a field store), so a poisoned lock is still usable.
+        self.body
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The path this entry is stored under.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes stored so far (final once complete).
+    pub fn len(&self) -> u64 {
+        self.body().len
+    }
+
+    /// True when no byte has been stored yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entry's state.
+    pub fn state(&self) -> EntryState {
+        self.body().state
+    }
+
+    /// When the entry was last written.
+    pub fn modified(&self) -> SystemTime {
+        self.body().modified
+    }
+
+    /// A strong validator for a complete entry: its length and modification time.
+    pub fn etag(&self) -> String {
+        let body = self.body();
+        let nanos = body
+            .modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("\"{:x}-{:x}\"", body.len, nanos)
+    }
+
+    /// A reader of bytes `start..end` (`end` None: to the end, following the entry while it grows).
+    pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> Reader {
+        self.touch();
+        Reader {
+            entry: Arc::clone(self),
+            pos: start,
+            end,
+            hint: 0,
+            file: None,
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.touched
+            .store(millis_since(self.epoch), Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_touched(&self) -> u64 {
+        self.touched.load(Ordering::Relaxed)
+    }
+
+    /// Appends a chunk and wakes every waiting reader. `limit` is the largest total length allowed.
+    pub(crate) fn append(&self, chunk: Bytes, limit: u64) -> Result<(), StoreError> {
+        let n = chunk.len() as u64;
+        {
+            let mut body = self.body();
+            if body.state != EntryState::Growing {
+                return Err(StoreError::Superseded);
+            }
+            if body.len + n > limit {
+                return Err(StoreError::TooLarge { limit });
+            }
+            let start = body.len;
+            body.offsets.push(start);
+            body.chunks.push(chunk);
+            body.len += n;
+            body.modified = SystemTime::now();
+        }
+        self.gauge.add(n);
+        self.touch();
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Marks a growing entry complete; false if it was no longer growing.
+    pub(crate) fn complete(&self) -> bool {
+        let done = {
+            let mut body = self.body();
+            if body.state != EntryState::Growing {
+                return false;
+            }
+            body.state = EntryState::Complete;
+            body.modified = SystemTime::now();
+            true
+        };
+        self.notify.notify_waiters();
+        done
+    }
+
+    /// Marks a growing entry aborted and discards its data; readers end with an error.
+    pub(crate) fn abort(&self) {
+        let freed = {
+            let mut body = self.body();
+            if body.state != EntryState::Growing {
+                return;
+            }
+            body.state = EntryState::Aborted;
+            body.offsets = Vec::new();
+            let freed: u64 = body.chunks.drain(..).map(|c| c.len() as u64).sum();
+            body.in_memory = false;
+            freed
+        };
+        self.gauge.sub(freed);
+        self.notify.notify_waiters();
+    }
+
+    /// The chunks of a complete entry that still holds its content in memory, for persistence.
+    pub(crate) fn complete_chunks(&self) -> Option<Vec<Bytes>> {
+        let body = self.body();
+        (body.state == EntryState::Complete && body.in_memory).then(|| body.chunks.clone())
+    }
+
+    pub(crate) fn set_persisted(&self, file: PathBuf, ino: u64) {
+        self.body().disk = Some(DiskCopy { file, ino });
+    }
+
+    /// Bytes this entry holds in memory that eviction could free (complete and persisted only).
+    pub(crate) fn evictable_bytes(&self) -> u64 {
+        let body = self.body();
+        if body.state == EntryState::Complete && body.in_memory && body.disk.is_some() {
+            body.len
+        } else {
+            0
+        }
+    }
+
+    /// Drops the chunks of a complete, persisted entry; readers continue from disk. Returns the
+    /// bytes freed.
+    pub(crate) fn evict(&self) -> u64 {
+        let freed = {
+            let mut body = self.body();
+            if body.state != EntryState::Complete || !body.in_memory || body.disk.is_none() {
+                return 0;
+            }
+            body.in_memory = false;
+            body.offsets = Vec::new();
+            body.chunks.drain(..).map(|c| c.len() as u64).sum()
+        };
+        self.gauge.sub(freed);
+        freed
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let body = self.body.get_mut().unwrap_or_else(|p| p.into_inner());
+        if body.in_memory {
+            self.gauge
+                .sub(body.chunks.iter().map(|c| c.len() as u64).sum());
+        }
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    Instant::now().saturating_duration_since(epoch).as_millis() as u64
+}
+
+/// What a reader does next, decided under the entry's lock.
+enum Step {
+    Chunk(Bytes),
+    Disk(DiskCopy, u64),
+    Wait,
+    End,
+    Fail(ReadError),
+}
+
+/// Reads one entry from a byte offset: what exists now, then each chunk as it is appended, ending
+/// cleanly when the entry completes and with an error when its upload is aborted.
+#[derive(Debug)]
+pub struct Reader {
+    entry: Arc<Entry>,
+    pos: u64,
+    end: Option<u64>,
+    /// Index of the chunk that holds `pos`, tried before a binary search.
+    hint: usize,
+    file: Option<tokio::fs::File>,
+}
+
+/// Largest block read from disk at once.
+const DISK_BLOCK: u64 = 256 * 1024;
+
+impl Reader {
+    /// The entry being read.
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+
+    /// The next bytes, waiting for the writer when the reader has caught up with a growing entry.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, ReadError>> {
+        loop {
+            if self.end.is_some_and(|end| self.pos >= end) {
+                return None;
+            }
+            let entry = Arc::clone(&self.entry);
+            let notified = entry.notify.notified();
+            tokio::pin!(notified);
+            // Register interest before looking, so an append between the look and the wait wakes us.
+            notified.as_mut().enable();
+            match self.step() {
+                Step::Chunk(bytes) => {
+                    self.pos += bytes.len() as u64;
+                    return Some(Ok(bytes));
+                }
+                Step::Disk(copy, limit) => return Some(self.read_disk(copy, limit).await),
+                Step::Wait => notified.await,
+                Step::End => return None,
+                Step::Fail(err) => return Some(Err(err)),
+            }
+        }
+    }
+
+    fn step(&mut self) -> Step {
+        let body = self.entry.body();
+        if body.state == EntryState::Aborted {
+            return Step::Fail(ReadError::Aborted);
+        }
+        let limit = self.end.map_or(body.len, |end| end.min(body.len));
+        if self.pos >= limit {
+            return match body.state {
+                EntryState::Growing if self.end.is_none_or(|end| self.pos < end) => Step::Wait,
+                _ => Step::End,
+            };
+        }
+        if !body.in_memory {
+            return match &body.disk {
+                Some(copy) => Step::Disk(copy.clone(), limit),
+                None => Step::Fail(ReadError::Disk("no copy on disk".into())),
+            };
+        }
+        let index = match body.offsets.get(self.hint) {
+            Some(&start)
+                if start <= self.pos && self.pos - start < body.chunks[self.hint].len() as u64 =>
+            {
+                self.hint
+            }
+            _ => body
+                .offsets
+                .partition_point(|&start| start <= self.pos)
+                .saturating_sub(1),
+        };
+        let (Some(chunk), Some(&start)) = (body.chunks.get(index), body.offsets.get(index)) else {
+            return Step::Fail(ReadError::Disk("chunk index out of range".into()));
+        };
+        let from = (self.pos - start) as usize;
+        let to = ((limit - start) as usize).min(chunk.len());
+        if to == chunk.len() {
+            self.hint = index + 1;
+        } else {
+            self.hint = index;
+        }
+        Step::Chunk(chunk.slice(from..to))
+    }
+
+    async fn read_disk(&mut self, copy: DiskCopy, limit: u64) -> Result<Bytes, ReadError> {
+        let disk = |e: std::io::Error| ReadError::Disk(e.to_string());
+        if self.file.is_none() {
+            let mut file = tokio::fs::File::open(&copy.file).await.map_err(disk)?;
+            let meta = file.metadata().await.map_err(disk)?;
+            if inode(&meta) != copy.ino {
+                return Err(ReadError::Disk(
+                    "the file was replaced by a newer version".into(),
+                ));
+            }
+            file.seek(SeekFrom::Start(self.pos)).await.map_err(disk)?;
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(ReadError::Disk("file not open".into()));
+        };
+        let want = (limit - self.pos).min(DISK_BLOCK) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            let n = file.read(&mut buf[filled..]).await.map_err(disk)?;
+            if n == 0 {
+                return Err(ReadError::Disk("the file is shorter than recorded".into()));
+            }
+            filled += n;
+        }
+        self.pos += want as u64;
+        Ok(buf.freeze())
+    }
+}
+
+/// The inode of a file (0 where the platform has none).
+pub(crate) fn inode(meta: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::ino(meta)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}

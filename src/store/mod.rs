@@ -1,0 +1,488 @@
+//! The segment store: path -> entry, shared by every transport. No HTTP and no media format here.
+//!
+//! A path has at most two versions: `current`, which readers get (growing or complete), and `pending`,
+//! an upload that replaces a complete version atomically when it completes. The map's lock is taken
+//! once per upload, delete and lookup, never per chunk and never across an `.await`; chunks go to the
+//! entry under its own lock (see [`entry`]).
+//!
+//! Completed entries are written through to the root folder by one background task (see [`persist`]),
+//! so a slow disk never delays a reader. Garbage collection purges folders that have not been written
+//! for the TTL, and memory pressure moves persisted entries out of memory.
+
+pub mod entry;
+pub mod path;
+mod persist;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use entry::MemoryGauge;
+pub use entry::{Entry, EntryState, ReadError, Reader};
+use persist::Job;
+
+/// Why the store refused an operation.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Too many uploads are in progress.
+    #[error("too many uploads in progress (limit {limit}); retry shortly")]
+    Busy {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The number of stored paths reached its limit.
+    #[error("the store holds its maximum of {limit} paths; delete some or raise --max-paths")]
+    TooManyPaths {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Memory is full of data that cannot be moved to disk yet.
+    #[error("the memory limit of {limit} bytes is reached and nothing can be moved to disk")]
+    MemoryFull {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The upload grew beyond the largest accepted size.
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// A newer upload or a delete of the same path replaced this upload.
+    #[error("a newer upload or a delete of this path replaced this upload")]
+    Superseded,
+}
+
+/// Limits the store enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Uploads in progress at once.
+    pub max_uploads: usize,
+    /// Paths stored at once.
+    pub max_paths: usize,
+    /// Bytes of chunk data in memory before persisted entries are moved out.
+    pub max_memory: u64,
+    /// Largest upload.
+    pub max_upload_bytes: u64,
+    /// Age after which an idle folder is purged (None: never).
+    pub ttl: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_uploads: 256,
+            max_paths: 100_000,
+            max_memory: 1 << 30,
+            max_upload_bytes: 1 << 30,
+            ttl: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// How a completed upload landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    /// The path did not exist before.
+    Created,
+    /// A previous complete version was replaced.
+    Replaced,
+}
+
+#[derive(Debug)]
+struct Slot {
+    current: Arc<Entry>,
+    pending: Option<Arc<Entry>>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    slots: HashMap<Arc<str>, Slot>,
+    /// Last write per folder (the path up to its last '/'), for garbage collection: a live stream's
+    /// init segment is written once but stays needed while its folder receives segments.
+    folders: HashMap<String, Instant>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    index: Mutex<Index>,
+    limits: Limits,
+    gauge: Arc<MemoryGauge>,
+    uploads: AtomicUsize,
+    root: PathBuf,
+    jobs: mpsc::UnboundedSender<Job>,
+    pressure: Arc<Notify>,
+    epoch: Instant,
+}
+
+/// A cheap-to-clone handle on the shared store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl Store {
+    /// Opens the store over `root`: creates it if needed, indexes the files already there as complete
+    /// entries, and starts the persistence and maintenance tasks (so it needs a tokio runtime).
+    pub fn open(root: impl Into<PathBuf>, limits: Limits) -> std::io::Result<Store> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        let gauge = Arc::new(MemoryGauge::default());
+        let epoch = Instant::now();
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let index = persist::scan(&root, &gauge, epoch)?;
+        let store = Store {
+            shared: Arc::new(Shared {
+                index: Mutex::new(index),
+                limits,
+                gauge,
+                uploads: AtomicUsize::new(0),
+                root: root.clone(),
+                jobs,
+                pressure: Arc::new(Notify::new()),
+                epoch,
+            }),
+        };
+        persist::spawn(root, rx, Arc::downgrade(&store.shared));
+        tokio::spawn(maintain(
+            Arc::downgrade(&store.shared),
+            Arc::clone(&store.shared.pressure),
+        ));
+        Ok(store)
+    }
+
+    /// The folder completed uploads are persisted to.
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        lock_index(&self.shared)
+    }
+
+    /// The version readers get now, growing or complete.
+    pub fn get(&self, path: &str) -> Option<Arc<Entry>> {
+        let entry = self
+            .index()
+            .slots
+            .get(path)
+            .map(|slot| Arc::clone(&slot.current));
+        if let Some(entry) = &entry {
+            entry.touch();
+        }
+        entry
+    }
+
+    /// Number of stored paths.
+    pub fn len(&self) -> usize {
+        self.index().slots.len()
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of chunk data held in memory.
+    pub fn memory_used(&self) -> u64 {
+        self.shared.gauge.used()
+    }
+
+    /// Starts an upload of `path`. A new path is readable at once; a complete one keeps serving its
+    /// previous version until this upload completes. A growing upload of the same path is aborted:
+    /// the newest writer wins (an encoder that restarted).
+    pub fn begin_upload(&self, path: &str) -> Result<Upload, StoreError> {
+        let limits = &self.shared.limits;
+        let active = self.shared.uploads.fetch_add(1, Ordering::AcqRel);
+        let permit = UploadPermit(Arc::clone(&self.shared));
+        if active >= limits.max_uploads {
+            return Err(StoreError::Busy {
+                limit: limits.max_uploads,
+            });
+        }
+        if self.memory_used() > limits.max_memory {
+            self.evict_for_memory();
+            if self.memory_used() > limits.max_memory {
+                return Err(StoreError::MemoryFull {
+                    limit: limits.max_memory,
+                });
+            }
+        }
+        let path: Arc<str> = Arc::from(path);
+        let entry = Entry::growing(
+            Arc::clone(&path),
+            Arc::clone(&self.shared.gauge),
+            self.shared.epoch,
+        );
+        let mut index = self.index();
+        if !index.slots.contains_key(&path) && index.slots.len() >= limits.max_paths {
+            return Err(StoreError::TooManyPaths {
+                limit: limits.max_paths,
+            });
+        }
+        index
+            .folders
+            .insert(folder_of(&path).to_owned(), Instant::now());
+        let replaced = match index.slots.get_mut(&path) {
+            None => None,
+            Some(slot) if slot.current.state() == EntryState::Complete => {
+                slot.pending.replace(Arc::clone(&entry))
+            }
+            Some(slot) => Some(std::mem::replace(&mut slot.current, Arc::clone(&entry))),
+        };
+        if !index.slots.contains_key(&path) {
+            index.slots.insert(
+                Arc::clone(&path),
+                Slot {
+                    current: Arc::clone(&entry),
+                    pending: None,
+                },
+            );
+        }
+        drop(index);
+        if let Some(old) = replaced {
+            old.abort();
+        }
+        Ok(Upload {
+            store: self.clone(),
+            entry,
+            _permit: permit,
+            done: false,
+        })
+    }
+
+    /// Removes a path from memory and disk; false if it did not exist. A growing upload of it is
+    /// aborted.
+    pub fn delete(&self, path: &str) -> bool {
+        let removed = self.index().slots.remove(path);
+        let Some(slot) = removed else {
+            return false;
+        };
+        slot.current.abort();
+        if let Some(pending) = slot.pending {
+            pending.abort();
+        }
+        let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
+        true
+    }
+
+    /// Waits until every completed upload so far is on disk (or failed to be written).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.jobs.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Purges every folder that has not been written for the TTL; returns the paths purged.
+    pub fn collect_garbage(&self) -> usize {
+        collect_garbage(&self.shared)
+    }
+
+    /// Moves persisted entries out of memory, least recently used first, until memory use is below
+    /// 90% of the limit; returns the bytes freed.
+    pub fn evict_for_memory(&self) -> u64 {
+        evict_for_memory(&self.shared)
+    }
+
+    fn finish(&self, entry: &Arc<Entry>) -> Landed {
+        entry.complete();
+        let landed = {
+            let mut index = self.index();
+            index
+                .folders
+                .insert(folder_of(entry.path()).to_owned(), Instant::now());
+            match index.slots.get_mut(entry.path()) {
+                Some(slot) if slot.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, entry)) => {
+                    slot.current = Arc::clone(entry);
+                    slot.pending = None;
+                    Landed::Replaced
+                }
+                _ => Landed::Created,
+            }
+        };
+        let _ = self.shared.jobs.send(Job::Write(Arc::clone(entry)));
+        if self.memory_used() > self.shared.limits.max_memory {
+            self.shared.pressure.notify_one();
+        }
+        landed
+    }
+
+    fn abort(&self, entry: &Arc<Entry>) {
+        entry.abort();
+        let mut index = self.index();
+        let Some(slot) = index.slots.get_mut(entry.path()) else {
+            return;
+        };
+        if slot.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, entry)) {
+            slot.pending = None;
+        } else if Arc::ptr_eq(&slot.current, entry) {
+            index.slots.remove(entry.path());
+        }
+    }
+}
+
+fn lock_index(shared: &Shared) -> MutexGuard<'_, Index> {
+    // Every update of the index is a single map operation, so a poisoned lock holds a usable map.
+    shared
+        .index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The folder of a path: everything before its last '/', or "" at the root.
+fn folder_of(path: &str) -> &str {
+    path.rfind('/').map_or("", |at| &path[..at])
+}
+
+fn collect_garbage(shared: &Shared) -> usize {
+    let Some(ttl) = shared.limits.ttl else {
+        return 0;
+    };
+    let now = Instant::now();
+    let mut purged = Vec::new();
+    {
+        let mut index = lock_index(shared);
+        let Index { slots, folders } = &mut *index;
+        folders.retain(|_, written| now.saturating_duration_since(*written) < ttl);
+        slots.retain(|path, slot| {
+            let keep = folders.contains_key(folder_of(path))
+                || slot.current.state() == EntryState::Growing
+                || slot.pending.is_some();
+            if !keep {
+                purged.push(path.to_string());
+            }
+            keep
+        });
+    }
+    let count = purged.len();
+    for path in purged {
+        tracing::debug!(path, "purged by garbage collection");
+        let _ = shared.jobs.send(Job::Remove(path));
+    }
+    if count > 0 {
+        tracing::info!(count, "garbage collection purged expired paths");
+    }
+    count
+}
+
+fn evict_for_memory(shared: &Shared) -> u64 {
+    let target = shared.limits.max_memory / 10 * 9;
+    if shared.gauge.used() <= target {
+        return 0;
+    }
+    let mut candidates: Vec<Arc<Entry>> = lock_index(shared)
+        .slots
+        .values()
+        .filter(|slot| slot.current.evictable_bytes() > 0)
+        .map(|slot| Arc::clone(&slot.current))
+        .collect();
+    candidates.sort_by_key(|entry| entry.last_touched());
+    let mut freed = 0;
+    for entry in candidates {
+        if shared.gauge.used() <= target {
+            break;
+        }
+        freed += entry.evict();
+    }
+    if freed > 0 {
+        tracing::debug!(freed, "moved persisted entries out of memory");
+    }
+    freed
+}
+
+/// Runs garbage collection periodically and eviction whenever memory runs over its limit.
+async fn maintain(shared: std::sync::Weak<Shared>, pressure: Arc<Notify>) {
+    let period = shared
+        .upgrade()
+        .and_then(|s| s.limits.ttl)
+        .map_or(Duration::from_secs(60), |ttl| {
+            (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+        });
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if shared.strong_count() == 0 {
+            return;
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                let Some(strong) = shared.upgrade() else { return };
+                collect_garbage(&strong);
+                evict_for_memory(&strong);
+            }
+            _ = pressure.notified() => {
+                let Some(strong) = shared.upgrade() else { return };
+                evict_for_memory(&strong);
+            }
+        }
+    }
+}
+
+/// Counts one upload in progress; released when dropped.
+#[derive(Debug)]
+struct UploadPermit(Arc<Shared>);
+
+impl Drop for UploadPermit {
+    fn drop(&mut self) {
+        self.0.uploads.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The writing end of one upload. Dropping it before [`Upload::finish`] aborts the upload.
+#[derive(Debug)]
+pub struct Upload {
+    store: Store,
+    entry: Arc<Entry>,
+    _permit: UploadPermit,
+    done: bool,
+}
+
+impl Upload {
+    /// The entry being written (readable while it grows, unless it replaces a complete version).
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+
+    /// Appends a chunk; every waiting reader sees it at once.
+    pub fn append(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.entry
+            .append(chunk, self.store.shared.limits.max_upload_bytes)?;
+        if self.store.memory_used() > self.store.shared.limits.max_memory {
+            self.store.shared.pressure.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Completes the upload: readers reach a clean end and a replaced version gives way.
+    pub fn finish(mut self) -> Result<Landed, StoreError> {
+        self.done = true;
+        if self.entry.state() != EntryState::Growing {
+            return Err(StoreError::Superseded);
+        }
+        Ok(self.store.finish(&self.entry))
+    }
+
+    /// Aborts the upload: readers end with an error, and a previous complete version stays.
+    pub fn abort(mut self) {
+        self.done = true;
+        self.store.abort(&self.entry);
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.abort(&self.entry);
+        }
+    }
+}

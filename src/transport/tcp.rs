@@ -1,0 +1,145 @@
+//! The TCP accept loop: HTTP/1.1 and HTTP/2 (sniffed from the preface on cleartext, by ALPN over
+//! TLS), TCP_NODELAY on every socket, a header-read timeout against slowloris, and no idle timeout,
+//! so an encoder's persistent ingest connection is never cut between uploads.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::http::{App, ConnInfo, Transport};
+
+/// Connection settings of the TCP listeners.
+#[derive(Debug, Clone)]
+pub struct TcpSettings {
+    /// Time a client has for the TLS handshake and for its request headers.
+    pub header_timeout: Duration,
+    /// Time in-flight responses get at shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// Serves `listener` until `shutdown` turns true, then drains for at most the drain timeout.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    settings: TcpSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder(&settings));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let task = connection(stream, peer, tls.clone(), Arc::clone(&app), Arc::clone(&builder), graceful.watcher(), settings.header_timeout);
+                    connections.spawn(task);
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off briefly instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(settings.drain_timeout) => {
+            tracing::info!(open = connections.len(), "drain time over; closing the remaining connections");
+        }
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+fn builder(settings: &TcpSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // LL-HLS blocking reloads and live-edge segment requests stay open for seconds each.
+        .max_concurrent_streams(1000)
+        // Room for an encoder's upload burst on a far path, and for big segments to players.
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_send_buf_size(1 << 20);
+    builder
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+) {
+    // hyper never sets TCP_NODELAY; without it small chunked writes stall on Nagle.
+    let _ = stream.set_nodelay(true);
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Cleartext
+    };
+    let info = ConnInfo { peer, transport };
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let app = Arc::clone(&app);
+        req.extensions_mut().insert(info);
+        async move { Ok::<_, Infallible>(app.handle(req).await) }
+    });
+    let result = match tls {
+        None => {
+            watcher
+                .watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                )
+                .await
+        }
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            watcher
+                .watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                )
+                .await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, %err, "connection ended with an error");
+    }
+}
