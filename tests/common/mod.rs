@@ -1,0 +1,214 @@
+//! The shared harness: a real ldash server on 127.0.0.1 port 0 with its own temporary root, and
+//! clients for every HTTP version it speaks.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ldash::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// The HTTP flavours a test table runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.1 on the cleartext listener.
+    H1,
+    /// HTTP/2 with prior knowledge on the cleartext listener.
+    H2c,
+    /// HTTP/1.1 over TLS.
+    H1Tls,
+    /// HTTP/2 over TLS, negotiated by ALPN.
+    H2Tls,
+}
+
+/// Every TCP flavour.
+pub const TCP_PROTOS: [Proto; 4] = [Proto::H1, Proto::H2c, Proto::H1Tls, Proto::H2Tls];
+
+/// A running server; stopped (gracefully) by [`TestServer::stop`] or when dropped.
+pub struct TestServer {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub root: PathBuf,
+    pub cert: rustls::pki_types::CertificateDer<'static>,
+    pub spki: String,
+    pub store: ldash::store::Store,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A server with default options on a fresh root.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server on a fresh root, with options changed by `change`.
+    pub async fn start_with(change: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary root");
+        let mut server = Self::start_in(dir.path(), change).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on `root` (kept after the server stops), with options changed by `change`.
+    pub async fn start_in(root: &Path, change: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::with_root(root.join("www"));
+        config.http = "127.0.0.1:0".parse().expect("address");
+        config.https = "127.0.0.1:0".parse().expect("address");
+        config.cert_dir = root.join("certs");
+        config.drain_timeout = 2;
+        change(&mut config);
+        let server = Server::bind(config).await.expect("server binds");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let http = server.http_addr();
+        let https = server.https_addr();
+        let cert = server.identity().certs()[0].clone();
+        let spki = server.spki_sha256().to_owned();
+        let store = server.store().clone();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            http,
+            https,
+            root: root.join("www"),
+            cert,
+            spki,
+            store,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Signals shutdown and waits for the server to finish draining and persisting.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task ends cleanly");
+        }
+    }
+
+    /// The URL of `route` (e.g. "/ldash/download/a.txt") for a protocol.
+    pub fn url(&self, proto: Proto, route: &str) -> String {
+        match proto {
+            Proto::H1 | Proto::H2c => format!("http://{}{}", self.http, route),
+            Proto::H1Tls | Proto::H2Tls => format!("https://{}{}", self.https, route),
+        }
+    }
+
+    /// A client that speaks exactly `proto` to this server.
+    pub fn client(&self, proto: Proto) -> reqwest::Client {
+        // reqwest is built without a rustls provider of its own: every client gets ours (ring).
+        let alpn: &[&[u8]] = if proto == Proto::H2Tls {
+            &[b"h2"]
+        } else {
+            &[b"http/1.1"]
+        };
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .use_preconfigured_tls(self.tls_client(alpn));
+        let builder = match proto {
+            Proto::H1 | Proto::H1Tls => builder.http1_only(),
+            Proto::H2c => builder.http2_prior_knowledge(),
+            Proto::H2Tls => builder,
+        };
+        builder.build().expect("client builds")
+    }
+
+    /// A rustls client config trusting this server's certificate.
+    pub fn tls_client(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).expect("certificate is valid");
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    /// Uploads `bytes` whole with PUT over HTTP/1.1; returns the status.
+    pub async fn put(&self, path: &str, bytes: impl Into<Bytes>) -> u16 {
+        let url = self.url(Proto::H1, &format!("/ldash/upload/{path}"));
+        let response = self
+            .client(Proto::H1)
+            .put(url)
+            .body(bytes.into())
+            .send()
+            .await
+            .expect("upload");
+        response.status().as_u16()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A request body fed chunk by chunk by the test: send `Ok(bytes)` to append, `Err(())` to make the
+/// upload fail midway, drop the sender to end it cleanly.
+pub fn streamed_body() -> (mpsc::Sender<Result<Bytes, ()>>, reqwest::Body) {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, ()>>(16);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| {
+            (
+                item.map_err(|()| std::io::Error::other("upload cut by the test")),
+                rx,
+            )
+        })
+    });
+    (tx, reqwest::Body::wrap_stream(stream))
+}
+
+/// Sends raw bytes over a new TCP connection to `addr` and returns everything the server sends back
+/// until it closes or `until` appears.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], until: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read response");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&got).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
+/// The next non-empty chunk of a response body (HTTP/2 may end a stream with an empty DATA frame).
+pub async fn next_data(response: &mut reqwest::Response) -> reqwest::Result<Option<Bytes>> {
+    loop {
+        match response.chunk().await? {
+            Some(chunk) if chunk.is_empty() => continue,
+            other => return Ok(other),
+        }
+    }
+}
