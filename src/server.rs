@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::http::App;
 use crate::store::{Limits, Store};
+use crate::transport::quic::{self, QuicError};
 use crate::transport::tcp::{self, TcpSettings};
 use crate::transport::tls::{Identity, TlsError};
 
@@ -40,6 +41,9 @@ pub enum ServerError {
     /// The TLS identity could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The HTTP/3 listener could not be set up.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
 }
 
 /// A bound server, ready to run.
@@ -50,16 +54,13 @@ pub struct Server {
     identity: Identity,
     http: TcpListener,
     https: TcpListener,
+    quic: Option<quinn::Endpoint>,
 }
 
 impl Server {
     /// Opens the store and binds every listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let identity = Identity::load(
-            config.cert.as_deref(),
-            config.key.as_deref(),
-            &config.cert_dir,
-        )?;
+        let identity = Identity::load(config.cert.as_deref(), config.key.as_deref(), &config.cert_dir)?;
         let limits = Limits {
             max_uploads: config.max_uploads,
             max_paths: config.max_paths,
@@ -73,13 +74,27 @@ impl Server {
         })?;
         let http = bind_tcp(config.http).await?;
         let https = bind_tcp(config.https).await?;
+        // HTTP/3 listens on UDP at the TLS listener's port number (the one it actually got).
+        let quic = if config.no_h3 {
+            None
+        } else {
+            let tcp = https.local_addr().map_err(|source| ServerError::Bind {
+                addr: config.https,
+                source,
+            })?;
+            Some(quic::endpoint(&identity, tcp)?)
+        };
+        let alt_svc = quic
+            .as_ref()
+            .and_then(|q| q.local_addr().ok())
+            .and_then(|addr| alt_svc(addr.port()));
         let app = Arc::new(App {
             store,
             upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
             upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout.max(1)),
             max_upload_bytes: config.max_upload_bytes,
             media_max_age: config.ttl().map_or(86_400, |ttl| ttl.as_secs()),
-            alt_svc: None,
+            alt_svc,
         });
         Ok(Server {
             config,
@@ -87,6 +102,7 @@ impl Server {
             identity,
             http,
             https,
+            quic,
         })
     }
 
@@ -98,6 +114,11 @@ impl Server {
     /// The TLS listener's address.
     pub fn https_addr(&self) -> SocketAddr {
         self.https.local_addr().unwrap_or(self.config.https)
+    }
+
+    /// The HTTP/3 listener's address, when it is on.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().and_then(|q| q.local_addr().ok())
     }
 
     /// The certificate's SPKI pin (see [`Identity::spki_sha256`]).
@@ -122,6 +143,12 @@ impl Server {
         tracing::info!(root = %self.config.root.display(), "serving files under the root");
         tracing::info!("ingest (cleartext HTTP/1.1, h2c): http://{http}/ldash/upload/{{path}}");
         tracing::info!("players (TLS HTTP/1.1, HTTP/2): https://{https}/ldash/download/{{path}}");
+        match self.quic_addr() {
+            Some(quic) => {
+                tracing::info!("players (HTTP/3, QUIC): https://{quic}/ldash/download/{{path}} (advertised by Alt-Svc)")
+            }
+            None => tracing::info!("HTTP/3 is off (--no-h3)"),
+        }
         tracing::info!(
             certificate = %self.identity.source.display(),
             "certificate SPKI sha256 (for chromium --ignore-certificate-errors-spki-list): {}",
@@ -130,9 +157,7 @@ impl Server {
         if self.app.upload_token.is_some() {
             tracing::info!("uploads need the upload token");
         } else {
-            tracing::warn!(
-                "no --upload-token: uploads and deletes are accepted from loopback peers only"
-            );
+            tracing::warn!("no --upload-token: uploads and deletes are accepted from loopback peers only");
         }
     }
 
@@ -159,6 +184,10 @@ impl Server {
             settings.clone(),
             stopped.clone(),
         ));
+        if let Some(endpoint) = self.quic {
+            let app = Arc::clone(&self.app);
+            tasks.spawn(quic::serve(endpoint, app, settings.drain_timeout, stopped.clone()));
+        }
         tasks.spawn(tcp::serve(
             self.https,
             Some(tls),
@@ -184,11 +213,7 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     match TcpListener::bind(addr).await {
         Ok(listener) => Ok(listener),
         // A host without IPv6 cannot bind [::]; serve IPv4 on the same port instead.
-        Err(err)
-            if addr.is_ipv6()
-                && addr.ip().is_unspecified()
-                && err.kind() != std::io::ErrorKind::AddrInUse =>
-        {
+        Err(err) if addr.is_ipv6() && addr.ip().is_unspecified() && err.kind() != std::io::ErrorKind::AddrInUse => {
             let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
             tracing::warn!(%addr, %err, "IPv6 unavailable; listening on {v4}");
             TcpListener::bind(v4)

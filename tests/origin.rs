@@ -7,90 +7,92 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{next_data, raw_exchange, raw_status, streamed_body, Proto, TestServer, TCP_PROTOS};
+use common::client::{Client, Response};
+use common::{chunk_channel, next_data, raw_exchange, raw_status, streamed_body, Proto, TestServer, ALL_PROTOS};
+use http::Method;
 use reqwest::header;
+
+/// Waits until `route` answers 200 (the upload has reached the server) and returns that response.
+async fn when_present(client: &Client, route: &str) -> Response {
+    loop {
+        let r = client.get(route).send().await.expect("download");
+        if r.status == 200 {
+            return r;
+        }
+        assert_eq!(r.status, 404, "unexpected status while waiting for {route}");
+        tokio::task::yield_now().await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growing_entry_streams_first_chunk_before_upload_ends() {
     let server = TestServer::start().await;
-    for proto in TCP_PROTOS {
-        let path = format!("live/{proto:?}.m4s");
-        let (chunks, body) = streamed_body();
-        let uploader = server
-            .client(Proto::H1)
-            .put(server.url(Proto::H1, &format!("/ldash/upload/{path}")))
-            .body(body);
-        let upload =
-            tokio::spawn(async move { uploader.send().await.map(|r| r.status().as_u16()) });
-        chunks
-            .send(Ok(Bytes::from_static(b"first chunk;")))
-            .await
-            .expect("first chunk queued");
-        // The path is readable once the upload has started; wait for it by polling the store's index
-        // through the server (a 404 means the upload has not reached the server yet).
-        let mut response = loop {
-            let r = server
-                .client(proto)
-                .get(server.url(proto, &format!("/ldash/download/{path}")))
-                .send()
+    for uploader in ALL_PROTOS {
+        for reader in ALL_PROTOS {
+            let route = format!("/ldash/download/live/{uploader:?}-{reader:?}.m4s");
+            let (chunks, rx) = chunk_channel();
+            let put = server
+                .client_for(uploader)
                 .await
-                .expect("download");
-            if r.status() == 200 {
-                break r;
-            }
+                .put(&route.replace("download", "upload"))
+                .stream(rx);
+            let upload = tokio::spawn(put.send());
+            chunks
+                .send(Ok(Bytes::from_static(b"first chunk;")))
+                .await
+                .expect("first chunk queued");
+            let mut response = when_present(&server.client_for(reader).await, &route).await;
+            let case = format!("upload over {uploader:?}, download over {reader:?}");
             assert_eq!(
-                r.status(),
-                404,
-                "{proto:?}: unexpected status before the upload started"
+                response.header("cache-control"),
+                "no-store",
+                "{case}: a growing entry must not be cached"
             );
-            tokio::task::yield_now().await;
-        };
-        assert_eq!(
-            response.headers()[header::CACHE_CONTROL],
-            "no-store",
-            "{proto:?}: a growing entry must not be cached"
-        );
-        assert!(
-            response.headers().get(header::CONTENT_LENGTH).is_none(),
-            "{proto:?}: a growing entry has no length yet"
-        );
-        let first = next_data(&mut response)
-            .await
-            .expect("first chunk read")
-            .expect("first chunk present");
-        assert_eq!(
-            &first[..],
-            b"first chunk;",
-            "{proto:?}: the first chunk must arrive while the upload is still open"
-        );
-        assert!(
-            !upload.is_finished(),
-            "{proto:?}: the upload must still be running when the first chunk arrives"
-        );
-        chunks
-            .send(Ok(Bytes::from_static(b"second chunk")))
-            .await
-            .expect("second chunk queued");
-        let second = next_data(&mut response)
-            .await
-            .expect("second chunk read")
-            .expect("second chunk present");
-        assert_eq!(
-            &second[..],
-            b"second chunk",
-            "{proto:?}: the second chunk arrives as it is appended"
-        );
-        drop(chunks);
-        assert_eq!(
-            next_data(&mut response).await.expect("clean end"),
-            None,
-            "{proto:?}: the download ends when the upload does"
-        );
-        assert_eq!(
-            upload.await.expect("upload task").expect("upload"),
-            201,
-            "{proto:?}: a new path is 201 Created"
-        );
+            assert_eq!(
+                response.header("content-length"),
+                "",
+                "{case}: a growing entry has no length yet"
+            );
+            let first = response
+                .chunk()
+                .await
+                .expect("first chunk read")
+                .expect("first chunk present");
+            assert_eq!(
+                &first[..],
+                b"first chunk;",
+                "{case}: the first chunk must arrive while the upload is open"
+            );
+            assert!(
+                !upload.is_finished(),
+                "{case}: the upload must still be running when the first chunk arrives"
+            );
+            chunks
+                .send(Ok(Bytes::from_static(b"second chunk")))
+                .await
+                .expect("second chunk queued");
+            let second = response
+                .chunk()
+                .await
+                .expect("second chunk read")
+                .expect("second chunk present");
+            assert_eq!(
+                &second[..],
+                b"second chunk",
+                "{case}: the second chunk arrives as it is appended"
+            );
+            drop(chunks);
+            assert_eq!(
+                response.chunk().await.expect("clean end"),
+                None,
+                "{case}: the download ends when the upload does"
+            );
+            assert_eq!(
+                upload.await.expect("upload task").expect("upload").status,
+                201,
+                "{case}: a new path is 201"
+            );
+        }
     }
 }
 
@@ -99,61 +101,49 @@ async fn complete_file_has_length_validators_type_and_cache_policy() {
     let server = TestServer::start().await;
     assert_eq!(server.put("live/seg-1.m4s", vec![7u8; 1000]).await, 201);
     assert_eq!(server.put("live/stream.mpd", "<MPD/>").await, 201);
-    for proto in TCP_PROTOS {
-        let client = server.client(proto);
-        let r = client
-            .get(server.url(proto, "/ldash/download/live/seg-1.m4s"))
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(r.status(), 200, "{proto:?}");
-        let h = r.headers().clone();
-        assert_eq!(h[header::CONTENT_LENGTH], "1000", "{proto:?}: length");
+    for proto in ALL_PROTOS {
+        let client = server.client_for(proto).await;
+        let r = client.get("/ldash/download/live/seg-1.m4s").send().await.expect("get");
+        assert_eq!(r.status, 200, "{proto:?}");
+        assert_eq!(r.header("content-length"), "1000", "{proto:?}: length");
+        assert_eq!(r.header("content-type"), "video/iso.segment", "{proto:?}: type");
         assert_eq!(
-            h[header::CONTENT_TYPE],
-            "video/iso.segment",
-            "{proto:?}: type"
-        );
-        assert_eq!(
-            h[header::CACHE_CONTROL],
+            r.header("cache-control"),
             "public, max-age=300",
             "{proto:?}: complete media segments are long-lived"
         );
         assert!(
-            h.contains_key(header::ETAG) && h.contains_key(header::LAST_MODIFIED),
+            !r.header("etag").is_empty() && !r.header("last-modified").is_empty(),
             "{proto:?}: validators"
         );
-        assert_eq!(
-            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-            "*",
-            "{proto:?}: CORS"
-        );
-        let exposed = h[header::ACCESS_CONTROL_EXPOSE_HEADERS]
-            .to_str()
-            .expect("ascii");
+        assert!(!r.header("date").is_empty(), "{proto:?}: Date");
+        assert_eq!(r.header("access-control-allow-origin"), "*", "{proto:?}: CORS");
         for name in ["Date", "Age", "Content-Length"] {
             assert!(
-                exposed.contains(name),
-                "{proto:?}: {name} must be exposed to scripts"
+                r.header("access-control-expose-headers").contains(name),
+                "{proto:?}: {name} must be exposed"
             );
         }
-        assert_eq!(
-            r.bytes().await.expect("body"),
-            vec![7u8; 1000],
-            "{proto:?}: body"
-        );
+        let alt_svc = r.header("alt-svc").to_owned();
+        if proto == Proto::H1Tls || proto == Proto::H2Tls {
+            let port = server.quic.expect("HTTP/3 on").port();
+            assert_eq!(
+                alt_svc,
+                format!("h3=\":{port}\"; ma=86400"),
+                "{proto:?}: the TLS listener advertises HTTP/3"
+            );
+        } else {
+            assert_eq!(alt_svc, "", "{proto:?}: Alt-Svc only on the TLS TCP listener");
+        }
+        assert_eq!(r.bytes().await.expect("body"), vec![7u8; 1000], "{proto:?}: body");
         let r = client
-            .get(server.url(proto, "/ldash/download/live/stream.mpd"))
+            .get("/ldash/download/live/stream.mpd")
             .send()
             .await
             .expect("get mpd");
+        assert_eq!(r.header("content-type"), "application/dash+xml", "{proto:?}");
         assert_eq!(
-            r.headers()[header::CONTENT_TYPE],
-            "application/dash+xml",
-            "{proto:?}"
-        );
-        assert_eq!(
-            r.headers()[header::CACHE_CONTROL],
+            r.header("cache-control"),
             "no-cache",
             "{proto:?}: manifests are revalidated"
         );
@@ -165,104 +155,76 @@ async fn ranges_conditionals_and_head() {
     let server = TestServer::start().await;
     let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
     assert_eq!(server.put("v/file.mp4", data.clone()).await, 201);
-    for proto in TCP_PROTOS {
-        let client = server.client(proto);
-        let url = server.url(proto, "/ldash/download/v/file.mp4");
+    let route = "/ldash/download/v/file.mp4";
+    for proto in ALL_PROTOS {
+        let client = server.client_for(proto).await;
         let r = client
-            .get(&url)
-            .header(header::RANGE, "bytes=100-199")
+            .get(route)
+            .header("range", "bytes=100-199")
             .send()
             .await
             .expect("range");
-        assert_eq!(r.status(), 206, "{proto:?}");
-        assert_eq!(
-            r.headers()[header::CONTENT_RANGE],
-            "bytes 100-199/5000",
-            "{proto:?}"
-        );
-        assert_eq!(
-            r.bytes().await.expect("body"),
-            data[100..200],
-            "{proto:?}: range body"
-        );
+        assert_eq!(r.status, 206, "{proto:?}");
+        assert_eq!(r.header("content-range"), "bytes 100-199/5000", "{proto:?}");
+        assert_eq!(r.bytes().await.expect("body"), data[100..200], "{proto:?}: range body");
         let r = client
-            .get(&url)
-            .header(header::RANGE, "bytes=-10")
+            .get(route)
+            .header("range", "bytes=-10")
             .send()
             .await
             .expect("suffix");
-        assert_eq!(
-            r.bytes().await.expect("body"),
-            data[4990..],
-            "{proto:?}: suffix range"
-        );
+        assert_eq!(r.bytes().await.expect("body"), data[4990..], "{proto:?}: suffix range");
         let r = client
-            .get(&url)
-            .header(header::RANGE, "bytes=9000-")
+            .get(route)
+            .header("range", "bytes=9000-")
             .send()
             .await
             .expect("416");
-        assert_eq!(r.status(), 416, "{proto:?}");
-        assert_eq!(
-            r.headers()[header::CONTENT_RANGE],
-            "bytes */5000",
-            "{proto:?}"
-        );
-        let first = client.get(&url).send().await.expect("get");
-        let etag = first.headers()[header::ETAG].clone();
-        let modified = first.headers()[header::LAST_MODIFIED].clone();
+        assert_eq!(r.status, 416, "{proto:?}");
+        assert_eq!(r.header("content-range"), "bytes */5000", "{proto:?}");
+        let first = client.get(route).send().await.expect("get");
+        let etag = first.header("etag").to_owned();
+        let modified = first.header("last-modified").to_owned();
         let r = client
-            .get(&url)
-            .header(header::IF_NONE_MATCH, etag.clone())
+            .get(route)
+            .header("if-none-match", etag.as_str())
             .send()
             .await
             .expect("inm");
-        assert_eq!(r.status(), 304, "{proto:?}: If-None-Match");
+        assert_eq!(r.status, 304, "{proto:?}: If-None-Match");
         let r = client
-            .get(&url)
-            .header(header::IF_MODIFIED_SINCE, modified)
+            .get(route)
+            .header("if-modified-since", modified.as_str())
             .send()
             .await
             .expect("ims");
-        assert_eq!(r.status(), 304, "{proto:?}: If-Modified-Since");
+        assert_eq!(r.status, 304, "{proto:?}: If-Modified-Since");
         let r = client
-            .get(&url)
-            .header(header::IF_NONE_MATCH, "\"other\"")
+            .get(route)
+            .header("if-none-match", "\"other\"")
             .send()
             .await
             .expect("inm miss");
-        assert_eq!(r.status(), 200, "{proto:?}: a different ETag gets the body");
+        assert_eq!(r.status, 200, "{proto:?}: a different ETag gets the body");
         let r = client
-            .get(&url)
-            .header(header::RANGE, "bytes=0-9")
-            .header(header::IF_RANGE, "\"stale\"")
+            .get(route)
+            .header("range", "bytes=0-9")
+            .header("if-range", "\"stale\"")
             .send()
             .await
             .expect("if-range");
-        assert_eq!(
-            r.status(),
-            200,
-            "{proto:?}: a stale If-Range gets the whole file"
-        );
+        assert_eq!(r.status, 200, "{proto:?}: a stale If-Range gets the whole file");
         let r = client
-            .get(&url)
-            .header(header::RANGE, "bytes=0-9")
-            .header(header::IF_RANGE, etag)
+            .get(route)
+            .header("range", "bytes=0-9")
+            .header("if-range", etag.as_str())
             .send()
             .await
             .expect("if-range");
-        assert_eq!(
-            r.status(),
-            206,
-            "{proto:?}: a matching If-Range gets the range"
-        );
-        let r = client.head(&url).send().await.expect("head");
-        assert_eq!(r.status(), 200, "{proto:?}");
-        assert_eq!(
-            r.headers()[header::CONTENT_LENGTH],
-            "5000",
-            "{proto:?}: HEAD has the length"
-        );
+        assert_eq!(r.status, 206, "{proto:?}: a matching If-Range gets the range");
+        let r = client.request(Method::HEAD, route).send().await.expect("head");
+        assert_eq!(r.status, 200, "{proto:?}");
+        assert_eq!(r.header("content-length"), "5000", "{proto:?}: HEAD has the length");
         assert!(
             r.bytes().await.expect("head body").is_empty(),
             "{proto:?}: HEAD has no body"
@@ -273,48 +235,28 @@ async fn ranges_conditionals_and_head() {
 #[tokio::test]
 async fn cors_preflight_is_answered() {
     let server = TestServer::start().await;
-    for proto in TCP_PROTOS {
+    for proto in ALL_PROTOS {
         let r = server
-            .client(proto)
-            .request(
-                reqwest::Method::OPTIONS,
-                server.url(proto, "/ldash/download/live/stream.mpd"),
-            )
-            .header(header::ORIGIN, "https://player.example")
-            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
-            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "range")
+            .client_for(proto)
+            .await
+            .request(Method::OPTIONS, "/ldash/download/live/stream.mpd")
+            .header("origin", "https://player.example")
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "range")
             .send()
             .await
             .expect("preflight");
-        assert_eq!(r.status(), 204, "{proto:?}");
-        assert_eq!(
-            r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-            "*",
-            "{proto:?}"
-        );
-        assert!(
-            r.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
-                .to_str()
-                .expect("ascii")
-                .contains("GET"),
-            "{proto:?}"
-        );
-        assert_eq!(
-            r.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS],
-            "range",
-            "{proto:?}"
-        );
+        assert_eq!(r.status, 204, "{proto:?}");
+        assert_eq!(r.header("access-control-allow-origin"), "*", "{proto:?}");
+        assert!(r.header("access-control-allow-methods").contains("GET"), "{proto:?}");
+        assert_eq!(r.header("access-control-allow-headers"), "range", "{proto:?}");
     }
 }
 
 #[tokio::test]
 async fn path_attacks_are_refused_with_a_reason() {
     let server = TestServer::start().await;
-    std::fs::write(
-        server.root.parent().expect("parent").join("secret.txt"),
-        "secret",
-    )
-    .expect("write secret");
+    std::fs::write(server.root.parent().expect("parent").join("secret.txt"), "secret").expect("write secret");
     let attacks = [
         "/ldash/download/../secret.txt",
         "/ldash/download/%2e%2e/secret.txt",
@@ -334,13 +276,10 @@ async fn path_attacks_are_refused_with_a_reason() {
         } else {
             "GET"
         };
-        let request = format!("{method} {attack} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("{method} {attack} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         let response = raw_exchange(server.http, request.as_bytes(), "\r\n\r\nbad path").await;
-        assert_eq!(
-            raw_status(&response),
-            400,
-            "{attack} must be refused: {response}"
-        );
+        assert_eq!(raw_status(&response), 400, "{attack} must be refused: {response}");
         assert!(
             response.contains("bad path: "),
             "{attack}: the reason is given in plain text: {response}"
@@ -354,8 +293,7 @@ async fn path_attacks_are_refused_with_a_reason() {
         "over-long path"
     );
     assert_eq!(
-        std::fs::read_to_string(server.root.parent().expect("parent").join("secret.txt"))
-            .expect("secret"),
+        std::fs::read_to_string(server.root.parent().expect("parent").join("secret.txt")).expect("secret"),
         "secret"
     );
 }
@@ -387,10 +325,7 @@ async fn missing_paths_and_wrong_methods() {
         .await
         .expect("post");
     assert_eq!(r.status(), 405);
-    assert!(r.headers()[header::ALLOW]
-        .to_str()
-        .expect("ascii")
-        .contains("GET"));
+    assert!(r.headers()[header::ALLOW].to_str().expect("ascii").contains("GET"));
     let r = client
         .get(server.url(Proto::H1, "/elsewhere"))
         .send()
@@ -407,28 +342,23 @@ async fn reupload_replaces_atomically_and_delete_removes() {
     let (chunks, body) = streamed_body();
     let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
     let replace = tokio::spawn(client.put(url).body(body).send());
-    chunks
-        .send(Ok(Bytes::from_static(b"version")))
-        .await
-        .expect("chunk");
+    chunks.send(Ok(Bytes::from_static(b"version"))).await.expect("chunk");
     // Until the replacement completes, readers get the whole previous version.
-    for proto in TCP_PROTOS {
+    for proto in ALL_PROTOS {
         let got = server
-            .client(proto)
-            .get(server.url(proto, "/ldash/download/live/stream.mpd"))
+            .client_for(proto)
+            .await
+            .get("/ldash/download/live/stream.mpd")
             .send()
             .await
             .expect("get");
         assert_eq!(
-            got.text().await.expect("text"),
+            got.text().await,
             "version 1",
             "{proto:?}: the old version stays until the new one completes"
         );
     }
-    chunks
-        .send(Ok(Bytes::from_static(b" 2")))
-        .await
-        .expect("chunk");
+    chunks.send(Ok(Bytes::from_static(b" 2"))).await.expect("chunk");
     drop(chunks);
     assert_eq!(
         replace.await.expect("task").expect("upload").status(),
@@ -463,49 +393,35 @@ async fn reupload_replaces_atomically_and_delete_removes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_upload_ends_readers_with_an_error() {
     let server = TestServer::start().await;
-    for proto in TCP_PROTOS {
-        let path = format!("live/abort-{proto:?}.m4s");
-        let (chunks, body) = streamed_body();
-        let url = server.url(Proto::H1, &format!("/ldash/upload/{path}"));
-        let upload = tokio::spawn(server.client(Proto::H1).put(url).body(body).send());
-        chunks
-            .send(Ok(Bytes::from_static(b"partial")))
-            .await
-            .expect("chunk");
-        let mut response = loop {
-            let r = server
-                .client(proto)
-                .get(server.url(proto, &format!("/ldash/download/{path}")))
-                .send()
+    for uploader in ALL_PROTOS {
+        for reader in ALL_PROTOS {
+            let case = format!("upload over {uploader:?}, download over {reader:?}");
+            let route = format!("/ldash/download/live/abort-{uploader:?}-{reader:?}.m4s");
+            let (chunks, rx) = chunk_channel();
+            let put = server
+                .client_for(uploader)
                 .await
-                .expect("get");
-            if r.status() == 200 {
-                break r;
-            }
-            tokio::task::yield_now().await;
-        };
-        assert_eq!(
-            &next_data(&mut response)
-                .await
-                .expect("chunk")
-                .expect("data")[..],
-            b"partial",
-            "{proto:?}"
-        );
-        chunks.send(Err(())).await.expect("cut");
-        let end = next_data(&mut response).await;
-        assert!(
-            end.is_err(),
-            "{proto:?}: a reader of an aborted upload must see an error, got {end:?}"
-        );
-        let _ = upload.await;
-        let r = server
-            .client(proto)
-            .get(server.url(proto, &format!("/ldash/download/{path}")))
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(r.status(), 404, "{proto:?}: the partial data is discarded");
+                .put(&route.replace("download", "upload"))
+                .stream(rx);
+            let upload = tokio::spawn(put.send());
+            chunks.send(Ok(Bytes::from_static(b"partial"))).await.expect("chunk");
+            let client = server.client_for(reader).await;
+            let mut response = when_present(&client, &route).await;
+            assert_eq!(
+                &response.chunk().await.expect("chunk").expect("data")[..],
+                b"partial",
+                "{case}"
+            );
+            chunks.send(Err(())).await.expect("cut");
+            let end = response.chunk().await;
+            assert!(
+                end.is_err(),
+                "{case}: a reader of an aborted upload must see an error, got {end:?}"
+            );
+            let _ = upload.await;
+            let r = client.get(&route).send().await.expect("get");
+            assert_eq!(r.status, 404, "{case}: the partial data is discarded");
+        }
     }
 }
 
@@ -544,19 +460,10 @@ async fn uploads_need_the_token_when_one_is_set() {
         .send()
         .await
         .expect("put");
-    assert_eq!(
-        r.status(),
-        204,
-        "Basic credentials with the token as password"
-    );
+    assert_eq!(r.status(), 204, "Basic credentials with the token as password");
     let r = client.delete(&url).send().await.expect("delete");
     assert_eq!(r.status(), 401, "deletes need the token too");
-    let r = client
-        .delete(&url)
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .expect("delete");
+    let r = client.delete(&url).bearer_auth("s3cret").send().await.expect("delete");
     assert_eq!(r.status(), 204);
     let r = client
         .get(server.url(Proto::H1, "/ldash/download/a.txt"))
@@ -571,11 +478,7 @@ async fn without_a_token_only_loopback_peers_may_upload() {
     use http_body_util::Empty;
     use ldash::http::{ConnInfo, Transport};
     let server = TestServer::start().await;
-    assert_eq!(
-        server.put("a.txt", "from loopback").await,
-        201,
-        "loopback may upload"
-    );
+    assert_eq!(server.put("a.txt", "from loopback").await, 201, "loopback may upload");
     let app = ldash::http::App {
         store: server.store.clone(),
         upload_token: None,
@@ -626,30 +529,15 @@ async fn limits_are_enforced_with_clear_statuses() {
     assert_eq!(r.status(), 413, "a declared length over the limit");
     let (chunks, body) = streamed_body();
     let chunked = tokio::spawn(client.put(url("big2.bin")).body(body).send());
-    chunks
-        .send(Ok(Bytes::from(vec![0u8; 600])))
-        .await
-        .expect("chunk");
+    chunks.send(Ok(Bytes::from(vec![0u8; 600]))).await.expect("chunk");
     // Hold the first upload open to test the concurrency cap.
     while server.store.get("big2.bin").is_none() {
         tokio::task::yield_now().await;
     }
-    let r = client
-        .put(url("other.bin"))
-        .body("x")
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(
-        r.status(),
-        503,
-        "a second concurrent upload over --max-uploads"
-    );
+    let r = client.put(url("other.bin")).body("x").send().await.expect("put");
+    assert_eq!(r.status(), 503, "a second concurrent upload over --max-uploads");
     assert!(r.headers().contains_key(header::RETRY_AFTER));
-    chunks
-        .send(Ok(Bytes::from(vec![0u8; 600])))
-        .await
-        .expect("chunk");
+    chunks.send(Ok(Bytes::from(vec![0u8; 600]))).await.expect("chunk");
     drop(chunks);
     let status = chunked.await.expect("task").map(|r| r.status().as_u16());
     assert!(
@@ -680,14 +568,15 @@ async fn restart_with_the_same_root_serves_the_same_bytes() {
     assert_eq!(server.put("live/seg.m4s", data.clone()).await, 201);
     server.stop().await;
     let server = TestServer::start_in(dir.path(), |_| {}).await;
-    for proto in TCP_PROTOS {
+    for proto in ALL_PROTOS {
         let r = server
-            .client(proto)
-            .get(server.url(proto, "/ldash/download/live/seg.m4s"))
+            .client_for(proto)
+            .await
+            .get("/ldash/download/live/seg.m4s")
             .send()
             .await
             .expect("get");
-        assert_eq!(r.status(), 200, "{proto:?}: served after restart");
+        assert_eq!(r.status, 200, "{proto:?}: served after restart");
         assert_eq!(
             r.bytes().await.expect("body"),
             data,
@@ -700,9 +589,7 @@ async fn restart_with_the_same_root_serves_the_same_bytes() {
 async fn ingest_connection_is_kept_alive_across_chunked_uploads() {
     // What ffmpeg -http_persistent 1 does: several chunked PUTs (and a chunked DELETE) on one connection.
     let server = TestServer::start().await;
-    let mut stream = tokio::net::TcpStream::connect(server.http)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(server.http).await.expect("connect");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 4096];
     for (i, request) in [
@@ -724,28 +611,20 @@ async fn ingest_connection_is_kept_alive_across_chunked_uploads() {
 #[tokio::test]
 async fn server_clock_is_iso8601_utc_with_milliseconds() {
     let server = TestServer::start().await;
-    for proto in TCP_PROTOS {
+    for proto in ALL_PROTOS {
         let r = server
-            .client(proto)
-            .get(server.url(proto, "/ldash/time"))
+            .client_for(proto)
+            .await
+            .get("/ldash/time")
             .send()
             .await
             .expect("time");
-        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store", "{proto:?}");
-        let text = r.text().await.expect("text");
-        assert_eq!(
-            text.len(),
-            24,
-            "{proto:?}: YYYY-MM-DDTHH:MM:SS.mmmZ, got {text}"
-        );
+        assert_eq!(r.header("cache-control"), "no-store", "{proto:?}");
+        let text = r.text().await;
+        assert_eq!(text.len(), 24, "{proto:?}: YYYY-MM-DDTHH:MM:SS.mmmZ, got {text}");
         let parsed = humantime::parse_rfc3339(&text).expect("RFC 3339");
-        let skew = std::time::SystemTime::now()
-            .duration_since(parsed)
-            .unwrap_or_default();
-        assert!(
-            skew < Duration::from_secs(5),
-            "{proto:?}: the clock is now, got {text}"
-        );
+        let skew = std::time::SystemTime::now().duration_since(parsed).unwrap_or_default();
+        assert!(skew < Duration::from_secs(5), "{proto:?}: the clock is now, got {text}");
     }
 }
 
@@ -764,10 +643,7 @@ async fn graceful_shutdown_drains_then_persists() {
             .body(body)
             .send(),
     );
-    chunks
-        .send(Ok(Bytes::from_static(b"live")))
-        .await
-        .expect("chunk");
+    chunks.send(Ok(Bytes::from_static(b"live"))).await.expect("chunk");
     let mut follower = loop {
         let r = server
             .client(Proto::H2c)
@@ -781,10 +657,7 @@ async fn graceful_shutdown_drains_then_persists() {
         tokio::task::yield_now().await;
     };
     assert_eq!(
-        &next_data(&mut follower)
-            .await
-            .expect("chunk")
-            .expect("data")[..],
+        &next_data(&mut follower).await.expect("chunk").expect("data")[..],
         b"live"
     );
     let http = server.http;
@@ -798,9 +671,7 @@ async fn graceful_shutdown_drains_then_persists() {
         "no new connections after shutdown"
     );
     assert_eq!(
-        std::fs::read(root.join("done.m4s"))
-            .expect("persisted")
-            .len(),
+        std::fs::read(root.join("done.m4s")).expect("persisted").len(),
         10_000,
         "completed uploads are on disk"
     );

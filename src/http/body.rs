@@ -93,10 +93,7 @@ impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
@@ -152,12 +149,8 @@ impl http_body::Body for ResponseBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream {
-                remaining: Some(n), ..
-            } => SizeHint::with_exact(*n),
-            Kind::Stream {
-                remaining: None, ..
-            } => SizeHint::default(),
+            Kind::Stream { remaining: Some(n), .. } => SizeHint::with_exact(*n),
+            Kind::Stream { remaining: None, .. } => SizeHint::default(),
         }
     }
 }

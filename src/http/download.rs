@@ -9,11 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::{headers, App, HttpError, ResponseBody};
 use crate::store::{Entry, EntryState};
 
-pub(super) fn get<B>(
-    app: &App,
-    path: &str,
-    req: &Request<B>,
-) -> Result<Response<ResponseBody>, HttpError> {
+pub(super) fn get<B>(app: &App, path: &str, req: &Request<B>) -> Result<Response<ResponseBody>, HttpError> {
     let entry = app.store.get(path).ok_or(HttpError::NotFound)?;
     let head = req.method() == Method::HEAD;
     match entry.state() {
@@ -25,12 +21,7 @@ pub(super) fn get<B>(
 
 /// A growing entry: everything so far, then each chunk as it arrives. Range and validators are
 /// ignored (the length is not known yet), as HTTP allows.
-fn growing(
-    app: &App,
-    path: &str,
-    entry: &std::sync::Arc<Entry>,
-    head: bool,
-) -> Response<ResponseBody> {
+fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> Response<ResponseBody> {
     let body = if head {
         ResponseBody::empty()
     } else {
@@ -96,18 +87,14 @@ fn complete(
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if !head && end > start {
-        *response.body_mut() =
-            ResponseBody::reader(entry.reader(start, Some(end)), Some(end - start));
+        *response.body_mut() = ResponseBody::reader(entry.reader(start, Some(end)), Some(end - start));
     }
     Ok(response)
 }
 
 /// If-None-Match (weak comparison) or, without it, If-Modified-Since.
 fn not_modified(request: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
-    if let Some(value) = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(value) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         return value
             .split(',')
             .map(|tag| tag.trim().trim_start_matches("W/"))

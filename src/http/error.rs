@@ -48,9 +48,7 @@ impl HttpError {
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            HttpError::BadPath(_) | HttpError::UploadBody(_) | HttpError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            HttpError::BadPath(_) | HttpError::UploadBody(_) | HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Store(StoreError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Store(StoreError::TooManyPaths { .. } | StoreError::MemoryFull { .. }) => {
                 StatusCode::INSUFFICIENT_STORAGE
@@ -86,9 +84,7 @@ impl HttpError {
             HttpError::RangeNotSatisfiable(len) => {
                 builder = builder.header(header::CONTENT_RANGE, format!("bytes */{len}"))
             }
-            HttpError::Store(StoreError::Busy { .. }) => {
-                builder = builder.header(header::RETRY_AFTER, "1")
-            }
+            HttpError::Store(StoreError::Busy { .. }) => builder = builder.header(header::RETRY_AFTER, "1"),
             _ => {}
         }
         let body = ResponseBody::full(format!("{self}\n"));

@@ -4,9 +4,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 /// The Content-Type for a stored path, by its extension.
 pub fn content_type(path: &str) -> &'static str {
-    let ext = path
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase());
+    let ext = path.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
     match ext.as_deref() {
         Some("mpd") => "application/dash+xml",
         Some("m3u8") => "application/vnd.apple.mpegurl",
@@ -31,11 +29,9 @@ pub fn is_manifest(path: &str) -> bool {
 /// True for media segments, which do not change once complete.
 pub fn is_media(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    [
-        ".m4s", ".mp4", ".m4v", ".m4a", ".ts", ".cmfv", ".cmfa", ".aac",
-    ]
-    .iter()
-    .any(|ext| lower.ends_with(ext))
+    [".m4s", ".mp4", ".m4v", ".m4a", ".ts", ".cmfv", ".cmfa", ".aac"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
 }
 
 /// Cache-Control for a stored path. Growing entries must not be cached as if whole; complete media
@@ -54,15 +50,10 @@ pub fn cache_control(path: &str, growing: bool, media_max_age: u64) -> HeaderVal
 /// Headers that let players on other origins read responses (and the Date, Age and lengths they need
 /// for clock sync and throughput estimates).
 pub fn add_cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(
-            "Date, Age, Content-Length, Content-Range, Content-Type, ETag, Last-Modified",
-        ),
+        HeaderValue::from_static("Date, Age, Content-Length, Content-Range, Content-Type, ETag, Last-Modified"),
     );
 }
 
@@ -76,10 +67,7 @@ pub fn add_preflight(headers: &mut HeaderMap, requested: Option<&HeaderValue>) {
         "Range, Authorization, Content-Type, If-None-Match, If-Modified-Since",
     ));
     headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
 }
 
 #[cfg(test)]

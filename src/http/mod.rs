@@ -80,18 +80,11 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let conn = req
-            .extensions()
-            .get::<ConnInfo>()
-            .copied()
-            .unwrap_or_default();
+        let conn = req.extensions().get::<ConnInfo>().copied().unwrap_or_default();
         let method = req.method().clone();
         let version = req.version();
         let log_path = req.uri().path().chars().take(512).collect::<String>();
-        let mut response = self
-            .route(req, &conn)
-            .await
-            .unwrap_or_else(HttpError::into_response);
+        let mut response = self.route(req, &conn).await.unwrap_or_else(HttpError::into_response);
         let headers = response.headers_mut();
         headers::add_cors(headers);
         if !headers.contains_key(header::DATE) {
@@ -120,11 +113,7 @@ impl App {
         })
     }
 
-    async fn route<B>(
-        &self,
-        req: Request<B>,
-        conn: &ConnInfo,
-    ) -> Result<Response<ResponseBody>, HttpError>
+    async fn route<B>(&self, req: Request<B>, conn: &ConnInfo) -> Result<Response<ResponseBody>, HttpError>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -104,10 +104,7 @@ fn authorize(app: &App, headers: &HeaderMap, conn: &ConnInfo) -> Result<(), Http
             "uploads are accepted only from loopback peers unless the server has an --upload-token",
         ));
     };
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(HttpError::Unauthorized(
             "this upload needs the server's token (Authorization: Bearer TOKEN)",
         ));
@@ -123,8 +120,7 @@ fn authorize(app: &App, headers: &HeaderMap, conn: &ConnInfo) -> Result<(), Http
             .and_then(|decoded| String::from_utf8(decoded).ok())
             .is_some_and(|pair| {
                 let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
-                same(password.as_bytes(), token.as_bytes())
-                    || same(user.as_bytes(), token.as_bytes())
+                same(password.as_bytes(), token.as_bytes()) || same(user.as_bytes(), token.as_bytes())
             })
     } else {
         false

@@ -142,9 +142,7 @@ impl Entry {
     fn body(&self) -> MutexGuard<'_, Body> {
         // A panic while holding this lock cannot leave the body half-updated in a way readers could
         // misread (every update is a push or a field store), so a poisoned lock is still usable.
-        self.body
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.body.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The path this entry is stored under.
@@ -196,8 +194,7 @@ impl Entry {
     }
 
     pub(crate) fn touch(&self) {
-        self.touched
-            .store(millis_since(self.epoch), Ordering::Relaxed);
+        self.touched.store(millis_since(self.epoch), Ordering::Relaxed);
     }
 
     pub(crate) fn last_touched(&self) -> u64 {
@@ -300,8 +297,7 @@ impl Drop for Entry {
     fn drop(&mut self) {
         let body = self.body.get_mut().unwrap_or_else(|p| p.into_inner());
         if body.in_memory {
-            self.gauge
-                .sub(body.chunks.iter().map(|c| c.len() as u64).sum());
+            self.gauge.sub(body.chunks.iter().map(|c| c.len() as u64).sum());
         }
     }
 }
@@ -383,11 +379,7 @@ impl Reader {
             };
         }
         let index = match body.offsets.get(self.hint) {
-            Some(&start)
-                if start <= self.pos && self.pos - start < body.chunks[self.hint].len() as u64 =>
-            {
-                self.hint
-            }
+            Some(&start) if start <= self.pos && self.pos - start < body.chunks[self.hint].len() as u64 => self.hint,
             _ => body
                 .offsets
                 .partition_point(|&start| start <= self.pos)
@@ -412,9 +404,7 @@ impl Reader {
             let mut file = tokio::fs::File::open(&copy.file).await.map_err(disk)?;
             let meta = file.metadata().await.map_err(disk)?;
             if inode(&meta) != copy.ino {
-                return Err(ReadError::Disk(
-                    "the file was replaced by a newer version".into(),
-                ));
+                return Err(ReadError::Disk("the file was replaced by a newer version".into()));
             }
             file.seek(SeekFrom::Start(self.pos)).await.map_err(disk)?;
             self.file = Some(file);

@@ -168,11 +168,7 @@ impl Store {
 
     /// The version readers get now, growing or complete.
     pub fn get(&self, path: &str) -> Option<Arc<Entry>> {
-        let entry = self
-            .index()
-            .slots
-            .get(path)
-            .map(|slot| Arc::clone(&slot.current));
+        let entry = self.index().slots.get(path).map(|slot| Arc::clone(&slot.current));
         if let Some(entry) = &entry {
             entry.touch();
         }
@@ -215,25 +211,17 @@ impl Store {
             }
         }
         let path: Arc<str> = Arc::from(path);
-        let entry = Entry::growing(
-            Arc::clone(&path),
-            Arc::clone(&self.shared.gauge),
-            self.shared.epoch,
-        );
+        let entry = Entry::growing(Arc::clone(&path), Arc::clone(&self.shared.gauge), self.shared.epoch);
         let mut index = self.index();
         if !index.slots.contains_key(&path) && index.slots.len() >= limits.max_paths {
             return Err(StoreError::TooManyPaths {
                 limit: limits.max_paths,
             });
         }
-        index
-            .folders
-            .insert(folder_of(&path).to_owned(), Instant::now());
+        index.folders.insert(folder_of(&path).to_owned(), Instant::now());
         let replaced = match index.slots.get_mut(&path) {
             None => None,
-            Some(slot) if slot.current.state() == EntryState::Complete => {
-                slot.pending.replace(Arc::clone(&entry))
-            }
+            Some(slot) if slot.current.state() == EntryState::Complete => slot.pending.replace(Arc::clone(&entry)),
             Some(slot) => Some(std::mem::replace(&mut slot.current, Arc::clone(&entry))),
         };
         if !index.slots.contains_key(&path) {
@@ -295,9 +283,7 @@ impl Store {
         entry.complete();
         let landed = {
             let mut index = self.index();
-            index
-                .folders
-                .insert(folder_of(entry.path()).to_owned(), Instant::now());
+            index.folders.insert(folder_of(entry.path()).to_owned(), Instant::now());
             match index.slots.get_mut(entry.path()) {
                 Some(slot) if slot.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, entry)) => {
                     slot.current = Arc::clone(entry);
@@ -330,10 +316,7 @@ impl Store {
 
 fn lock_index(shared: &Shared) -> MutexGuard<'_, Index> {
     // Every update of the index is a single map operation, so a poisoned lock holds a usable map.
-    shared
-        .index
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The folder of a path: everything before its last '/', or "" at the root.
@@ -455,8 +438,7 @@ impl Upload {
         if chunk.is_empty() {
             return Ok(());
         }
-        self.entry
-            .append(chunk, self.store.shared.limits.max_upload_bytes)?;
+        self.entry.append(chunk, self.store.shared.limits.max_upload_bytes)?;
         if self.store.memory_used() > self.store.shared.limits.max_memory {
             self.store.shared.pressure.notify_one();
         }

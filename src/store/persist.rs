@@ -44,11 +44,7 @@ pub(crate) fn spawn(root: PathBuf, mut jobs: mpsc::UnboundedReceiver<Job>, share
                     let Some(chunks) = entry.complete_chunks() else {
                         continue;
                     };
-                    let name = format!(
-                        "{}-{}",
-                        std::process::id(),
-                        counter.fetch_add(1, Ordering::Relaxed)
-                    );
+                    let name = format!("{}-{}", std::process::id(), counter.fetch_add(1, Ordering::Relaxed));
                     let target = root.join(entry.path());
                     match write_atomically(&temp.join(name), &target, &chunks) {
                         Ok(ino) => entry.set_persisted(target, ino),
@@ -118,11 +114,7 @@ fn remove(root: &Path, path: &str) {
 }
 
 /// Indexes the files under `root` as complete entries (clearing leftovers of interrupted writes).
-pub(crate) fn scan(
-    root: &Path,
-    gauge: &Arc<MemoryGauge>,
-    epoch: Instant,
-) -> std::io::Result<Index> {
+pub(crate) fn scan(root: &Path, gauge: &Arc<MemoryGauge>, epoch: Instant) -> std::io::Result<Index> {
     let _ = std::fs::remove_dir_all(root.join(TEMP_DIR));
     let mut index = Index {
         slots: HashMap::new(),

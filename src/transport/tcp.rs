@@ -111,11 +111,7 @@ async fn connection(
     let result = match tls {
         None => {
             watcher
-                .watch(
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned(),
-                )
+                .watch(builder.serve_connection(TokioIo::new(stream), service).into_owned())
                 .await
         }
         Some(acceptor) => {
@@ -131,11 +127,7 @@ async fn connection(
                 }
             };
             watcher
-                .watch(
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned(),
-                )
+                .watch(builder.serve_connection(TokioIo::new(stream), service).into_owned())
                 .await
         }
     };

@@ -71,8 +71,7 @@ impl Identity {
         let Some(leaf) = certs.first() else {
             return Err(pem(cert, "no certificate in the file".into()));
         };
-        let spki_sha256 =
-            spki_pin(leaf).ok_or_else(|| pem(cert, "the certificate does not parse".into()))?;
+        let spki_sha256 = spki_pin(leaf).ok_or_else(|| pem(cert, "the certificate does not parse".into()))?;
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, e.to_string()))?;
         Ok(Identity {
             certs,
@@ -95,22 +94,20 @@ impl Identity {
 
     /// The TLS config of the TCP listener: HTTP/2 and HTTP/1.1 by ALPN.
     pub fn tcp_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(self.certs.clone(), self.key.clone_key())?;
+        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.certs.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 
     /// The TLS config of the QUIC listener: TLS 1.3 only, ALPN exactly h3.
     pub fn quic_config(&self) -> Result<ServerConfig, TlsError> {
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])?
-                .with_no_client_auth()
-                .with_single_cert(self.certs.clone(), self.key.clone_key())?;
+        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.certs.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![b"h3".to_vec()];
         config.max_early_data_size = u32::MAX;
         Ok(config)
@@ -119,10 +116,7 @@ impl Identity {
 
 fn spki_pin(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        parsed.tbs_certificate.subject_pki.raw,
-    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, parsed.tbs_certificate.subject_pki.raw);
     Some(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
 }
 
@@ -131,15 +125,10 @@ fn generate(dir: &Path, cert: &Path, key: &Path) -> Result<(), TlsError> {
         dir: dir.to_owned(),
         reason,
     };
-    let names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     let certified = rcgen::generate_simple_self_signed(names).map_err(|e| fail(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-    write_private(key, certified.signing_key.serialize_pem().as_bytes())
-        .map_err(|e| fail(e.to_string()))?;
+    write_private(key, certified.signing_key.serialize_pem().as_bytes()).map_err(|e| fail(e.to_string()))?;
     std::fs::write(cert, certified.cert.pem()).map_err(|e| fail(e.to_string()))?;
     tracing::info!(dir = %dir.display(), "generated a self-signed development certificate for localhost");
     Ok(())

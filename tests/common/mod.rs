@@ -2,6 +2,8 @@
 //! clients for every HTTP version it speaks.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,15 +24,20 @@ pub enum Proto {
     H1Tls,
     /// HTTP/2 over TLS, negotiated by ALPN.
     H2Tls,
+    /// HTTP/3 over QUIC.
+    H3,
 }
 
 /// Every TCP flavour.
 pub const TCP_PROTOS: [Proto; 4] = [Proto::H1, Proto::H2c, Proto::H1Tls, Proto::H2Tls];
+/// Every protocol the server speaks.
+pub const ALL_PROTOS: [Proto; 5] = [Proto::H1, Proto::H2c, Proto::H1Tls, Proto::H2Tls, Proto::H3];
 
 /// A running server; stopped (gracefully) by [`TestServer::stop`] or when dropped.
 pub struct TestServer {
     pub http: SocketAddr,
     pub https: SocketAddr,
+    pub quic: Option<SocketAddr>,
     pub root: PathBuf,
     pub cert: rustls::pki_types::CertificateDer<'static>,
     pub spki: String,
@@ -66,6 +73,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let http = server.http_addr();
         let https = server.https_addr();
+        let quic = server.quic_addr();
         let cert = server.identity().certs()[0].clone();
         let spki = server.spki_sha256().to_owned();
         let store = server.store().clone();
@@ -75,6 +83,7 @@ impl TestServer {
         TestServer {
             http,
             https,
+            quic,
             root: root.join("www"),
             cert,
             spki,
@@ -99,7 +108,7 @@ impl TestServer {
     pub fn url(&self, proto: Proto, route: &str) -> String {
         match proto {
             Proto::H1 | Proto::H2c => format!("http://{}{}", self.http, route),
-            Proto::H1Tls | Proto::H2Tls => format!("https://{}{}", self.https, route),
+            Proto::H1Tls | Proto::H2Tls | Proto::H3 => format!("https://{}{}", self.https, route),
         }
     }
 
@@ -118,6 +127,7 @@ impl TestServer {
             Proto::H1 | Proto::H1Tls => builder.http1_only(),
             Proto::H2c => builder.http2_prior_knowledge(),
             Proto::H2Tls => builder,
+            Proto::H3 => panic!("reqwest does not speak HTTP/3 here: use client_for"),
         };
         builder.build().expect("client builds")
     }
@@ -126,13 +136,12 @@ impl TestServer {
     pub fn tls_client(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).expect("certificate is valid");
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
@@ -159,17 +168,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Chunks a test feeds into an upload: send `Ok(bytes)` to append, `Err(())` to cut the upload,
+/// drop the sender to end it cleanly.
+pub fn chunk_channel() -> (mpsc::Sender<Result<Bytes, ()>>, mpsc::Receiver<Result<Bytes, ()>>) {
+    mpsc::channel(16)
+}
+
 /// A request body fed chunk by chunk by the test: send `Ok(bytes)` to append, `Err(())` to make the
 /// upload fail midway, drop the sender to end it cleanly.
 pub fn streamed_body() -> (mpsc::Sender<Result<Bytes, ()>>, reqwest::Body) {
     let (tx, rx) = mpsc::channel::<Result<Bytes, ()>>(16);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| {
-            (
-                item.map_err(|()| std::io::Error::other("upload cut by the test")),
-                rx,
-            )
-        })
+        rx.recv()
+            .await
+            .map(|item| (item.map_err(|()| std::io::Error::other("upload cut by the test")), rx))
     });
     (tx, reqwest::Body::wrap_stream(stream))
 }
