@@ -100,7 +100,7 @@ impl Request {
                 Ok(Response {
                     status: response.status().as_u16(),
                     headers: response.headers().clone(),
-                    body: ResponseBody::Tcp(response),
+                    body: ResponseBody::Tcp(Box::new(response)),
                 })
             }
             Client::H3(h3) => h3.send(self.method, &self.route, self.headers, self.body).await,
@@ -124,7 +124,7 @@ pub struct Response {
 }
 
 enum ResponseBody {
-    Tcp(reqwest::Response),
+    Tcp(Box<reqwest::Response>),
     H3 {
         recv: h3::client::RequestStream<h3_quinn::RecvStream, Bytes>,
         _sending: tokio::task::JoinHandle<()>,

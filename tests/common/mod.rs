@@ -170,7 +170,10 @@ impl Drop for TestServer {
 
 /// Chunks a test feeds into an upload: send `Ok(bytes)` to append, `Err(())` to cut the upload,
 /// drop the sender to end it cleanly.
-pub fn chunk_channel() -> (mpsc::Sender<Result<Bytes, ()>>, mpsc::Receiver<Result<Bytes, ()>>) {
+/// One item of a test-fed upload: a chunk, or `Err(())` to cut the upload.
+pub type Chunk = Result<Bytes, ()>;
+
+pub fn chunk_channel() -> (mpsc::Sender<Chunk>, mpsc::Receiver<Chunk>) {
     mpsc::channel(16)
 }
 
