@@ -100,7 +100,7 @@ impl Request {
                 Ok(Response {
                     status: response.status().as_u16(),
                     headers: response.headers().clone(),
-                    body: ResponseBody::Tcp(Box::new(response)),
+                    body: ResponseBody::Tcp(response),
                 })
             }
             Client::H3(h3) => h3.send(self.method, &self.route, self.headers, self.body).await,
@@ -123,8 +123,10 @@ pub struct Response {
     body: ResponseBody,
 }
 
+// One response per request in tests: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum ResponseBody {
-    Tcp(Box<reqwest::Response>),
+    Tcp(reqwest::Response),
     H3 {
         recv: h3::client::RequestStream<h3_quinn::RecvStream, Bytes>,
         _sending: tokio::task::JoinHandle<()>,
