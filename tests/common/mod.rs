@@ -227,3 +227,19 @@ pub async fn next_data(response: &mut reqwest::Response) -> reqwest::Result<Opti
         }
     }
 }
+
+/// The path of an external tool the test needs (ffmpeg, chromium, ...). When it is missing the test
+/// is skipped with a message, unless `LDASH_REQUIRE_TOOLS=1` (set by CI), which makes it fail.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(!required, "{name} is required (LDASH_REQUIRE_TOOLS=1) but not on PATH");
+        eprintln!("SKIPPED: {name} is not installed (CI installs it; set LDASH_REQUIRE_TOOLS=1 to fail instead)");
+    }
+    found
+}
