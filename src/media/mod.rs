@@ -1,0 +1,6 @@
+//! Media logic as pure code over bytes and timelines: the incremental CMAF chunk reader, the MPD model
+//! and low-latency rewriter. No I/O and no clock reads here: bytes and times come in as arguments, so
+//! everything is tested deterministically without sockets.
+
+pub mod cmaf;
+pub mod mpd;
