@@ -77,6 +77,26 @@ pub struct Config {
     /// Seconds in-flight responses get to finish at shutdown.
     #[arg(long, env = "LDASH_DRAIN_TIMEOUT", default_value_t = 5)]
     pub drain_timeout: u64,
+
+    /// Target live latency (milliseconds) written into MPDs that have no ServiceDescription latency.
+    #[arg(long, env = "LDASH_LATENCY_TARGET_MS", default_value_t = 1500)]
+    pub latency_target_ms: u64,
+
+    /// Lowest live latency (milliseconds) the ServiceDescription allows.
+    #[arg(long, env = "LDASH_LATENCY_MIN_MS", default_value_t = 1000)]
+    pub latency_min_ms: u64,
+
+    /// Highest live latency (milliseconds) the ServiceDescription allows before players catch up.
+    #[arg(long, env = "LDASH_LATENCY_MAX_MS", default_value_t = 3000)]
+    pub latency_max_ms: u64,
+
+    /// Slowest playback rate players may use to fall back to the target latency.
+    #[arg(long, env = "LDASH_PLAYBACK_RATE_MIN", default_value_t = 0.92)]
+    pub playback_rate_min: f64,
+
+    /// Fastest playback rate players may use to catch up with the target latency.
+    #[arg(long, env = "LDASH_PLAYBACK_RATE_MAX", default_value_t = 1.08)]
+    pub playback_rate_max: f64,
 }
 
 impl Config {
@@ -85,6 +105,17 @@ impl Config {
         let mut config = Config::parse_from(["ldash"]);
         config.root = root.into();
         config
+    }
+
+    /// The ServiceDescription values written into MPDs that lack them.
+    pub fn service_defaults(&self) -> crate::media::mpd::ServiceDefaults {
+        crate::media::mpd::ServiceDefaults {
+            latency_target: Duration::from_millis(self.latency_target_ms),
+            latency_min: Duration::from_millis(self.latency_min_ms.min(self.latency_target_ms)),
+            latency_max: Duration::from_millis(self.latency_max_ms.max(self.latency_target_ms)),
+            playback_rate_min: self.playback_rate_min.clamp(0.5, 1.0),
+            playback_rate_max: self.playback_rate_max.clamp(1.0, 2.0),
+        }
     }
 
     /// Garbage-collection age, or None when GC is off.

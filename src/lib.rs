@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod http;
+pub mod live;
 pub mod media;
 pub mod server;
 pub mod store;

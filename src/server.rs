@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::http::App;
+use crate::live::Live;
 use crate::store::{Limits, Store};
 use crate::transport::quic::{self, QuicError};
 use crate::transport::tcp::{self, TcpSettings};
@@ -72,6 +73,7 @@ impl Server {
             root: config.root.clone(),
             source,
         })?;
+        let live = Live::start(store.clone(), config.service_defaults());
         let http = bind_tcp(config.http).await?;
         let https = bind_tcp(config.https).await?;
         // HTTP/3 listens on UDP at the TLS listener's port number (the one it actually got).
@@ -90,11 +92,13 @@ impl Server {
             .and_then(|addr| alt_svc(addr.port()));
         let app = Arc::new(App {
             store,
+            live,
             upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
             upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout.max(1)),
             max_upload_bytes: config.max_upload_bytes,
             media_max_age: config.ttl().map_or(86_400, |ttl| ttl.as_secs()),
             alt_svc,
+            connections: Default::default(),
         });
         Ok(Server {
             config,

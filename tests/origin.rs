@@ -481,11 +481,13 @@ async fn without_a_token_only_loopback_peers_may_upload() {
     assert_eq!(server.put("a.txt", "from loopback").await, 201, "loopback may upload");
     let app = ldash::http::App {
         store: server.store.clone(),
+        live: ldash::live::Live::start(server.store.clone(), ldash::Config::with_root(".").service_defaults()),
         upload_token: None,
         upload_idle_timeout: Duration::from_secs(5),
         max_upload_bytes: 1 << 20,
         media_max_age: 300,
         alt_svc: None,
+        connections: Default::default(),
     };
     for method in [http::Method::PUT, http::Method::DELETE] {
         let mut request = http::Request::builder()
@@ -496,6 +498,7 @@ async fn without_a_token_only_loopback_peers_may_upload() {
         request.extensions_mut().insert(ConnInfo {
             peer: "192.0.2.7:4000".parse().expect("addr"),
             transport: Transport::Cleartext,
+            arrival: 0,
         });
         let response = app.handle(request).await;
         assert_eq!(

@@ -1,21 +1,167 @@
 //! `GET|HEAD /ldash/download/{path}`: a complete entry with length, validators, ranges and
-//! conditional requests; a growing entry streamed chunk by chunk as the upload appends.
+//! conditional requests; a growing entry streamed chunk by chunk as the upload appends; a DASH
+//! manifest rewritten for low latency (`?raw=1`: as uploaded); and, for the next segment or two of a
+//! live stream, a bounded wait for an upload that has not started yet instead of a 404.
 
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::{headers, App, HttpError, ResponseBody};
+use super::{headers, App, ConnInfo, HttpError, ResponseBody, Transport};
 use crate::store::{Entry, EntryState};
 
-pub(super) fn get<B>(app: &App, path: &str, req: &Request<B>) -> Result<Response<ResponseBody>, HttpError> {
-    let entry = app.store.get(path).ok_or(HttpError::NotFound)?;
+pub(super) async fn get<B>(
+    app: &App,
+    path: &str,
+    req: &Request<B>,
+    conn: &ConnInfo,
+) -> Result<Response<ResponseBody>, HttpError> {
+    let entry = match app.store.get(path) {
+        Some(entry) => entry,
+        None if path.ends_with(".m3u8") => return super::playlist::get(app, path, req).await,
+        None => {
+            // With clocks slightly apart, players ask for the live edge a little early: a 404 would
+            // cost them a retry and latency, so the next segment or two are waited for, bounded.
+            let bound = app.live.upcoming(path).ok_or(HttpError::NotFound)?;
+            app.store
+                .wait_for_upload(path, bound)
+                .await
+                .ok_or(HttpError::NotFound)?
+        }
+    };
     let head = req.method() == Method::HEAD;
     match entry.state() {
-        EntryState::Growing => Ok(growing(app, path, &entry, head)),
+        EntryState::Growing => match explicit_range(req.headers()) {
+            Some(range) => growing_range(app, path, &entry, range, req.headers(), head).await,
+            None => Ok(growing(app, path, &entry, head)),
+        },
+        EntryState::Complete if wants_rewrite(path, req) => match rewritten_manifest(app, path, req, conn).await {
+            Some(response) => Ok(response),
+            None => complete(app, path, &entry, req.headers(), head),
+        },
         EntryState::Complete => complete(app, path, &entry, req.headers(), head),
         EntryState::Aborted => Err(HttpError::NotFound),
+    }
+}
+
+/// How long a range request on a growing entry waits for its last byte (an LL-HLS part).
+const PART_WAIT: Duration = Duration::from_secs(10);
+
+/// A single `bytes=first-last` range with both ends given (what LL-HLS players ask for parts).
+fn explicit_range(request: &HeaderMap) -> Option<(u64, u64)> {
+    let value = request.get(header::RANGE)?.to_str().ok()?;
+    let (first, last) = value.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    (first <= last).then_some((first, last.checked_add(1)?))
+}
+
+/// A byte range of a growing entry (an LL-HLS part): held until its last byte exists, then sent at
+/// full speed, so no byte of an incomplete part is ever sent.
+async fn growing_range(
+    app: &App,
+    path: &str,
+    entry: &std::sync::Arc<Entry>,
+    (start, end): (u64, u64),
+    request: &HeaderMap,
+    head: bool,
+) -> Result<Response<ResponseBody>, HttpError> {
+    if !entry.wait_for_len(end, PART_WAIT).await {
+        return match entry.state() {
+            EntryState::Complete => complete(app, path, entry, request, head),
+            EntryState::Aborted => Err(HttpError::NotFound),
+            EntryState::Growing => Err(HttpError::PartTimeout),
+        };
+    }
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(headers::content_type(path)),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        headers::cache_control(path, false, app.media_max_age),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    // The complete length is not known yet ("*"), which HTTP allows.
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/*", start, end - 1)) {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    if !head {
+        *response.body_mut() = ResponseBody::reader(entry.reader(start, Some(end)), Some(end - start));
+    }
+    Ok(response)
+}
+
+/// DASH manifests are rewritten unless the query says `raw=1`.
+fn wants_rewrite<B>(path: &str, req: &Request<B>) -> bool {
+    let raw = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "raw=1" || kv == "raw=true"));
+    !raw && path.to_ascii_lowercase().ends_with(".mpd")
+}
+
+/// The manifest rewritten for low latency, or None to serve it as uploaded.
+async fn rewritten_manifest<B>(
+    app: &App,
+    path: &str,
+    req: &Request<B>,
+    conn: &ConnInfo,
+) -> Option<Response<ResponseBody>> {
+    let (mpd, bytes) = app.live.manifest(path).await?;
+    let rewritten = app.live.rewrite(path, &mpd, &bytes, &clock_url(req, conn))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &rewritten);
+    let etag: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let etag = format!("\"r{etag}\"");
+    let mut response = Response::new(ResponseBody::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(headers::content_type(path)),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        headers::cache_control(path, false, app.media_max_age),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if not_modified(req.headers(), &etag, SystemTime::UNIX_EPOCH) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return Some(response);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+    if req.method() != Method::HEAD {
+        *response.body_mut() = ResponseBody::full(rewritten);
+    }
+    Some(response)
+}
+
+/// The absolute URL of the server clock as this client reaches the server, for UTCTiming; a
+/// relative one when the request names no usable host.
+fn clock_url<B>(req: &Request<B>, conn: &ConnInfo) -> String {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)));
+    let scheme = if conn.transport == Transport::Cleartext {
+        "http"
+    } else {
+        "https"
+    };
+    match host {
+        Some(host) => format!("{scheme}://{host}/ldash/time"),
+        None => "/ldash/time".to_owned(),
     }
 }
 

@@ -42,6 +42,12 @@ pub enum HttpError {
     /// A malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// A byte range of a growing file did not complete in time.
+    #[error("the requested bytes of this growing file did not arrive in time")]
+    PartTimeout,
+    /// An LL-HLS playlist could not be served.
+    #[error("{0}")]
+    Hls(#[from] crate::live::hls::HlsError),
 }
 
 impl HttpError {
@@ -56,13 +62,17 @@ impl HttpError {
             HttpError::Store(StoreError::TooLarge { .. }) | HttpError::PayloadTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            HttpError::Store(StoreError::Superseded) => StatusCode::CONFLICT,
+            HttpError::Store(StoreError::Superseded | StoreError::Stale) => StatusCode::CONFLICT,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             HttpError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            HttpError::PartTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Hls(crate::live::hls::HlsError::NotFound) => StatusCode::NOT_FOUND,
+            HttpError::Hls(crate::live::hls::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            HttpError::Hls(crate::live::hls::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -8,6 +8,7 @@ mod download;
 pub mod error;
 pub mod headers;
 pub mod path;
+mod playlist;
 mod upload;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,6 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 pub use body::{BodyError, ResponseBody};
 pub use error::HttpError;
 
+use crate::live::Live;
 use crate::store::Store;
 
 /// The route prefix of every endpoint.
@@ -43,6 +45,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The listener.
     pub transport: Transport,
+    /// Where the request stands in the server's arrival order: see [`App::connection_arrived`].
+    pub arrival: u64,
 }
 
 impl Default for ConnInfo {
@@ -51,6 +55,20 @@ impl Default for ConnInfo {
         ConnInfo {
             peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             transport: Transport::Cleartext,
+            arrival: 0,
+        }
+    }
+}
+
+/// Requests per connection that the arrival order can tell apart.
+const REQUESTS_PER_CONNECTION: u64 = 1 << 32;
+
+impl ConnInfo {
+    /// The info of the `n`-th request on a connection.
+    pub fn request(&self, n: u64) -> ConnInfo {
+        ConnInfo {
+            arrival: self.arrival + n.min(REQUESTS_PER_CONNECTION - 1),
+            ..*self
         }
     }
 }
@@ -60,6 +78,8 @@ impl Default for ConnInfo {
 pub struct App {
     /// The segment store.
     pub store: Store,
+    /// The live stream index over the store.
+    pub live: Live,
     /// Token uploads must carry; None means loopback peers only.
     pub upload_token: Option<String>,
     /// How long an upload may send nothing before it is aborted.
@@ -70,9 +90,18 @@ pub struct App {
     pub media_max_age: u64,
     /// Alt-Svc advertised on the TLS TCP listener when HTTP/3 is on.
     pub alt_svc: Option<HeaderValue>,
+    /// Connections accepted so far, for the arrival order.
+    pub connections: std::sync::atomic::AtomicU64,
 }
 
 impl App {
+    /// Called by a transport's accept loop, in accept order: the arrival base of the new connection.
+    /// Requests on it are numbered from there ([`ConnInfo::request`]), so uploads of one path on
+    /// different connections are ordered as the client sent them.
+    pub fn connection_arrived(&self) -> u64 {
+        (self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) * REQUESTS_PER_CONNECTION
+    }
+
     /// Answers one request. Never fails: errors become a status with a plain-text reason.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
     where
@@ -138,7 +167,7 @@ impl App {
             "download" => {
                 let path = path::decode(tail)?;
                 match *req.method() {
-                    Method::GET | Method::HEAD => download::get(self, &path, &req),
+                    Method::GET | Method::HEAD => download::get(self, &path, &req, conn).await,
                     _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
                 }
             }

@@ -27,7 +27,7 @@ where
             return Err(HttpError::PayloadTooLarge(app.max_upload_bytes));
         }
     }
-    let mut upload = app.store.begin_upload(path)?;
+    let mut upload = app.store.begin_upload_at(path, Some(conn.arrival))?;
     let mut body = req.into_body();
     loop {
         // Dropping `upload` on any early return aborts it: readers see an error, a previous complete

@@ -3,4 +3,5 @@
 //! everything is tested deterministically without sockets.
 
 pub mod cmaf;
+pub mod hls;
 pub mod mpd;

@@ -90,10 +90,13 @@ pub struct Entry {
     /// Milliseconds since `epoch` of the last read or write, for least-recently-used eviction.
     touched: AtomicU64,
     epoch: Instant,
+    /// When the upload arrived, in the server's arrival order (0 for files found on disk): an upload
+    /// that arrived earlier never replaces one that arrived later.
+    arrival: u64,
 }
 
 impl Entry {
-    pub(crate) fn growing(path: Arc<str>, gauge: Arc<MemoryGauge>, epoch: Instant) -> Arc<Self> {
+    pub(crate) fn growing(path: Arc<str>, gauge: Arc<MemoryGauge>, epoch: Instant, arrival: u64) -> Arc<Self> {
         Arc::new(Entry {
             path,
             body: Mutex::new(Body {
@@ -109,6 +112,7 @@ impl Entry {
             gauge,
             touched: AtomicU64::new(millis_since(epoch)),
             epoch,
+            arrival,
         })
     }
 
@@ -136,6 +140,7 @@ impl Entry {
             gauge,
             touched: AtomicU64::new(0),
             epoch,
+            arrival: 0,
         })
     }
 
@@ -143,6 +148,11 @@ impl Entry {
         // A panic while holding this lock cannot leave the body half-updated in a way readers could
         // misread (every update is a push or a field store), so a poisoned lock is still usable.
         self.body.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Where the upload stands in the server's arrival order.
+    pub fn arrival(&self) -> u64 {
+        self.arrival
     }
 
     /// The path this entry is stored under.
@@ -181,6 +191,26 @@ impl Entry {
         format!("\"{:x}-{:x}\"", body.len, nanos)
     }
 
+    /// Waits until the entry holds at least `len` bytes or stops growing, at most `bound`; returns
+    /// whether it holds `len` bytes.
+    pub async fn wait_for_len(&self, len: u64, bound: std::time::Duration) -> bool {
+        let waiting = async {
+            loop {
+                let notified = self.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let body = self.body();
+                    if body.len >= len || body.state != EntryState::Growing {
+                        return body.len >= len && body.state != EntryState::Aborted;
+                    }
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(bound, waiting).await.unwrap_or(false)
+    }
+
     /// A reader of bytes `start..end` (`end` None: to the end, following the entry while it grows).
     pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> Reader {
         self.touch();
@@ -217,8 +247,9 @@ impl Entry {
             body.chunks.push(chunk);
             body.len += n;
             body.modified = SystemTime::now();
+            // Counted under the lock, so an abort that frees these bytes always sees them counted.
+            self.gauge.add(n);
         }
-        self.gauge.add(n);
         self.touch();
         self.notify.notify_waiters();
         Ok(())

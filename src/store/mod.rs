@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use entry::MemoryGauge;
@@ -57,6 +57,28 @@ pub enum StoreError {
     /// A newer upload or a delete of the same path replaced this upload.
     #[error("a newer upload or a delete of this path replaced this upload")]
     Superseded,
+    /// An upload of the same path that arrived later is already stored or in progress.
+    #[error("an upload of this path that arrived later is already stored or in progress")]
+    Stale,
+}
+
+/// What happened to a path, for those that follow the store (the live stream index, early-request
+/// waiters). Sent once per upload or removal, never per chunk.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    /// An upload of `path` started; `entry` grows as it arrives (for a replacement, it becomes
+    /// visible to readers only when it completes).
+    Started {
+        /// The path.
+        path: Arc<str>,
+        /// The entry being written.
+        entry: Arc<Entry>,
+    },
+    /// `path` was deleted or purged.
+    Removed {
+        /// The path.
+        path: Arc<str>,
+    },
 }
 
 /// Limits the store enforces.
@@ -119,6 +141,7 @@ struct Shared {
     jobs: mpsc::UnboundedSender<Job>,
     pressure: Arc<Notify>,
     epoch: Instant,
+    events: broadcast::Sender<StoreEvent>,
 }
 
 /// A cheap-to-clone handle on the shared store.
@@ -147,6 +170,7 @@ impl Store {
                 jobs,
                 pressure: Arc::new(Notify::new()),
                 epoch,
+                events: broadcast::channel(4096).0,
             }),
         };
         persist::spawn(root, rx, Arc::downgrade(&store.shared));
@@ -155,6 +179,34 @@ impl Store {
             Arc::clone(&store.shared.pressure),
         ));
         Ok(store)
+    }
+
+    /// Follows uploads and removals from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The current version of `path`, waiting at most `bound` for an upload of it to start.
+    pub async fn wait_for_upload(&self, path: &str, bound: Duration) -> Option<Arc<Entry>> {
+        let mut events = self.subscribe();
+        if let Some(entry) = self.get(path) {
+            return Some(entry);
+        }
+        let started = async {
+            loop {
+                match events.recv().await {
+                    Ok(StoreEvent::Started { path: p, .. }) if &*p == path => return self.get(path),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(entry) = self.get(path) {
+                            return Some(entry);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(bound, started).await.ok().flatten()
     }
 
     /// The folder completed uploads are persisted to.
@@ -194,6 +246,16 @@ impl Store {
     /// previous version until this upload completes. A growing upload of the same path is aborted:
     /// the newest writer wins (an encoder that restarted).
     pub fn begin_upload(&self, path: &str) -> Result<Upload, StoreError> {
+        self.begin_upload_at(path, None)
+    }
+
+    /// [`Store::begin_upload`] for an upload that arrived at `arrival` in the server's arrival order
+    /// (connection accept order, then request order within the connection). Uploads of one path on
+    /// different connections can reach this point out of order (ffmpeg without persistent
+    /// connections sends each manifest on a new connection and does not wait for the answer): one
+    /// that arrived before the version already stored or in progress is refused as stale, so an
+    /// older manifest never replaces a newer one. Without `arrival`, the upload is the newest.
+    pub fn begin_upload_at(&self, path: &str, arrival: Option<u64>) -> Result<Upload, StoreError> {
         let limits = &self.shared.limits;
         let active = self.shared.uploads.fetch_add(1, Ordering::AcqRel);
         let permit = UploadPermit(Arc::clone(&self.shared));
@@ -211,13 +273,28 @@ impl Store {
             }
         }
         let path: Arc<str> = Arc::from(path);
-        let entry = Entry::growing(Arc::clone(&path), Arc::clone(&self.shared.gauge), self.shared.epoch);
         let mut index = self.index();
         if !index.slots.contains_key(&path) && index.slots.len() >= limits.max_paths {
             return Err(StoreError::TooManyPaths {
                 limit: limits.max_paths,
             });
         }
+        let latest = index.slots.get(&path).map_or(0, |slot| {
+            slot.current
+                .arrival()
+                .max(slot.pending.as_ref().map_or(0, |p| p.arrival()))
+        });
+        let arrival = match arrival {
+            Some(arrival) if arrival < latest => return Err(StoreError::Stale),
+            Some(arrival) => arrival,
+            None => latest + 1,
+        };
+        let entry = Entry::growing(
+            Arc::clone(&path),
+            Arc::clone(&self.shared.gauge),
+            self.shared.epoch,
+            arrival,
+        );
         index.folders.insert(folder_of(&path).to_owned(), Instant::now());
         let replaced = match index.slots.get_mut(&path) {
             None => None,
@@ -237,6 +314,10 @@ impl Store {
         if let Some(old) = replaced {
             old.abort();
         }
+        let _ = self.shared.events.send(StoreEvent::Started {
+            path,
+            entry: Arc::clone(&entry),
+        });
         Ok(Upload {
             store: self.clone(),
             entry,
@@ -248,7 +329,15 @@ impl Store {
     /// Removes a path from memory and disk; false if it did not exist. A growing upload of it is
     /// aborted.
     pub fn delete(&self, path: &str) -> bool {
-        let removed = self.index().slots.remove(path);
+        let removed = {
+            let mut index = self.index();
+            let removed = index.slots.remove(path);
+            if removed.is_some() {
+                // Queued under the index lock, so a later upload's write is always queued after it.
+                let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
+            }
+            removed
+        };
         let Some(slot) = removed else {
             return false;
         };
@@ -256,7 +345,7 @@ impl Store {
         if let Some(pending) = slot.pending {
             pending.abort();
         }
-        let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
+        let _ = self.shared.events.send(StoreEvent::Removed { path: Arc::from(path) });
         true
     }
 
@@ -279,8 +368,11 @@ impl Store {
         evict_for_memory(&self.shared)
     }
 
-    fn finish(&self, entry: &Arc<Entry>) -> Landed {
-        entry.complete();
+    fn finish(&self, entry: &Arc<Entry>) -> Result<Landed, StoreError> {
+        if !entry.complete() {
+            // Replaced or deleted between the caller's check and now: the data was discarded.
+            return Err(StoreError::Superseded);
+        }
         let landed = {
             let mut index = self.index();
             index.folders.insert(folder_of(entry.path()).to_owned(), Instant::now());
@@ -297,7 +389,7 @@ impl Store {
         if self.memory_used() > self.shared.limits.max_memory {
             self.shared.pressure.notify_one();
         }
-        landed
+        Ok(landed)
     }
 
     fn abort(&self, entry: &Arc<Entry>) {
@@ -339,6 +431,8 @@ fn collect_garbage(shared: &Shared) -> usize {
                 || slot.current.state() == EntryState::Growing
                 || slot.pending.is_some();
             if !keep {
+                // Queued under the index lock: see `delete`.
+                let _ = shared.jobs.send(Job::Remove(path.to_string()));
                 purged.push(path.to_string());
             }
             keep
@@ -347,7 +441,9 @@ fn collect_garbage(shared: &Shared) -> usize {
     let count = purged.len();
     for path in purged {
         tracing::debug!(path, "purged by garbage collection");
-        let _ = shared.jobs.send(Job::Remove(path));
+        let _ = shared.events.send(StoreEvent::Removed {
+            path: Arc::from(path.as_str()),
+        });
     }
     if count > 0 {
         tracing::info!(count, "garbage collection purged expired paths");
@@ -451,7 +547,7 @@ impl Upload {
         if self.entry.state() != EntryState::Growing {
             return Err(StoreError::Superseded);
         }
-        Ok(self.store.finish(&self.entry))
+        self.store.finish(&self.entry)
     }
 
     /// Aborts the upload: readers end with an error, and a previous complete version stays.

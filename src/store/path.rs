@@ -30,9 +30,9 @@ pub enum PathError {
     /// NUL or another control character.
     #[error("the path contains a NUL or control character")]
     ControlCharacter,
-    /// The folder ldash writes temporary files into.
-    #[error("the path names ldash's internal folder")]
-    Reserved,
+    /// A name starting with '.': hidden files are not served (nor indexed after a restart).
+    #[error("a path segment starts with '.' (hidden names are refused)")]
+    Hidden,
     /// Not valid UTF-8 after percent-decoding.
     #[error("the path is not valid UTF-8 once percent-decoded")]
     NotUtf8,
@@ -52,12 +52,12 @@ pub fn validate(path: &str) -> Result<(), PathError> {
     if path.contains('\\') {
         return Err(PathError::Backslash);
     }
-    for (i, segment) in path.split('/').enumerate() {
+    for segment in path.split('/') {
         match segment {
             "" => return Err(PathError::EmptySegment),
             "." | ".." => return Err(PathError::DotSegment),
             s if s.len() > MAX_SEGMENT_BYTES => return Err(PathError::SegmentTooLong),
-            super::persist::TEMP_DIR if i == 0 => return Err(PathError::Reserved),
+            s if s.starts_with('.') => return Err(PathError::Hidden),
             _ => {}
         }
     }
@@ -72,7 +72,7 @@ mod tests {
     fn ordinary_paths_pass() {
         assert_eq!(validate("live/stream.mpd"), Ok(()));
         assert_eq!(validate("a/b/chunk-stream0-00001.m4s"), Ok(()));
-        assert_eq!(validate("..hidden/x"), Ok(()));
+        assert_eq!(validate("a/b..c"), Ok(()));
     }
 
     #[test]
@@ -88,6 +88,7 @@ mod tests {
         assert_eq!(validate("a\nb"), Err(PathError::ControlCharacter));
         assert_eq!(validate(&"a".repeat(2000)), Err(PathError::TooLong));
         assert_eq!(validate(&"a".repeat(300)), Err(PathError::SegmentTooLong));
-        assert_eq!(validate(".ldash-tmp/1"), Err(PathError::Reserved));
+        assert_eq!(validate(".ldash-tmp/1"), Err(PathError::Hidden));
+        assert_eq!(validate("live/.x"), Err(PathError::Hidden));
     }
 }

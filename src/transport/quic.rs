@@ -83,7 +83,8 @@ pub async fn serve(endpoint: quinn::Endpoint, app: Arc<App>, drain: Duration, mu
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                connections.spawn(connection(incoming, Arc::clone(&app), shutdown.clone()));
+                let arrival = app.connection_arrived();
+                connections.spawn(connection(incoming, arrival, Arc::clone(&app), shutdown.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
@@ -102,7 +103,7 @@ pub async fn serve(endpoint: quinn::Endpoint, app: Arc<App>, drain: Duration, mu
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-async fn connection(incoming: quinn::Incoming, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let peer = incoming.remote_address();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -143,7 +144,9 @@ async fn connection(incoming: quinn::Incoming, app: Arc<App>, mut shutdown: watc
     let info = ConnInfo {
         peer,
         transport: Transport::Quic,
+        arrival,
     };
+    let mut requests_seen = 0u64;
     let mut requests = JoinSet::new();
     let mut closing = *shutdown.borrow();
     if closing {
@@ -153,7 +156,8 @@ async fn connection(incoming: quinn::Incoming, app: Arc<App>, mut shutdown: watc
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, Arc::clone(&app), info, handshake.clone()));
+                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen), handshake.clone()));
+                    requests_seen += 1;
                 }
                 Ok(None) => break,
                 Err(err) => {

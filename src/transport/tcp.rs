@@ -3,7 +3,7 @@
 //! so an encoder's persistent ingest connection is never cut between uploads.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,9 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let task = connection(stream, peer, tls.clone(), Arc::clone(&app), Arc::clone(&builder), graceful.watcher(), settings.header_timeout);
+                    let transport = if tls.is_some() { Transport::Tls } else { Transport::Cleartext };
+                    let info = ConnInfo { peer, transport, arrival: app.connection_arrived() };
+                    let task = connection(stream, info, tls.clone(), Arc::clone(&app), Arc::clone(&builder), graceful.watcher(), settings.header_timeout);
                     connections.spawn(task);
                 }
                 Err(err) => {
@@ -73,6 +75,10 @@ fn builder(settings: &TcpSettings) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
+        // ffmpeg closes its side right after the last chunk of an upload without waiting for the
+        // answer; without half-close support hyper would drop the request mid-body and the upload
+        // would be aborted.
+        .half_close(true)
         .keep_alive(true);
     builder
         .http2()
@@ -88,7 +94,7 @@ fn builder(settings: &TcpSettings) -> auto::Builder<TokioExecutor> {
 
 async fn connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    info: ConnInfo,
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -97,15 +103,12 @@ async fn connection(
 ) {
     // hyper never sets TCP_NODELAY; without it small chunked writes stall on Nagle.
     let _ = stream.set_nodelay(true);
-    let transport = if tls.is_some() {
-        Transport::Tls
-    } else {
-        Transport::Cleartext
-    };
-    let info = ConnInfo { peer, transport };
+    let peer = info.peer;
+    let requests = Arc::new(AtomicU64::new(0));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let app = Arc::clone(&app);
-        req.extensions_mut().insert(info);
+        req.extensions_mut()
+            .insert(info.request(requests.fetch_add(1, Ordering::Relaxed)));
         async move { Ok::<_, Infallible>(app.handle(req).await) }
     });
     let result = match tls {

@@ -1,0 +1,31 @@
+//! Feeds arbitrary bytes to the MPD parser and low-latency rewriter: errors are fine, panics are not,
+//! and a rewritten MPD must parse again.
+#![no_main]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ldash::media::mpd::{parse, rewrite, Observed, Rewrite, ServiceDefaults};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse(data);
+    let service = ServiceDefaults {
+        latency_target: Duration::from_millis(1500),
+        latency_min: Duration::from_millis(1000),
+        latency_max: Duration::from_millis(3000),
+        playback_rate_min: 0.92,
+        playback_rate_max: 1.08,
+    };
+    let mut observed = HashMap::new();
+    observed.insert(
+        (0, 0, "0".to_string()),
+        Observed { chunk_duration: Some(Duration::from_millis(200)), chunked: true, bandwidth: Some(1_000_000) },
+    );
+    let request = Rewrite { clock_url: "https://example.com/ldash/time", service: &service, observed: &observed };
+    if let Ok(out) = rewrite(data, &request) {
+        if parse(data).is_ok() {
+            assert!(parse(&out).is_ok(), "a rewritten MPD parses again");
+        }
+    }
+});

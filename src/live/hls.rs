@@ -1,0 +1,325 @@
+//! LL-HLS over the live index: snapshots of each representation for the pure playlist writer in
+//! [`crate::media::hls`], and the blocking playlist reload, woken by the folder's change counter.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{lock, numbered, split, Folder, Live, Progress};
+use crate::media::hls::{self, Audio, Block, Part, Rendition, Report, Segment, Timing, Variant, Wanted};
+use crate::media::mpd::{Mpd, Representation};
+
+/// Why a playlist cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HlsError {
+    /// No such stream or rendition.
+    #[error("no live stream or rendition by that name")]
+    NotFound,
+    /// The delivery directives are invalid or ask too far ahead.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// The stream has produced nothing playable in time.
+    #[error("the playlist is not available yet; retry shortly")]
+    Unavailable,
+}
+
+/// Delivery directives of a playlist request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// _HLS_msn.
+    pub msn: Option<u64>,
+    /// _HLS_part.
+    pub part: Option<u64>,
+    /// _HLS_skip=YES or v2.
+    pub skip: bool,
+}
+
+impl Directives {
+    /// Parses `_HLS_msn`, `_HLS_part` and `_HLS_skip` from a query string.
+    pub fn parse(query: Option<&str>) -> Result<Directives, HlsError> {
+        let mut d = Directives::default();
+        for pair in query.unwrap_or("").split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "_HLS_msn" => {
+                    d.msn = Some(
+                        value
+                            .parse()
+                            .map_err(|_| HlsError::BadRequest("_HLS_msn is not a number"))?,
+                    )
+                }
+                "_HLS_part" => {
+                    d.part = Some(
+                        value
+                            .parse()
+                            .map_err(|_| HlsError::BadRequest("_HLS_part is not a number"))?,
+                    )
+                }
+                "_HLS_skip" => d.skip = value == "YES" || value == "v2",
+                _ => {}
+            }
+        }
+        if d.part.is_some() && d.msn.is_none() {
+            return Err(HlsError::BadRequest("_HLS_part needs _HLS_msn"));
+        }
+        Ok(d)
+    }
+}
+
+/// A playlist ready to send.
+#[derive(Debug, Clone)]
+pub struct Playlist {
+    /// The text.
+    pub text: String,
+    /// Cache-Control max-age.
+    pub max_age: Duration,
+}
+
+/// The media playlist name of a representation: `{manifest name}.{representation id}.m3u8`.
+pub fn media_name(mpd_name: &str, rep: &Representation) -> String {
+    let stem = mpd_name.strip_suffix(".mpd").unwrap_or(mpd_name);
+    format!("{stem}.{}.m3u8", rep.id)
+}
+
+fn reps(mpd: &Mpd) -> impl Iterator<Item = (Option<&str>, &Representation)> {
+    mpd.periods
+        .iter()
+        .take(1)
+        .flat_map(|p| &p.adaptation_sets)
+        .flat_map(|a| {
+            let kind = a.content_type.as_deref();
+            a.representations.iter().map(move |r| (kind, r))
+        })
+}
+
+fn is_audio(kind: Option<&str>, rep: &Representation) -> bool {
+    kind == Some("audio") || rep.mime_type.as_deref().is_some_and(|m| m.starts_with("audio"))
+}
+
+impl Live {
+    /// The multivariant playlist of the manifest at `mpd_path`.
+    pub async fn hls_multivariant(&self, mpd_path: &str) -> Result<Playlist, HlsError> {
+        let (mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
+        let (_, mpd_name) = split(mpd_path);
+        let audio: Vec<(&Representation, Audio)> = reps(&mpd)
+            .filter(|(kind, rep)| is_audio(*kind, rep))
+            .map(|(_, rep)| {
+                let audio = Audio {
+                    uri: media_name(mpd_name, rep),
+                    name: rep.id.clone(),
+                    language: None,
+                    channels: rep.audio_channels.clone(),
+                };
+                (rep, audio)
+            })
+            .collect();
+        let audio_bandwidth = audio.iter().filter_map(|(rep, _)| rep.bandwidth).max().unwrap_or(0);
+        let audio_codecs = audio.first().and_then(|(rep, _)| rep.codecs.clone());
+        let mut variants: Vec<Variant> = reps(&mpd)
+            .filter(|(kind, rep)| !is_audio(*kind, rep))
+            .map(|(_, rep)| Variant {
+                uri: media_name(mpd_name, rep),
+                bandwidth: rep.bandwidth.unwrap_or(1_000_000) + audio_bandwidth,
+                codecs: [rep.codecs.clone(), audio_codecs.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(","),
+                resolution: rep.width.zip(rep.height),
+                frame_rate: rep.frame_rate.as_deref().and_then(frame_rate),
+            })
+            .collect();
+        let audio: Vec<Audio> = audio.into_iter().map(|(_, a)| a).collect();
+        if variants.is_empty() {
+            // Audio only: the audio renditions are the variants.
+            variants = reps(&mpd)
+                .map(|(_, rep)| Variant {
+                    uri: media_name(mpd_name, rep),
+                    bandwidth: rep.bandwidth.unwrap_or(128_000),
+                    codecs: rep.codecs.clone().unwrap_or_default(),
+                    resolution: None,
+                    frame_rate: None,
+                })
+                .collect();
+            return Ok(Playlist {
+                text: hls::multivariant(&variants, &[]),
+                max_age: Duration::from_secs(1),
+            });
+        }
+        Ok(Playlist {
+            text: hls::multivariant(&variants, &audio),
+            max_age: Duration::from_secs(1),
+        })
+    }
+
+    /// The media playlist of representation `rep_id` of the manifest at `mpd_path`, held as the
+    /// directives ask (blocking reload), at most three target durations.
+    pub async fn hls_media(&self, mpd_path: &str, rep_id: &str, directives: Directives) -> Result<Playlist, HlsError> {
+        let (mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
+        if !reps(&mpd).any(|(_, r)| r.id == rep_id) {
+            return Err(HlsError::NotFound);
+        }
+        let (folder, mpd_name) = split(mpd_path);
+        let mut changed = {
+            let mut folders = lock(&self.folders);
+            folders.entry(folder.to_owned()).or_default().changed.subscribe()
+        };
+        let started = Instant::now();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            changed.borrow_and_update();
+            let snapshot = self.snapshot(folder, mpd_name, &mpd, rep_id);
+            let hold = |timing: &Timing| Duration::from_secs(3 * timing.target_duration).min(Duration::from_secs(8));
+            match snapshot {
+                Some((rendition, timing, reports)) => {
+                    let wanted = directives.msn.map(|msn| Wanted {
+                        msn,
+                        part: directives.part,
+                    });
+                    match wanted.map(|w| rendition.block(w, &timing)) {
+                        None | Some(Block::Ready) => {
+                            let text = hls::media_playlist(&rendition, &timing, &reports, directives.skip);
+                            let max_age = hls::playlist_max_age(&timing, wanted.is_some() && !rendition.ended);
+                            return Ok(Playlist { text, max_age });
+                        }
+                        Some(Block::TooFar) => {
+                            return Err(HlsError::BadRequest(
+                                "_HLS_msn or _HLS_part is too far ahead of the live edge",
+                            ))
+                        }
+                        Some(Block::Wait) => {
+                            deadline.get_or_insert(started + hold(&timing));
+                        }
+                    }
+                }
+                None => {
+                    deadline.get_or_insert(started + Duration::from_secs(6));
+                }
+            }
+            let until = deadline.unwrap_or(started);
+            match tokio::time::timeout_at(until, changed.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(HlsError::Unavailable),
+            }
+        }
+    }
+
+    /// A snapshot of one rendition with the stream's timing and the other renditions' reports.
+    fn snapshot(
+        &self,
+        folder: &str,
+        mpd_name: &str,
+        mpd: &Mpd,
+        rep_id: &str,
+    ) -> Option<(Rendition, Timing, Vec<Report>)> {
+        let mut folders = lock(&self.folders);
+        let f = folders.get_mut(folder)?;
+        let timing = match f.hls_timing.get(mpd_name) {
+            Some(timing) => *timing,
+            None => {
+                let timing = stream_timing(f, mpd)?;
+                f.hls_timing.insert(mpd_name.to_owned(), timing);
+                timing
+            }
+        };
+        let mut this = None;
+        let mut reports = Vec::new();
+        for (_, rep) in reps(mpd) {
+            let Some(rendition) = rendition(f, mpd, mpd_name, rep) else {
+                continue;
+            };
+            if rep.id == rep_id {
+                this = Some(rendition);
+            } else if let Some(edge) = rendition.edge() {
+                reports.push(Report {
+                    uri: rendition.uri.clone(),
+                    edge,
+                });
+            }
+        }
+        Some((this?, timing, reports))
+    }
+}
+
+/// TARGETDURATION from the templates, PART-TARGET from the longest chunk seen so far in any
+/// representation (rounded up to the millisecond); None until every representation has a chunk.
+fn stream_timing(f: &Folder, mpd: &Mpd) -> Option<Timing> {
+    let mut longest_segment = 0.0f64;
+    let mut longest_part = 0.0f64;
+    for (_, rep) in reps(mpd) {
+        let template = rep.template.as_ref()?;
+        longest_segment = longest_segment.max(template.segment_duration()?.as_secs_f64());
+        let timescale = timescale(f, rep)?;
+        let longest = numbered(f, rep, template)
+            .flat_map(|(_, index)| index.chunks())
+            .map(|c| c.duration)
+            .max()?;
+        longest_part = longest_part.max(longest as f64 / timescale as f64);
+    }
+    (longest_part > 0.0).then(|| Timing {
+        target_duration: longest_segment.ceil().max(1.0) as u64,
+        part_target: (longest_part * 1000.0).ceil() / 1000.0,
+    })
+}
+
+fn timescale(f: &Folder, rep: &Representation) -> Option<u64> {
+    let template = rep.template.as_ref()?;
+    let init = f.inits.get(&template.init_path(rep)?)?;
+    init.tracks.first().map(|t| u64::from(t.timescale)).filter(|t| *t > 0)
+}
+
+/// The contiguous run of segments ending at the newest, as parts.
+fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Option<Rendition> {
+    let template = rep.template.as_ref()?;
+    let timescale = timescale(f, rep)? as f64;
+    let duration = template.segment_duration()?;
+    let start = mpd.availability_start.unwrap_or(SystemTime::UNIX_EPOCH)
+        + mpd.periods.first().and_then(|p| p.start).unwrap_or_default();
+    let mut numbered: Vec<(u64, Vec<crate::media::cmaf::Chunk>, Progress)> = numbered(f, rep, template)
+        .map(|(n, index)| (n, index.chunks(), *index.progress.borrow()))
+        .collect();
+    numbered.sort_by_key(|(n, _, _)| *n);
+    let mut segments: Vec<Segment> = Vec::new();
+    for (n, chunks, progress) in numbered {
+        let contiguous = segments.last().is_none_or(|s| s.complete && s.number + 1 == n);
+        if progress.failed || !contiguous {
+            segments.clear();
+            if progress.failed {
+                continue;
+            }
+        }
+        let offset = n.saturating_sub(template.start_number);
+        segments.push(Segment {
+            number: n,
+            uri: template.media_path(rep, n)?,
+            start: start + duration.saturating_mul(offset as u32),
+            parts: chunks
+                .iter()
+                .map(|c| Part {
+                    offset: c.start,
+                    len: c.end - c.start,
+                    duration: c.duration as f64 / timescale,
+                    independent: c.independent,
+                })
+                .collect(),
+            complete: progress.ended,
+        });
+    }
+    Some(Rendition {
+        uri: media_name(mpd_name, rep),
+        init_uri: template.init_path(rep)?,
+        segments,
+        ended: !mpd.dynamic,
+    })
+}
+
+/// "30/1", "30000/1001" or "25" as frames per second.
+fn frame_rate(text: &str) -> Option<f64> {
+    match text.split_once('/') {
+        Some((n, d)) => {
+            let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
+            (d > 0.0).then_some(n / d)
+        }
+        None => text.parse().ok(),
+    }
+}

@@ -1,0 +1,455 @@
+//! The live stream index. It follows the store's upload events and reads every media upload like a
+//! player would (a [`crate::store::Reader`], woken by appends), running the CMAF reader over it as it
+//! grows; it parses init segments and manifests when they complete. What it keeps (chunk timelines,
+//! tracks, parsed MPDs) feeds the MPD rewriter, the early-request hold and LL-HLS. The media logic
+//! itself is pure code in [`crate::media`]; this module is the I/O around it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch};
+
+pub mod hls;
+
+use crate::media::cmaf::{self, Chunk, ChunkScanner, Init};
+use crate::media::mpd::{self, Mpd, Observed, Representation, SegmentTemplate, ServiceDefaults};
+use crate::store::{Entry, EntryState, ReadError, Store, StoreEvent};
+
+/// Largest init segment or manifest read whole.
+const MAX_WHOLE: usize = 4 << 20;
+/// Complete segments per representation used to measure bandwidth.
+const BANDWIDTH_WINDOW: usize = 5;
+
+/// How far one media segment's upload has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// CMAF chunks complete so far.
+    pub chunks: usize,
+    /// The upload ended (cleanly or not).
+    pub ended: bool,
+    /// The upload was aborted or its bytes could not be read as CMAF.
+    pub failed: bool,
+}
+
+/// The CMAF chunks of one media segment, growing with its upload.
+#[derive(Debug)]
+pub struct SegmentIndex {
+    chunks: Mutex<Vec<Chunk>>,
+    progress: watch::Sender<Progress>,
+    /// The folder's change counter, bumped with every new chunk and every end.
+    folder: Arc<watch::Sender<u64>>,
+}
+
+impl SegmentIndex {
+    fn new(folder: Arc<watch::Sender<u64>>) -> Self {
+        SegmentIndex {
+            chunks: Mutex::new(Vec::new()),
+            progress: watch::channel(Progress::default()).0,
+            folder,
+        }
+    }
+
+    /// The chunks found so far.
+    pub fn chunks(&self) -> Vec<Chunk> {
+        lock(&self.chunks).clone()
+    }
+
+    /// Progress, and a way to wait for the next change.
+    pub fn watch(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    fn push(&self, found: Vec<Chunk>) {
+        let count = {
+            let mut chunks = lock(&self.chunks);
+            chunks.extend(found);
+            chunks.len()
+        };
+        self.progress.send_modify(|p| p.chunks = count);
+        self.folder.send_modify(|n| *n += 1);
+    }
+
+    fn end(&self, failed: bool) {
+        self.progress.send_modify(|p| {
+            p.ended = true;
+            p.failed = failed;
+        });
+        self.folder.send_modify(|n| *n += 1);
+    }
+}
+
+#[derive(Debug)]
+struct Folder {
+    /// Bumped whenever a segment of the folder gains a chunk, starts or ends, or a manifest changes:
+    /// every blocked playlist request of the folder wakes on it.
+    changed: Arc<watch::Sender<u64>>,
+    /// LL-HLS timing per manifest name, fixed the first time it can be computed.
+    hls_timing: HashMap<String, crate::media::hls::Timing>,
+    /// Media segments by file name.
+    segments: BTreeMap<String, Arc<SegmentIndex>>,
+    /// Init segments by file name.
+    inits: HashMap<String, Arc<Init>>,
+    /// Parsed manifests by file name, with the ETag of the version parsed.
+    mpds: HashMap<String, (String, Arc<Mpd>)>,
+}
+
+/// The index, shared by the routes; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Live {
+    store: Store,
+    folders: Arc<Mutex<HashMap<String, Folder>>>,
+    service: Arc<ServiceDefaults>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is a single insert or push: a poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Splits a store path into its folder ("" at the root) and file name.
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+fn is_media(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [".m4s", ".mp4", ".m4v", ".m4a", ".cmfv", ".cmfa", ".cmft"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+}
+
+impl Default for Folder {
+    fn default() -> Self {
+        Folder {
+            changed: Arc::new(watch::channel(0).0),
+            hls_timing: HashMap::new(),
+            segments: BTreeMap::new(),
+            inits: HashMap::new(),
+            mpds: HashMap::new(),
+        }
+    }
+}
+
+impl Live {
+    /// Starts following `store` (needs a tokio runtime).
+    pub fn start(store: Store, service: ServiceDefaults) -> Live {
+        let live = Live {
+            store: store.clone(),
+            folders: Arc::default(),
+            service: Arc::new(service),
+        };
+        let events = store.subscribe();
+        tokio::spawn(live.clone().follow_store(events));
+        live
+    }
+
+    async fn follow_store(self, mut events: broadcast::Receiver<StoreEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::Started { path, entry }) => self.started(&path, entry),
+                Ok(StoreEvent::Removed { path }) => self.removed(&path),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "live index fell behind the store's events; some segments are not indexed"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn started(&self, path: &str, entry: Arc<Entry>) {
+        let (_, name) = split(path);
+        if name.to_ascii_lowercase().ends_with(".mpd") {
+            tokio::spawn(self.clone().follow_manifest(path.to_owned(), entry));
+        } else if is_media(name) {
+            tokio::spawn(self.clone().follow_media(path.to_owned(), entry));
+        }
+    }
+
+    fn removed(&self, path: &str) {
+        let (folder, name) = split(path);
+        let mut folders = lock(&self.folders);
+        if let Some(f) = folders.get_mut(folder) {
+            f.segments.remove(name);
+            f.inits.remove(name);
+            f.mpds.remove(name);
+            if f.segments.is_empty() && f.inits.is_empty() && f.mpds.is_empty() {
+                folders.remove(folder);
+            }
+        }
+    }
+
+    async fn follow_manifest(self, path: String, entry: Arc<Entry>) {
+        let Ok(bytes) = read_whole(&entry).await else {
+            return;
+        };
+        self.parse_manifest(&path, &entry.etag(), &bytes);
+    }
+
+    /// Parses a manifest into the cache; returns it.
+    fn parse_manifest(&self, path: &str, etag: &str, bytes: &[u8]) -> Option<Arc<Mpd>> {
+        let (folder, name) = split(path);
+        if let Some((cached, mpd)) = lock(&self.folders).get(folder).and_then(|f| f.mpds.get(name)) {
+            if cached == etag {
+                return Some(Arc::clone(mpd));
+            }
+        }
+        match mpd::parse(bytes) {
+            Ok(parsed) => {
+                let parsed = Arc::new(parsed);
+                let mut folders = lock(&self.folders);
+                let f = folders.entry(folder.to_owned()).or_default();
+                f.mpds.insert(name.to_owned(), (etag.to_owned(), Arc::clone(&parsed)));
+                f.changed.send_modify(|n| *n += 1);
+                Some(parsed)
+            }
+            Err(err) => {
+                tracing::warn!(path, %err, "manifest does not parse as an MPD; it is served as uploaded");
+                None
+            }
+        }
+    }
+
+    async fn follow_media(self, path: String, entry: Arc<Entry>) {
+        let (folder, name) = split(&path);
+        let mut reader = entry.reader(0, None);
+        let Some(Ok(first)) = reader.next_chunk().await else {
+            return;
+        };
+        if looks_like_init(&first) {
+            let Ok(bytes) = read_whole(&entry).await else {
+                return;
+            };
+            match cmaf::parse_init(&bytes) {
+                Ok(init) => {
+                    let mut folders = lock(&self.folders);
+                    folders
+                        .entry(folder.to_owned())
+                        .or_default()
+                        .inits
+                        .insert(name.to_owned(), Arc::new(init));
+                }
+                Err(err) => tracing::warn!(path, %err, "init segment does not parse; it is served as uploaded"),
+            }
+            return;
+        }
+        let (index, init) = {
+            let mut folders = lock(&self.folders);
+            let f = folders.entry(folder.to_owned()).or_default();
+            let index = Arc::new(SegmentIndex::new(Arc::clone(&f.changed)));
+            f.segments.insert(name.to_owned(), Arc::clone(&index));
+            f.changed.send_modify(|n| *n += 1);
+            (index, init_for(f, name))
+        };
+        let mut scanner = ChunkScanner::new(init.as_deref());
+        let mut next = Some(Ok(first));
+        let mut failed = false;
+        while let Some(item) = next {
+            match item {
+                Ok(bytes) => match scanner.push(&bytes) {
+                    Ok(found) if !found.is_empty() => index.push(found),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(path, %err, "segment is not readable as CMAF; it is served as uploaded");
+                        failed = true;
+                        break;
+                    }
+                },
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+            next = reader.next_chunk().await;
+        }
+        index.end(failed || entry.state() != EntryState::Complete);
+    }
+
+    /// The chunk index of a media segment, if it is (being) indexed.
+    pub fn segment(&self, path: &str) -> Option<Arc<SegmentIndex>> {
+        let (folder, name) = split(path);
+        lock(&self.folders)
+            .get(folder)
+            .and_then(|f| f.segments.get(name))
+            .cloned()
+    }
+
+    /// The parsed manifest at `path` (from the cache when its version was parsed before).
+    pub async fn manifest(&self, path: &str) -> Option<(Arc<Mpd>, Bytes)> {
+        let entry = self.store.get(path)?;
+        if entry.state() != EntryState::Complete {
+            return None;
+        }
+        let bytes = read_whole(&entry).await.ok()?;
+        let mpd = self.parse_manifest(path, &entry.etag(), &bytes)?;
+        Some((mpd, bytes))
+    }
+
+    /// The manifest rewritten for low latency, or None when it should be served as uploaded.
+    pub fn rewrite(&self, path: &str, mpd: &Mpd, bytes: &[u8], clock_url: &str) -> Option<Bytes> {
+        let (folder, _) = split(path);
+        let observed = self.observe(folder, mpd);
+        let rewrite = mpd::Rewrite {
+            clock_url,
+            service: &self.service,
+            observed: &observed,
+        };
+        match mpd::rewrite(bytes, &rewrite) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(out)) => Some(Bytes::from(out)),
+            Err(err) => {
+                tracing::warn!(path, %err, "manifest could not be rewritten; it is served as uploaded");
+                None
+            }
+        }
+    }
+
+    /// What the ingest shows of each representation of `mpd` in `folder`.
+    pub fn observe(&self, folder: &str, mpd: &Mpd) -> HashMap<(usize, usize, String), Observed> {
+        let folders = lock(&self.folders);
+        let mut observed = HashMap::new();
+        let Some(f) = folders.get(folder) else {
+            return observed;
+        };
+        for (p, period) in mpd.periods.iter().enumerate() {
+            for (a, set) in period.adaptation_sets.iter().enumerate() {
+                for rep in &set.representations {
+                    if let Some(seen) = observe_rep(f, rep) {
+                        observed.insert((p, a, rep.id.clone()), seen);
+                    }
+                }
+            }
+        }
+        observed
+    }
+
+    /// For a missing `path` that is one of the next two segments of a live representation, how long
+    /// to wait for its upload to start (one segment duration); None for any other missing path.
+    pub fn upcoming(&self, path: &str) -> Option<Duration> {
+        let (folder, name) = split(path);
+        let folders = lock(&self.folders);
+        let f = folders.get(folder)?;
+        for (_, mpd) in f.mpds.values() {
+            if !mpd.dynamic {
+                continue;
+            }
+            for rep in mpd
+                .periods
+                .iter()
+                .flat_map(|p| &p.adaptation_sets)
+                .flat_map(|a| &a.representations)
+            {
+                let Some(template) = &rep.template else { continue };
+                let Some(wanted) = template.match_media(rep, name) else {
+                    continue;
+                };
+                let newest = numbered(f, rep, template).map(|(n, _)| n).max()?;
+                if wanted > newest && wanted <= newest + 2 {
+                    return Some(
+                        template
+                            .segment_duration()
+                            .unwrap_or(Duration::from_secs(1))
+                            .min(Duration::from_secs(10)),
+                    );
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The init segment of the representation whose media template names `name`, per the folder's MPDs.
+fn init_for(f: &Folder, name: &str) -> Option<Arc<Init>> {
+    for (_, mpd) in f.mpds.values() {
+        for rep in mpd
+            .periods
+            .iter()
+            .flat_map(|p| &p.adaptation_sets)
+            .flat_map(|a| &a.representations)
+        {
+            let Some(template) = &rep.template else { continue };
+            if template.match_media(rep, name).is_some() {
+                return template.init_path(rep).and_then(|init| f.inits.get(&init)).cloned();
+            }
+        }
+    }
+    None
+}
+
+/// The indexed segments of one representation, by number.
+fn numbered<'f>(
+    f: &'f Folder,
+    rep: &'f Representation,
+    template: &'f SegmentTemplate,
+) -> impl Iterator<Item = (u64, &'f Arc<SegmentIndex>)> + 'f {
+    f.segments
+        .iter()
+        .filter_map(move |(name, index)| template.match_media(rep, name).map(|n| (n, index)))
+}
+
+fn observe_rep(f: &Folder, rep: &Representation) -> Option<Observed> {
+    let template = rep.template.as_ref()?;
+    let init = template.init_path(rep).and_then(|name| f.inits.get(&name));
+    let timescale = init
+        .and_then(|init| init.tracks.first())
+        .map(|t| u64::from(t.timescale))
+        .filter(|t| *t > 0)?;
+    let mut segments: Vec<(u64, Vec<Chunk>, Progress)> = numbered(f, rep, template)
+        .map(|(n, index)| (n, index.chunks(), *index.progress.borrow()))
+        .collect();
+    if segments.is_empty() {
+        return None;
+    }
+    segments.sort_by_key(|(n, _, _)| *n);
+    let longest = segments
+        .iter()
+        .flat_map(|(_, chunks, _)| chunks)
+        .map(|c| c.duration)
+        .max()
+        .unwrap_or(0);
+    let chunked = segments.iter().any(|(_, chunks, _)| chunks.len() > 1);
+    let complete: Vec<&(u64, Vec<Chunk>, Progress)> = segments
+        .iter()
+        .filter(|(_, _, p)| p.ended && !p.failed)
+        .rev()
+        .take(BANDWIDTH_WINDOW)
+        .collect();
+    let bytes: u64 = complete
+        .iter()
+        .flat_map(|(_, chunks, _)| chunks)
+        .map(|c| c.end - c.start)
+        .sum();
+    let ticks: u64 = complete
+        .iter()
+        .flat_map(|(_, chunks, _)| chunks)
+        .map(|c| c.duration)
+        .sum();
+    let bandwidth = (ticks > 0).then(|| bytes.saturating_mul(8).saturating_mul(timescale) / ticks);
+    Some(Observed {
+        chunk_duration: (longest > 0).then(|| Duration::from_secs_f64(longest as f64 / timescale as f64)),
+        chunked,
+        bandwidth,
+    })
+}
+
+fn looks_like_init(first: &[u8]) -> bool {
+    matches!(first.get(4..8), Some(b"ftyp") | Some(b"moov"))
+        && !first.windows(4).take(64).any(|w| w == b"styp" || w == b"moof")
+}
+
+/// An entry's whole content (it must be complete or completing; bounded by [`MAX_WHOLE`]).
+async fn read_whole(entry: &Arc<Entry>) -> Result<Bytes, ReadError> {
+    let mut reader = entry.reader(0, None);
+    let mut all = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await {
+        all.extend_from_slice(&chunk?);
+        if all.len() > MAX_WHOLE {
+            return Err(ReadError::Disk("too large to read whole".into()));
+        }
+    }
+    Ok(all.into())
+}

@@ -1,0 +1,579 @@
+//! LL-HLS playlists (draft-pantos-hls-rfc8216bis, section 6.2 and appendix B.1) written from the
+//! same CMAF chunks that feed LL-DASH: a multivariant playlist from the MPD's representations, and
+//! a media playlist per representation whose parts are byte ranges of the very `.m4s` files DASH
+//! players fetch. Pure code: the caller passes a snapshot of the stream and the blocking decisions
+//! are answered from it.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+/// One part: a CMAF chunk, addressed as a byte range of its segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// Offset of the part in its segment.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Duration in seconds.
+    pub duration: f64,
+    /// Starts with a sync sample.
+    pub independent: bool,
+}
+
+/// One media segment of a rendition, complete or still growing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Media sequence number (the DASH segment number).
+    pub number: u64,
+    /// URI relative to the playlist.
+    pub uri: String,
+    /// Wall-clock time of its first sample (EXT-X-PROGRAM-DATE-TIME).
+    pub start: SystemTime,
+    /// Its complete parts, in order.
+    pub parts: Vec<Part>,
+    /// True once the whole segment is uploaded; its duration is then the sum of its parts.
+    pub complete: bool,
+}
+
+impl Segment {
+    /// Duration of the parts so far, in seconds.
+    pub fn duration(&self) -> f64 {
+        self.parts.iter().map(|p| p.duration).sum()
+    }
+
+    fn end(&self) -> u64 {
+        self.parts.last().map_or(0, |p| p.offset + p.len)
+    }
+}
+
+/// A snapshot of one rendition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendition {
+    /// This media playlist's URI, relative to the multivariant playlist.
+    pub uri: String,
+    /// The init segment's URI (EXT-X-MAP).
+    pub init_uri: String,
+    /// Contiguous segments, oldest first; only the last may be incomplete.
+    pub segments: Vec<Segment>,
+    /// The ingest has ended: the playlist gets EXT-X-ENDLIST and ignores delivery directives.
+    pub ended: bool,
+}
+
+/// Timing that stays fixed for the stream's whole life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// EXT-X-TARGETDURATION, whole seconds.
+    pub target_duration: u64,
+    /// PART-TARGET, seconds.
+    pub part_target: f64,
+}
+
+impl Timing {
+    /// Advance Part Limit of section 6.2.5.2: 3 / PART-TARGET below one second, else 3.
+    pub fn advance_part_limit(&self) -> u64 {
+        if self.part_target < 1.0 && self.part_target > 0.0 {
+            (3.0 / self.part_target).floor() as u64
+        } else {
+            3
+        }
+    }
+}
+
+/// Where a rendition's live edge is: the newest segment number and the index of its newest part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    /// Newest segment that has at least one part (or is complete).
+    pub msn: u64,
+    /// Index of its newest part, if any.
+    pub part: Option<u64>,
+}
+
+/// What a blocking request (`_HLS_msn`, `_HLS_part`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// _HLS_msn.
+    pub msn: u64,
+    /// _HLS_part.
+    pub part: Option<u64>,
+}
+
+/// How to answer a blocking request right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// The playlist already has it: answer now.
+    Ready,
+    /// Hold the request until the rendition changes, then ask again.
+    Wait,
+    /// Too far ahead: 400 at once.
+    TooFar,
+}
+
+impl Rendition {
+    /// The live edge, if any segment has a part or is complete.
+    pub fn edge(&self) -> Option<Edge> {
+        let last = self.segments.iter().rev().find(|s| s.complete || !s.parts.is_empty())?;
+        Some(Edge {
+            msn: last.number,
+            part: last.parts.len().checked_sub(1).map(|p| p as u64),
+        })
+    }
+
+    /// Newest complete segment.
+    pub fn last_complete(&self) -> Option<u64> {
+        self.segments.iter().rev().find(|s| s.complete).map(|s| s.number)
+    }
+
+    /// Whether the playlist holds segment `msn` (complete), or its part `part`. A part index past
+    /// the last part of a complete segment means part 0 of the next one.
+    pub fn holds(&self, wanted: Wanted) -> bool {
+        let Some(part) = wanted.part else {
+            return self.last_complete().is_some_and(|last| last >= wanted.msn);
+        };
+        let first = self.segments.first().map_or(0, |s| s.number);
+        if wanted.msn < first {
+            return true;
+        }
+        match self.segments.iter().find(|s| s.number == wanted.msn) {
+            Some(seg) if (part as usize) < seg.parts.len() => true,
+            Some(seg) if seg.complete => self.holds(Wanted {
+                msn: wanted.msn + 1,
+                part: Some(0),
+            }),
+            _ => false,
+        }
+    }
+
+    /// How to answer a blocking request (section 6.2.5.2).
+    pub fn block(&self, wanted: Wanted, timing: &Timing) -> Block {
+        if self.ended || self.holds(wanted) {
+            return Block::Ready;
+        }
+        let Some(edge) = self.edge() else {
+            // Nothing yet: the first segment is on its way; anything beyond two segments is too far.
+            return if wanted.msn <= 2 { Block::Wait } else { Block::TooFar };
+        };
+        if wanted.msn > edge.msn + 2 {
+            return Block::TooFar;
+        }
+        if let Some(part) = wanted.part {
+            let per_segment = (f64::from(timing.target_duration as u32) / timing.part_target)
+                .ceil()
+                .max(1.0) as u64;
+            let have = edge.msn * per_segment + edge.part.map_or(0, |p| p + 1);
+            let want = wanted.msn * per_segment + part;
+            // Two whole segments ahead is always accepted (players ask ahead on their first load).
+            let limit = timing.advance_part_limit().max(2 * per_segment);
+            if want > have + limit {
+                return Block::TooFar;
+            }
+        }
+        Block::Wait
+    }
+}
+
+/// An EXT-X-RENDITION-REPORT for another rendition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The other rendition's playlist URI.
+    pub uri: String,
+    /// Its edge.
+    pub edge: Edge,
+}
+
+fn seconds(value: f64) -> String {
+    format!("{value:.3}")
+}
+
+/// Writes a media playlist. With `skip`, segments older than the skip boundary (six target
+/// durations from the end) are replaced by EXT-X-SKIP (a delta update).
+pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report], skip: bool) -> String {
+    let mut out = String::with_capacity(4096);
+    let td = timing.target_duration;
+    let skip_until = 6 * td;
+    let _ = writeln!(out, "#EXTM3U");
+    let _ = writeln!(out, "#EXT-X-VERSION:9");
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{td}");
+    let _ = writeln!(
+        out,
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={},PART-HOLD-BACK={},HOLD-BACK={}",
+        seconds(skip_until as f64),
+        seconds(3.0 * timing.part_target),
+        seconds(3.0 * td as f64)
+    );
+    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(timing.part_target));
+    let first = rendition.segments.first().map_or(0, |s| s.number);
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
+    let listed: Vec<&Segment> = rendition
+        .segments
+        .iter()
+        .filter(|s| s.complete || !s.parts.is_empty())
+        .collect();
+    let total: f64 = listed.iter().filter(|s| s.complete).map(|s| s.duration()).sum();
+    let skipped = if skip && !rendition.ended {
+        // Skip whole complete segments that end more than CAN-SKIP-UNTIL before the playlist's end.
+        let mut elapsed = 0.0;
+        listed
+            .iter()
+            .take_while(|s| {
+                elapsed += s.duration();
+                s.complete && total - elapsed >= skip_until as f64
+            })
+            .count()
+    } else {
+        0
+    };
+    if skipped > 0 {
+        let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+    }
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", rendition.init_uri);
+    // Parts are listed for the segments in the last three target durations.
+    let parts_from = total - 3.0 * td as f64;
+    let mut elapsed = 0.0;
+    for segment in listed.iter().skip(skipped) {
+        let _ = writeln!(
+            out,
+            "#EXT-X-PROGRAM-DATE-TIME:{}",
+            humantime::format_rfc3339_millis(segment.start)
+        );
+        let with_parts = !rendition.ended && (!segment.complete || elapsed + segment.duration() > parts_from);
+        elapsed += if segment.complete { segment.duration() } else { 0.0 };
+        if with_parts {
+            for part in &segment.parts {
+                let _ = write!(
+                    out,
+                    "#EXT-X-PART:DURATION={},URI=\"{}\",BYTERANGE=\"{}@{}\"",
+                    seconds(part.duration),
+                    segment.uri,
+                    part.len,
+                    part.offset
+                );
+                let _ = writeln!(out, "{}", if part.independent { ",INDEPENDENT=YES" } else { "" });
+            }
+        }
+        if segment.complete {
+            let _ = writeln!(out, "#EXTINF:{},", seconds(segment.duration()));
+            let _ = writeln!(out, "{}", segment.uri);
+        }
+    }
+    if rendition.ended {
+        let _ = writeln!(out, "#EXT-X-ENDLIST");
+        return out;
+    }
+    if let Some(hint) = preload_hint(rendition) {
+        let _ = writeln!(out, "{hint}");
+    }
+    for report in reports {
+        let _ = write!(
+            out,
+            "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+            report.uri, report.edge.msn
+        );
+        match report.edge.part {
+            Some(part) => {
+                let _ = writeln!(out, ",LAST-PART={part}");
+            }
+            None => {
+                let _ = writeln!(out);
+            }
+        }
+    }
+    out
+}
+
+/// The next part to come: the rest of the growing segment.
+fn preload_hint(rendition: &Rendition) -> Option<String> {
+    let last = rendition.segments.last()?;
+    if last.complete {
+        return None;
+    }
+    Some(format!(
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\",BYTERANGE-START={}",
+        last.uri,
+        last.end()
+    ))
+}
+
+/// A video variant of the multivariant playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Media playlist URI.
+    pub uri: String,
+    /// Peak bits per second, audio included.
+    pub bandwidth: u64,
+    /// RFC 6381 codecs of the video and of the audio it plays with.
+    pub codecs: String,
+    /// WIDTHxHEIGHT.
+    pub resolution: Option<(u32, u32)>,
+    /// Frames per second.
+    pub frame_rate: Option<f64>,
+}
+
+/// An audio rendition (EXT-X-MEDIA TYPE=AUDIO).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    /// Media playlist URI.
+    pub uri: String,
+    /// NAME.
+    pub name: String,
+    /// LANGUAGE.
+    pub language: Option<String>,
+    /// Channel count.
+    pub channels: Option<String>,
+}
+
+/// Writes the multivariant playlist. Audio-only streams list their audio as variants.
+pub fn multivariant(variants: &[Variant], audio: &[Audio]) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for (i, a) in audio.iter().enumerate() {
+        let _ = write!(
+            out,
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"{}\"",
+            quoted(&a.name)
+        );
+        if let Some(lang) = &a.language {
+            let _ = write!(out, ",LANGUAGE=\"{}\"", quoted(lang));
+        }
+        if let Some(channels) = &a.channels {
+            let _ = write!(out, ",CHANNELS=\"{}\"", quoted(channels));
+        }
+        let default = if i == 0 { "YES" } else { "NO" };
+        let _ = writeln!(out, ",DEFAULT={default},AUTOSELECT=YES,URI=\"{}\"", a.uri);
+    }
+    for v in variants {
+        let _ = write!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"",
+            v.bandwidth,
+            quoted(&v.codecs)
+        );
+        if let Some((w, h)) = v.resolution {
+            let _ = write!(out, ",RESOLUTION={w}x{h}");
+        }
+        if let Some(rate) = v.frame_rate {
+            let _ = write!(out, ",FRAME-RATE={rate:.3}");
+        }
+        if !audio.is_empty() {
+            let _ = write!(out, ",AUDIO=\"audio\"");
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", v.uri);
+    }
+    out
+}
+
+/// Attribute values may not contain quotes or line breaks.
+fn quoted(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| *c != '"' && *c != '\n' && *c != '\r')
+        .collect()
+}
+
+/// Cache-Control max-age (seconds) for a playlist response, as appendix B.1 suggests: blocking
+/// responses may be cached for six target durations, others for half of one.
+pub fn playlist_max_age(timing: &Timing, blocking: bool) -> Duration {
+    if blocking {
+        Duration::from_secs(6 * timing.target_duration)
+    } else {
+        Duration::from_millis(timing.target_duration * 500)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        target_duration: 1,
+        part_target: 0.2,
+    };
+
+    fn part(offset: u64, independent: bool) -> Part {
+        Part {
+            offset,
+            len: 1000,
+            duration: 0.2,
+            independent,
+        }
+    }
+
+    fn segment(number: u64, parts: usize, complete: bool) -> Segment {
+        Segment {
+            number,
+            uri: format!("chunk-stream0-{number:05}.m4s"),
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + number),
+            parts: (0..parts).map(|i| part(i as u64 * 1000, i == 0)).collect(),
+            complete,
+        }
+    }
+
+    fn rendition(complete: u64, growing_parts: usize) -> Rendition {
+        let mut segments: Vec<Segment> = (1..=complete).map(|n| segment(n, 5, true)).collect();
+        segments.push(segment(complete + 1, growing_parts, false));
+        Rendition {
+            uri: "stream.0.m3u8".into(),
+            init_uri: "init-stream0.m4s".into(),
+            segments,
+            ended: false,
+        }
+    }
+
+    /// A strict reader of the playlists written here: checks the rules of the draft that apply.
+    fn check(text: &str, timing: &Timing) -> Vec<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&"#EXTM3U"), "a playlist starts with #EXTM3U");
+        let position = |tag: &str| lines.iter().position(|l| l.starts_with(tag));
+        let sequence = position("#EXT-X-MEDIA-SEQUENCE").expect("MEDIA-SEQUENCE");
+        if let Some(skip) = position("#EXT-X-SKIP") {
+            assert!(sequence < skip, "MEDIA-SEQUENCE comes before EXT-X-SKIP");
+        }
+        let map = position("#EXT-X-MAP").expect("EXT-X-MAP");
+        let first_part = position("#EXT-X-PART:").unwrap_or(usize::MAX);
+        assert!(map < first_part, "EXT-X-MAP comes before the first part");
+        let mut uris = Vec::new();
+        let mut parts_since_extinf: Vec<&str> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(attrs) = line.strip_prefix("#EXT-X-PART:") {
+                let duration: f64 = attrs
+                    .split(',')
+                    .find_map(|a| a.strip_prefix("DURATION="))
+                    .and_then(|d| d.parse().ok())
+                    .expect("part duration");
+                assert!(
+                    duration <= timing.part_target + 1e-9,
+                    "part longer than PART-TARGET: {line}"
+                );
+                assert!(attrs.contains("BYTERANGE=\""), "parts are byte ranges: {line}");
+                parts_since_extinf.push(line);
+            }
+            if line.starts_with("#EXTINF:") {
+                let uri = lines.get(i + 1).expect("a URI after EXTINF");
+                for part in &parts_since_extinf {
+                    assert!(part.contains(uri), "parts of {uri} come before its EXTINF: {part}");
+                }
+                parts_since_extinf.clear();
+                uris.push(uri.to_string());
+            }
+            if line.starts_with("#EXT-X-PROGRAM-DATE-TIME:") {
+                let next = lines.get(i + 1).expect("something after PDT");
+                assert!(
+                    next.starts_with("#EXT-X-PART:") || next.starts_with("#EXTINF:"),
+                    "PDT before its segment's parts: {next}"
+                );
+            }
+        }
+        uris
+    }
+
+    #[test]
+    fn live_playlist_lists_parts_before_extinf_and_hints_the_next_part() {
+        let r = rendition(6, 2);
+        let text = media_playlist(&r, &TIMING, &[], false);
+        let uris = check(&text, &TIMING);
+        assert_eq!(uris.len(), 6);
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1\n"));
+        assert!(text.contains(
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.000,PART-HOLD-BACK=0.600,HOLD-BACK=3.000"
+        ));
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.200"));
+        assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"chunk-stream0-00007.m4s\",BYTERANGE-START=2000"));
+        assert!(!text.contains("ENDLIST"));
+        // Parts for the last three target durations only: segments 4..6 plus the growing 7.
+        assert!(!text.contains("URI=\"chunk-stream0-00003.m4s\",BYTERANGE"), "{text}");
+        assert!(
+            text.contains("URI=\"chunk-stream0-00004.m4s\",BYTERANGE=\"1000@0\",INDEPENDENT=YES"),
+            "{text}"
+        );
+        assert!(
+            text.contains("URI=\"chunk-stream0-00007.m4s\",BYTERANGE=\"1000@1000\"\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ended_stream_has_endlist_and_no_parts() {
+        let mut r = rendition(5, 0);
+        r.segments.pop();
+        r.ended = true;
+        let text = media_playlist(&r, &TIMING, &[], false);
+        check(&text, &TIMING);
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+        assert!(!text.contains("#EXT-X-PART:"));
+        assert!(!text.contains("PRELOAD-HINT"));
+        assert_eq!(
+            r.block(Wanted { msn: 99, part: None }, &TIMING),
+            Block::Ready,
+            "directives are ignored once ended"
+        );
+    }
+
+    #[test]
+    fn delta_update_skips_old_segments_and_merges_back() {
+        let r = rendition(12, 1);
+        let full = media_playlist(&r, &TIMING, &[], false);
+        let delta = media_playlist(&r, &TIMING, &[], true);
+        check(&delta, &TIMING);
+        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=6"), "{delta}");
+        // Merge: the delta's segments are the last ones of the full playlist.
+        let full_uris = check(&full, &TIMING);
+        let delta_uris = check(&delta, &TIMING);
+        assert_eq!(
+            full_uris[6..],
+            delta_uris[..],
+            "skipped segments + delta = full playlist"
+        );
+    }
+
+    #[test]
+    fn blocking_rules_follow_section_6_2_5_2() {
+        let r = rendition(6, 2);
+        let wait = |msn, part| r.block(Wanted { msn, part }, &TIMING);
+        assert_eq!(wait(6, None), Block::Ready);
+        assert_eq!(wait(7, None), Block::Wait, "segment 7 is not complete");
+        assert_eq!(wait(7, Some(1)), Block::Ready, "part 1 of 7 exists");
+        assert_eq!(wait(7, Some(2)), Block::Wait);
+        assert_eq!(
+            wait(6, Some(5)),
+            Block::Ready,
+            "past the last part of 6 means part 0 of 7, which exists"
+        );
+        assert!(r.holds(Wanted { msn: 6, part: Some(5) }));
+        assert_eq!(wait(9, Some(0)), Block::Wait, "two segments ahead is accepted");
+        assert_eq!(wait(10, None), Block::TooFar, "more than two past the last segment");
+        assert_eq!(wait(9, Some(40)), Block::TooFar, "beyond the advance part limit");
+        assert_eq!(TIMING.advance_part_limit(), 15);
+    }
+
+    #[test]
+    fn rendition_reports_name_the_other_renditions() {
+        let r = rendition(3, 1);
+        let reports = [Report {
+            uri: "stream.1.m3u8".into(),
+            edge: Edge { msn: 4, part: Some(0) },
+        }];
+        let text = media_playlist(&r, &TIMING, &reports, false);
+        assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"stream.1.m3u8\",LAST-MSN=4,LAST-PART=0\n"));
+        assert_eq!(r.edge(), Some(Edge { msn: 4, part: Some(0) }));
+    }
+
+    #[test]
+    fn multivariant_lists_video_variants_with_an_audio_group() {
+        let text = multivariant(
+            &[Variant {
+                uri: "stream.0.m3u8".into(),
+                bandwidth: 900_000,
+                codecs: "avc1.64001e,mp4a.40.2".into(),
+                resolution: Some((640, 360)),
+                frame_rate: Some(30.0),
+            }],
+            &[Audio {
+                uri: "stream.2.m3u8".into(),
+                name: "2".into(),
+                language: None,
+                channels: Some("1".into()),
+            }],
+        );
+        assert!(text.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"2\",CHANNELS=\"1\",DEFAULT=YES,AUTOSELECT=YES,URI=\"stream.2.m3u8\""));
+        assert!(text.contains("#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=30.000,AUDIO=\"audio\"\nstream.0.m3u8\n"));
+    }
+}

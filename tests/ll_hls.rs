@@ -1,0 +1,279 @@
+//! LL-HLS end to end from the same ffmpeg DASH ingest: playlists generated on the server, parts as
+//! byte ranges of the DASH segments, blocking reload, delta updates and the error rules.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client::Client;
+use common::encoder::{ffmpeg_command, ffprobe_decodes, Ingest};
+use common::{require_tool, Proto, TestServer};
+
+/// A part line of a media playlist.
+#[derive(Debug, Clone, PartialEq)]
+struct PartLine {
+    uri: String,
+    len: u64,
+    offset: u64,
+}
+
+/// What the tests need of a media playlist.
+#[derive(Debug, Default)]
+struct Media {
+    sequence: u64,
+    segments: Vec<String>,
+    parts: Vec<PartLine>,
+    skipped: u64,
+    text: String,
+}
+
+fn parse_media(text: &str) -> Media {
+    let mut media = Media {
+        text: text.to_owned(),
+        ..Media::default()
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(n) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            media.sequence = n.parse().expect("sequence");
+        } else if let Some(n) = line.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            media.skipped = n.parse().expect("skipped");
+        } else if line.starts_with("#EXTINF:") {
+            media.segments.push(lines[i + 1].to_owned());
+        } else if let Some(attrs) = line.strip_prefix("#EXT-X-PART:") {
+            let uri = attrs
+                .split("URI=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("part uri");
+            let range = attrs
+                .split("BYTERANGE=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("byterange");
+            let (len, offset) = range.split_once('@').expect("len@offset");
+            media.parts.push(PartLine {
+                uri: uri.to_owned(),
+                len: len.parse().expect("len"),
+                offset: offset.parse().expect("offset"),
+            });
+        }
+    }
+    media
+}
+
+impl Media {
+    /// The live edge: (msn, part index) of the last part.
+    fn edge(&self) -> (u64, u64) {
+        let last = self.parts.last().expect("a live playlist has parts");
+        let msn = self.sequence
+            + self.skipped
+            + self
+                .segments
+                .iter()
+                .position(|s| *s == last.uri)
+                .unwrap_or(self.segments.len()) as u64;
+        let index = self.parts.iter().filter(|p| p.uri == last.uri).count() as u64 - 1;
+        (msn, index)
+    }
+}
+
+async fn playlist(client: &Client, route: &str) -> (u16, String, String) {
+    let r = client.get(route).send().await.expect("playlist request");
+    let status = r.status;
+    let cache = r.header("cache-control").to_owned();
+    (status, cache, r.text().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
+    let (Some(ffmpeg), Some(_)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
+    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 30)
+        .spawn()
+        .expect("ffmpeg starts");
+    let mut events = server.store.subscribe();
+    while server.store.get("live/chunk-stream2-00004.m4s").is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("ffmpeg reaches segment 4");
+    }
+    let client = server.client_for(Proto::H2Tls).await;
+
+    // The multivariant playlist, built from the MPD.
+    let (status, _, main) = playlist(&client, "/ldash/download/live/stream.m3u8").await;
+    assert_eq!(status, 200, "{main}");
+    assert_eq!(
+        main.matches("#EXT-X-STREAM-INF:").count(),
+        2,
+        "two video variants: {main}"
+    );
+    assert!(main.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\""), "{main}");
+    assert!(
+        main.contains("RESOLUTION=640x360") && main.contains("RESOLUTION=320x180"),
+        "{main}"
+    );
+    assert!(
+        main.contains("CODECS=\"avc1.") && main.contains(",mp4a.40.2\""),
+        "{main}"
+    );
+    for uri in ["stream.0.m3u8", "stream.1.m3u8", "stream.2.m3u8"] {
+        assert!(main.contains(uri), "{uri} listed: {main}");
+    }
+
+    // A media playlist: every rule the strict unit-test reader checks, on the real stream.
+    let (status, cache, text) = playlist(&client, "/ldash/download/live/stream.0.m3u8").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        cache, "public, max-age=1",
+        "non-blocking playlists are cached for half a target duration"
+    );
+    let media = parse_media(&text);
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.2"), "{text}");
+    assert!(text.contains("#EXT-X-MAP:URI=\"init-stream0.m4s\""), "{text}");
+    assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"stream.1.m3u8\""), "{text}");
+    assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"stream.2.m3u8\""), "{text}");
+    assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART"), "{text}");
+    assert!(!media.segments.is_empty(), "{text}");
+
+    // The parts of a complete segment concatenate to the segment, and decode with the init segment.
+    let complete = media.segments.last().expect("a complete segment").clone();
+    let parts: Vec<&PartLine> = media.parts.iter().filter(|p| p.uri == complete).collect();
+    assert!(parts.len() >= 4, "a 1 s segment has 5 parts of 0.2 s: {text}");
+    let whole = client
+        .get(&format!("/ldash/download/live/{complete}"))
+        .send()
+        .await
+        .expect("segment")
+        .bytes()
+        .await
+        .expect("bytes");
+    let mut joined = Vec::new();
+    for part in &parts {
+        let range = format!("bytes={}-{}", part.offset, part.offset + part.len - 1);
+        let r = client
+            .get(&format!("/ldash/download/live/{}", part.uri))
+            .header("range", range.as_str())
+            .send()
+            .await
+            .expect("part");
+        assert_eq!(r.status, 206, "{range}");
+        joined.extend_from_slice(&r.bytes().await.expect("part bytes"));
+    }
+    assert_eq!(
+        joined,
+        whole.to_vec(),
+        "the parts of {complete} concatenate to the segment"
+    );
+    let init = client
+        .get("/ldash/download/live/init-stream0.m4s")
+        .send()
+        .await
+        .expect("init")
+        .bytes()
+        .await
+        .expect("init");
+    ffprobe_decodes(&init, &joined).unwrap_or_else(|e| panic!("init + parts decode: {e}"));
+
+    // Blocking reload: the next part is asked for before it exists and answered once it is complete.
+    let (_, _, text) = playlist(&client, "/ldash/download/live/stream.0.m3u8").await;
+    let now = parse_media(&text);
+    let (msn, part) = now.edge();
+    let last = now.parts.last().expect("part").clone();
+    let before = server.store.get(&format!("live/{}", last.uri)).map_or(0, |e| e.len());
+    let route = format!(
+        "/ldash/download/live/stream.0.m3u8?_HLS_msn={msn}&_HLS_part={}",
+        part + 1
+    );
+    let (status, cache, text) = playlist(&client, &route).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        cache, "public, max-age=6",
+        "blocking responses are cached for six target durations"
+    );
+    let after = parse_media(&text);
+    let next = after
+        .parts
+        .iter()
+        .find(|p| p.offset >= last.offset + last.len || p.uri != last.uri);
+    let next = next.expect("the response holds the part asked for");
+    let size = server.store.get(&format!("live/{}", next.uri)).map_or(0, |e| e.len());
+    assert!(
+        next.uri != last.uri || before < next.offset + next.len,
+        "the part did not exist when asked for"
+    );
+    assert!(
+        size >= next.offset + next.len || next.uri != last.uri,
+        "the response came after the part completed"
+    );
+
+    // The error rules: 400 at once for directives too far ahead or malformed.
+    let far = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={}", msn + 3);
+    assert_eq!(
+        playlist(&client, &far).await.0,
+        400,
+        "an msn more than two past the last"
+    );
+    assert_eq!(
+        playlist(&client, "/ldash/download/live/stream.0.m3u8?_HLS_part=1")
+            .await
+            .0,
+        400,
+        "_HLS_part without _HLS_msn"
+    );
+    let beyond = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={msn}&_HLS_part=99");
+    assert_eq!(
+        playlist(&client, &beyond).await.0,
+        400,
+        "a part beyond the advance part limit"
+    );
+
+    // Delta update: merged into the previous full playlist it gives the full playlist.
+    let mut merged_ok = false;
+    for _ in 0..5 {
+        let (_, _, full) = playlist(&client, "/ldash/download/live/stream.0.m3u8").await;
+        let (_, _, delta) = playlist(&client, "/ldash/download/live/stream.0.m3u8?_HLS_skip=YES").await;
+        let (full, delta) = (parse_media(&full), parse_media(&delta));
+        if full.segments.last() != delta.segments.last() {
+            continue; // a segment completed in between: try again
+        }
+        assert!(
+            delta.skipped > 0 || full.segments.len() <= 6,
+            "old segments are skipped: {}",
+            delta.text
+        );
+        assert_eq!(delta.sequence, full.sequence, "the delta keeps the media sequence");
+        let skipped = delta.skipped as usize;
+        assert_eq!(full.segments[skipped..], delta.segments[..], "skipped + delta = full");
+        merged_ok = true;
+        break;
+    }
+    assert!(merged_ok, "a delta update matched a full playlist");
+
+    // gzip when the client accepts it.
+    let r = client
+        .get("/ldash/download/live/stream.0.m3u8")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("gzip");
+    assert_eq!(r.header("content-encoding"), "gzip");
+
+    // The encoder dies: a blocking request for the next segment is answered 503 after three target
+    // durations, not held forever.
+    encoder.start_kill().expect("kill ffmpeg");
+    let _ = encoder.wait().await;
+    let (_, _, text) = playlist(&client, "/ldash/download/live/stream.0.m3u8").await;
+    let (msn, _) = parse_media(&text).edge();
+    let route = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={}", msn + 1);
+    let started = std::time::Instant::now();
+    let (status, _, _) = playlist(&client, &route).await;
+    assert_eq!(status, 503, "a stalled stream answers a blocking request with 503");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "well under hls.js's 10 s give-up"
+    );
+}
