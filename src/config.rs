@@ -78,6 +78,10 @@ pub struct Config {
     #[arg(long, env = "LDASH_DRAIN_TIMEOUT", default_value_t = 5)]
     pub drain_timeout: u64,
 
+    /// Folder with the play page's sources and, after `npm ci --prefix player`, dash.js and hls.js.
+    #[arg(long, env = "LDASH_PLAYER_DIR", default_value = "./player")]
+    pub player_dir: PathBuf,
+
     /// Target live latency (milliseconds) written into MPDs that have no ServiceDescription latency.
     #[arg(long, env = "LDASH_LATENCY_TARGET_MS", default_value_t = 1500)]
     pub latency_target_ms: u64,

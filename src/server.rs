@@ -98,6 +98,7 @@ impl Server {
             max_upload_bytes: config.max_upload_bytes,
             media_max_age: config.ttl().map_or(86_400, |ttl| ttl.as_secs()),
             alt_svc,
+            player_dir: config.player_dir.clone(),
             connections: Default::default(),
         });
         Ok(Server {

@@ -211,11 +211,18 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
     );
 
     // The error rules: 400 at once for directives too far ahead or malformed.
-    let far = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={}", msn + 3);
+    // Each asks relative to a fresh live edge: the stream moves on while the test runs.
+    let fresh_edge = || async {
+        parse_media(&playlist(&client, "/ldash/download/live/stream.0.m3u8").await.2)
+            .edge()
+            .0
+    };
+    let far = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={}", fresh_edge().await + 3);
+    let (far_status, _, far_text) = playlist(&client, &far).await;
     assert_eq!(
-        playlist(&client, &far).await.0,
-        400,
-        "an msn more than two past the last"
+        far_status, 400,
+        "an msn more than two past the last ({far}); the playlist then: {far_text}\nthe playlist before: {}",
+        now.text
     );
     assert_eq!(
         playlist(&client, "/ldash/download/live/stream.0.m3u8?_HLS_part=1")
@@ -224,7 +231,11 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
         400,
         "_HLS_part without _HLS_msn"
     );
-    let beyond = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={msn}&_HLS_part=99");
+    // Part 99 of a complete segment would mean part 0 of the next; of the next segment it is far beyond.
+    let beyond = format!(
+        "/ldash/download/live/stream.0.m3u8?_HLS_msn={}&_HLS_part=99",
+        fresh_edge().await + 1
+    );
     assert_eq!(
         playlist(&client, &beyond).await.0,
         400,

@@ -487,6 +487,7 @@ async fn without_a_token_only_loopback_peers_may_upload() {
         max_upload_bytes: 1 << 20,
         media_max_age: 300,
         alt_svc: None,
+        player_dir: "player".into(),
         connections: Default::default(),
     };
     for method in [http::Method::PUT, http::Method::DELETE] {

@@ -8,6 +8,7 @@ mod download;
 pub mod error;
 pub mod headers;
 pub mod path;
+mod play;
 mod playlist;
 mod upload;
 
@@ -90,6 +91,8 @@ pub struct App {
     pub media_max_age: u64,
     /// Alt-Svc advertised on the TLS TCP listener when HTTP/3 is on.
     pub alt_svc: Option<HeaderValue>,
+    /// Folder with the player's sources and, after `npm ci --prefix player`, its libraries.
+    pub player_dir: std::path::PathBuf,
     /// Connections accepted so far, for the arrival order.
     pub connections: std::sync::atomic::AtomicU64,
 }
@@ -171,6 +174,18 @@ impl App {
                     _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
                 }
             }
+            "" | "streams" if tail.is_empty() => match *req.method() {
+                Method::GET | Method::HEAD => Ok(play::streams(self, route == "streams")),
+                _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
+            },
+            "play" => match *req.method() {
+                Method::GET | Method::HEAD => play::page(self, &path::decode(tail)?),
+                _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
+            },
+            "player" => match *req.method() {
+                Method::GET | Method::HEAD => play::asset(self, tail).await,
+                _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
+            },
             "time" if tail.is_empty() => match *req.method() {
                 Method::GET | Method::HEAD => Ok(clock(req.method() == Method::HEAD)),
                 _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),

@@ -34,11 +34,20 @@ fn library_url(player_dir: &Path, index: usize) -> (String, bool) {
         return (format!("/ldash/player/{name}"), false);
     }
     let version = pinned(package).unwrap_or("latest");
-    (format!("https://cdn.jsdelivr.net/npm/{package}@{version}/{}", file.split_once('/').map_or(file, |(_, f)| f)), true)
+    (
+        format!(
+            "https://cdn.jsdelivr.net/npm/{package}@{version}/{}",
+            file.split_once('/').map_or(file, |(_, f)| f)
+        ),
+        true,
+    )
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The play page for a manifest path (`live/stream.mpd` or `live/stream.m3u8`).
@@ -71,12 +80,18 @@ pub(super) async fn asset(app: &App, name: &str) -> Result<Response<ResponseBody
     if name == "ldash-player.js" {
         return Ok(text(SCRIPT.to_owned(), "text/javascript; charset=utf-8"));
     }
-    let (_, file, _) = LIBRARIES.iter().find(|(route, _, _)| *route == name).ok_or(HttpError::NotFound)?;
+    let (_, file, _) = LIBRARIES
+        .iter()
+        .find(|(route, _, _)| *route == name)
+        .ok_or(HttpError::NotFound)?;
     let path: PathBuf = app.player_dir.join("node_modules").join(file);
     let bytes = tokio::fs::read(&path).await.map_err(|_| HttpError::NotFound)?;
     let mut response = Response::new(ResponseBody::full(bytes));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     Ok(response)
 }
@@ -87,5 +102,54 @@ fn text(body: String, content_type: &'static str) -> Response<ResponseBody> {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /ldash/` (HTML) or `GET /ldash/streams` (JSON): the live and recent streams.
+pub(super) fn streams(app: &App, json: bool) -> Response<ResponseBody> {
+    let streams = app.live.streams();
+    if json {
+        let body = serde_json::to_string_pretty(&streams).unwrap_or_else(|_| "[]".into());
+        let mut response = text(body, "application/json");
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
+    let mut html = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ldash streams</title>\
+         <style>body{font:14px system-ui,sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}</style></head>\
+         <body><h1>ldash: streams</h1><table><tr><th>manifest</th><th>state</th><th>last upload</th>\
+         <th>representations</th><th>play</th></tr>",
+    );
+    for s in &streams {
+        let stem = s.manifest.strip_suffix(".mpd").unwrap_or(&s.manifest);
+        let reps: Vec<String> = s
+            .representations
+            .iter()
+            .map(|r| {
+                let size = r.resolution.map(|(w, h)| format!(" {w}x{h}")).unwrap_or_default();
+                let rate = r.bandwidth.map(|b| format!(" {} kbit/s", b / 1000)).unwrap_or_default();
+                format!("{} ({}{size}{rate})", r.id, r.kind.as_deref().unwrap_or("?"))
+            })
+            .collect();
+        html.push_str(&format!(
+            "<tr><td>{m}</td><td>{state}</td><td>{last}</td><td>{reps}</td>\
+             <td><a href=\"/ldash/play/{stem}.mpd\">LL-DASH</a> · <a href=\"/ldash/play/{stem}.m3u8\">LL-HLS</a></td></tr>",
+            m = html_escape(&s.manifest),
+            state = s.state,
+            last = html_escape(&s.last_upload),
+            reps = html_escape(&reps.join(", ")),
+            stem = html_escape(stem),
+        ));
+    }
+    if streams.is_empty() {
+        html.push_str("<tr><td colspan=\"5\">No stream yet: push one with ffmpeg (see the README).</td></tr>");
+    }
+    html.push_str("</table><p><a href=\"/ldash/streams\">as JSON</a></p></body></html>");
+    let mut response = text(html, "text/html; charset=utf-8");
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -280,14 +280,18 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Opt
         .collect();
     numbered.sort_by_key(|(n, _, _)| *n);
     let mut segments: Vec<Segment> = Vec::new();
+    // A failed upload (an aborted segment) is a gap: the run starts again after it.
+    let mut gap = false;
     for (n, chunks, progress) in numbered {
-        let contiguous = segments.last().is_none_or(|s| s.complete && s.number + 1 == n);
-        if progress.failed || !contiguous {
-            segments.clear();
-            if progress.failed {
-                continue;
-            }
+        if progress.failed {
+            gap = true;
+            continue;
         }
+        let contiguous = !gap && segments.last().is_none_or(|s| s.complete && s.number + 1 == n);
+        if !contiguous {
+            segments.clear();
+        }
+        gap = false;
         let offset = n.saturating_sub(template.start_number);
         segments.push(Segment {
             number: n,

@@ -95,6 +95,36 @@ struct Folder {
     mpds: HashMap<String, (String, Arc<Mpd>)>,
 }
 
+/// One stream for the stream list: a manifest and what the index knows of it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamSummary {
+    /// The manifest's store path (`live/stream.mpd`).
+    pub manifest: String,
+    /// "live" (dynamic MPD) or "ended" (static).
+    pub state: &'static str,
+    /// When the manifest was last uploaded (RFC 3339).
+    pub last_upload: String,
+    /// The representations.
+    pub representations: Vec<RepresentationSummary>,
+}
+
+/// One representation in the stream list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepresentationSummary {
+    /// Representation@id.
+    pub id: String,
+    /// video, audio, ...
+    pub kind: Option<String>,
+    /// bits/s.
+    pub bandwidth: Option<u64>,
+    /// RFC 6381 codecs.
+    pub codecs: Option<String>,
+    /// Width and height.
+    pub resolution: Option<(u32, u32)>,
+    /// Newest segment number indexed.
+    pub newest_segment: Option<u64>,
+}
+
 /// The index, shared by the routes; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Live {
@@ -325,6 +355,54 @@ impl Live {
             }
         }
         observed
+    }
+
+    /// The streams the index knows (manifests parsed since start), newest upload first.
+    pub fn streams(&self) -> Vec<StreamSummary> {
+        let folders = lock(&self.folders);
+        let mut streams: Vec<(std::time::SystemTime, StreamSummary)> = Vec::new();
+        for (folder, f) in folders.iter() {
+            for (name, (_, mpd)) in &f.mpds {
+                let manifest = if folder.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{folder}/{name}")
+                };
+                let Some(entry) = self.store.get(&manifest) else {
+                    continue;
+                };
+                let representations = mpd
+                    .periods
+                    .iter()
+                    .take(1)
+                    .flat_map(|p| &p.adaptation_sets)
+                    .flat_map(|a| a.representations.iter().map(move |r| (a, r)))
+                    .map(|(a, r)| RepresentationSummary {
+                        id: r.id.clone(),
+                        kind: a.content_type.clone(),
+                        bandwidth: r.bandwidth,
+                        codecs: r.codecs.clone(),
+                        resolution: r.width.zip(r.height),
+                        newest_segment: r
+                            .template
+                            .as_ref()
+                            .and_then(|t| numbered(f, r, t).map(|(n, _)| n).max()),
+                    })
+                    .collect();
+                let modified = entry.modified();
+                streams.push((
+                    modified,
+                    StreamSummary {
+                        manifest,
+                        state: if mpd.dynamic { "live" } else { "ended" },
+                        last_upload: humantime::format_rfc3339_millis(modified).to_string(),
+                        representations,
+                    },
+                ));
+            }
+        }
+        streams.sort_by_key(|s| std::cmp::Reverse(s.0));
+        streams.into_iter().map(|(_, s)| s).collect()
     }
 
     /// For a missing `path` that is one of the next two segments of a live representation, how long
