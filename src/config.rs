@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "LDASH_PLAYER_DIR", default_value = "./player")]
     pub player_dir: PathBuf,
 
+    /// LL-HLS PART-TARGET in milliseconds, fixed for every stream; 0 takes the longest CMAF chunk
+    /// seen when a stream's first playlist is made (the smallest value the chunking allows).
+    #[arg(long, env = "LDASH_PART_TARGET_MS", default_value_t = 0)]
+    pub part_target_ms: u64,
+
     /// Target live latency (milliseconds) written into MPDs that have no ServiceDescription latency.
     #[arg(long, env = "LDASH_LATENCY_TARGET_MS", default_value_t = 1500)]
     pub latency_target_ms: u64,

@@ -73,7 +73,8 @@ impl Server {
             root: config.root.clone(),
             source,
         })?;
-        let live = Live::start(store.clone(), config.service_defaults());
+        let part_target = (config.part_target_ms > 0).then(|| config.part_target_ms as f64 / 1000.0);
+        let live = Live::start_with_part_target(store.clone(), config.service_defaults(), part_target);
         let http = bind_tcp(config.http).await?;
         let https = bind_tcp(config.https).await?;
         // HTTP/3 listens on UDP at the TLS listener's port number (the one it actually got).

@@ -132,6 +132,62 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
         "non-blocking playlists are cached for half a target duration"
     );
     let media = parse_media(&text);
+    // Every part is at most PART-TARGET, and at least 85% of it but for the last part of a segment.
+    let target: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PART-INF:PART-TARGET="))
+        .and_then(|t| t.parse().ok())
+        .expect("PART-TARGET");
+    let durations: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .map(|attrs| {
+            let duration = attrs
+                .split(',')
+                .find_map(|a| a.strip_prefix("DURATION="))
+                .and_then(|d| d.parse().ok());
+            let uri = attrs
+                .split("URI=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("");
+            (uri.to_owned(), duration.expect("part duration"))
+        })
+        .collect();
+    for (i, (uri, duration)) in durations.iter().enumerate() {
+        assert!(
+            *duration <= target + 1e-9,
+            "part {i} of {uri} is longer than PART-TARGET {target}: {text}"
+        );
+        let last_of_segment = durations.get(i + 1).is_none_or(|(next, _)| next != uri);
+        assert!(
+            last_of_segment || *duration >= 0.85 * target,
+            "part {i} of {uri} is under 85% of PART-TARGET: {text}"
+        );
+    }
+    // The same playlists over every HTTP version.
+    for proto in common::ALL_PROTOS {
+        let other = server.client_for(proto).await;
+        let (status, _, text) = playlist(&other, "/ldash/download/live/stream.m3u8").await;
+        assert_eq!(status, 200, "{proto:?}: {text}");
+        assert_eq!(text.matches("#EXT-X-STREAM-INF:").count(), 2, "{proto:?}: {text}");
+        let (status, _, text) = playlist(&other, "/ldash/download/live/stream.2.m3u8").await;
+        assert_eq!(status, 200, "{proto:?}: {text}");
+        assert!(text.contains("#EXT-X-PART:"), "{proto:?}: {text}");
+    }
+    // The stream list knows the stream, as JSON and as HTML with links to both views.
+    let list = client.get("/ldash/streams").send().await.expect("streams");
+    assert_eq!(list.header("content-type"), "application/json");
+    let list: serde_json::Value = serde_json::from_str(&list.text().await).expect("JSON");
+    let stream = list.as_array().and_then(|a| a.first()).expect("one stream");
+    assert_eq!(stream["manifest"], "live/stream.mpd");
+    assert_eq!(stream["state"], "live");
+    assert_eq!(stream["representations"].as_array().map(Vec::len), Some(3), "{stream}");
+    let page = client.get("/ldash/").send().await.expect("stream page").text().await;
+    assert!(
+        page.contains("/ldash/play/live/stream.mpd") && page.contains("/ldash/play/live/stream.m3u8"),
+        "{page}"
+    );
     assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.2"), "{text}");
     assert!(text.contains("#EXT-X-MAP:URI=\"init-stream0.m4s\""), "{text}");
     assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"stream.1.m3u8\""), "{text}");
@@ -286,5 +342,45 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "well under hls.js's 10 s give-up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_end_when_ffmpeg_removes_the_stream_at_exit() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
+    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutRemoveAtExit, 4)
+        .spawn()
+        .expect("ffmpeg starts");
+    let mut events = server.store.subscribe();
+    while server.store.get("live/chunk-stream0-00002.m4s").is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("ffmpeg reaches segment 2");
+    }
+    let client = server.client_for(Proto::H2Tls).await;
+    let (status, _, live) = playlist(&client, "/ldash/download/live/stream.0.m3u8").await;
+    assert_eq!(status, 200, "{live}");
+    assert!(!live.contains("#EXT-X-ENDLIST"), "a live playlist does not end: {live}");
+    let status = tokio::time::timeout(Duration::from_secs(30), encoder.wait())
+        .await
+        .expect("ffmpeg ends")
+        .expect("wait");
+    assert!(status.success());
+    // ffmpeg DELETEs the manifest at exit (possibly after it exits): wait for it on the store's events.
+    while server.store.get("live/stream.mpd").is_some() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("ffmpeg deletes the manifest");
+    }
+    let route = "/ldash/download/live/stream.0.m3u8?_HLS_msn=999&_HLS_part=0";
+    let (status, _, ended) = playlist(&client, route).await;
+    assert_eq!(status, 200, "directives are ignored once the stream has ended: {ended}");
+    assert!(
+        ended.contains("#EXT-X-ENDLIST"),
+        "the stream's end is announced: {ended}"
     );
 }

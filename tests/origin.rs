@@ -105,6 +105,15 @@ async fn complete_file_has_length_validators_type_and_cache_policy() {
         let client = server.client_for(proto).await;
         let r = client.get("/ldash/download/live/seg-1.m4s").send().await.expect("get");
         assert_eq!(r.status, 200, "{proto:?}");
+        let version = match proto {
+            Proto::H1 | Proto::H1Tls => http::Version::HTTP_11,
+            Proto::H2c | Proto::H2Tls => http::Version::HTTP_2,
+            Proto::H3 => http::Version::HTTP_3,
+        };
+        assert_eq!(
+            r.version, version,
+            "{proto:?}: the protocol spoken (ALPN h2 over TLS, prior knowledge on h2c)"
+        );
         assert_eq!(r.header("content-length"), "1000", "{proto:?}: length");
         assert_eq!(r.header("content-type"), "video/iso.segment", "{proto:?}: type");
         assert_eq!(
@@ -685,4 +694,35 @@ async fn graceful_shutdown_drains_then_persists() {
     );
     drop(chunks);
     let _ = upload.await;
+}
+
+#[tokio::test]
+async fn malformed_manifest_and_media_are_served_as_uploaded() {
+    let server = TestServer::start().await;
+    let bad_mpd = "<MPD type=\"dynamic\"><Period>not closed";
+    let bad_m4s = b"\x00\x00\x00\x10moofgarbage!\x00\x00\x00\x00mdat".to_vec();
+    assert_eq!(server.put("bad/stream.mpd", bad_mpd).await, 201);
+    assert_eq!(server.put("bad/chunk-stream0-00001.m4s", bad_m4s.clone()).await, 201);
+    for proto in ALL_PROTOS {
+        let client = server.client_for(proto).await;
+        let r = client.get("/ldash/download/bad/stream.mpd").send().await.expect("mpd");
+        assert_eq!(r.status, 200, "{proto:?}: a malformed MPD is not an error");
+        assert_eq!(r.text().await, bad_mpd, "{proto:?}: served exactly as uploaded");
+        let r = client
+            .get("/ldash/download/bad/chunk-stream0-00001.m4s")
+            .send()
+            .await
+            .expect("m4s");
+        assert_eq!(
+            r.bytes().await.expect("body"),
+            bad_m4s,
+            "{proto:?}: a malformed segment is served as uploaded"
+        );
+        let r = client
+            .get("/ldash/download/bad/stream.m3u8")
+            .send()
+            .await
+            .expect("m3u8");
+        assert_eq!(r.status, 404, "{proto:?}: no playlist from an MPD that does not parse");
+    }
 }

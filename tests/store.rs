@@ -1424,4 +1424,14 @@ async fn an_upload_that_arrived_earlier_never_replaces_one_that_arrived_later() 
         store.begin_upload("live/stream.mpd").is_ok(),
         "without an arrival an upload is the newest"
     );
+    // A delete is remembered: an upload that arrived before it cannot bring the path back.
+    assert!(store.delete_at("live/stream.mpd", Some(100)));
+    assert!(matches!(
+        store.begin_upload_at("live/stream.mpd", Some(90)),
+        Err(ldash::store::StoreError::Stale)
+    ));
+    assert!(
+        store.begin_upload_at("live/stream.mpd", Some(110)).is_ok(),
+        "a later upload starts the path again"
+    );
 }

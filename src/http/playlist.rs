@@ -14,7 +14,7 @@ use crate::live::hls::{Directives, Playlist};
 pub(super) async fn get<B>(app: &App, path: &str, req: &Request<B>) -> Result<Response<ResponseBody>, HttpError> {
     let stem = path.strip_suffix(".m3u8").ok_or(HttpError::NotFound)?;
     let manifest = format!("{stem}.mpd");
-    if app.store.get(&manifest).is_some() {
+    if app.live.knows_manifest(&manifest) {
         let playlist = app.live.hls_multivariant(&manifest).await?;
         return Ok(respond(path, playlist, req));
     }
@@ -22,7 +22,7 @@ pub(super) async fn get<B>(app: &App, path: &str, req: &Request<B>) -> Result<Re
     for (at, _) in stem.rmatch_indices('.') {
         let (base, rep) = (&stem[..at], &stem[at + 1..]);
         let manifest = format!("{base}.mpd");
-        if app.store.get(&manifest).is_none() {
+        if !app.live.knows_manifest(&manifest) {
             continue;
         }
         let directives = Directives::parse(req.uri().query())?;

@@ -68,7 +68,7 @@ pub(super) fn delete<B>(
     // ffmpeg sends DELETE with `Transfer-Encoding: chunked` and an empty body; the body is not read,
     // which is harmless for an empty one.
     authorize(app, req.headers(), conn)?;
-    if app.store.delete(path) {
+    if app.store.delete_at(path, Some(conn.arrival)) {
         Ok(no_content())
     } else {
         Err(HttpError::NotFound)

@@ -217,7 +217,15 @@ impl Live {
         let timing = match f.hls_timing.get(mpd_name) {
             Some(timing) => *timing,
             None => {
-                let timing = stream_timing(f, mpd)?;
+                let mut timing = match stream_timing(f, mpd) {
+                    Some(timing) => timing,
+                    // An ended stream whose chunks are gone still gets its (empty, ended) playlist.
+                    None if !mpd.dynamic => ended_timing(mpd),
+                    None => return None,
+                };
+                if let Some(part_target) = self.part_target {
+                    timing.part_target = part_target;
+                }
                 f.hls_timing.insert(mpd_name.to_owned(), timing);
                 timing
             }
@@ -262,6 +270,18 @@ fn stream_timing(f: &Folder, mpd: &Mpd) -> Option<Timing> {
     })
 }
 
+/// Timing for a stream that ended before any playlist was made: whole segments as the only part.
+fn ended_timing(mpd: &Mpd) -> Timing {
+    let longest = reps(mpd)
+        .filter_map(|(_, rep)| rep.template.as_ref()?.segment_duration())
+        .map(|d| d.as_secs_f64())
+        .fold(1.0f64, f64::max);
+    Timing {
+        target_duration: longest.ceil() as u64,
+        part_target: longest,
+    }
+}
+
 fn timescale(f: &Folder, rep: &Representation) -> Option<u64> {
     let template = rep.template.as_ref()?;
     let init = f.inits.get(&template.init_path(rep)?)?;
@@ -271,8 +291,9 @@ fn timescale(f: &Folder, rep: &Representation) -> Option<u64> {
 /// The contiguous run of segments ending at the newest, as parts.
 fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Option<Rendition> {
     let template = rep.template.as_ref()?;
-    let timescale = timescale(f, rep)? as f64;
     let duration = template.segment_duration()?;
+    // Without its init segment (deleted with an ended stream) a rendition lists no segments.
+    let timescale = timescale(f, rep).map(|t| t as f64);
     let start = mpd.availability_start.unwrap_or(SystemTime::UNIX_EPOCH)
         + mpd.periods.first().and_then(|p| p.start).unwrap_or_default();
     let mut numbered: Vec<(u64, Vec<crate::media::cmaf::Chunk>, Progress)> = numbered(f, rep, template)
@@ -283,6 +304,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Opt
     // A failed upload (an aborted segment) is a gap: the run starts again after it.
     let mut gap = false;
     for (n, chunks, progress) in numbered {
+        let Some(timescale) = timescale else { break };
         if progress.failed {
             gap = true;
             continue;

@@ -85,6 +85,9 @@ struct Folder {
     /// Bumped whenever a segment of the folder gains a chunk, starts or ends, or a manifest changes:
     /// every blocked playlist request of the folder wakes on it.
     changed: Arc<watch::Sender<u64>>,
+    /// Manifests the encoder deleted (ffmpeg's -remove_at_exit): their streams have ended, and
+    /// their playlists say so (EXT-X-ENDLIST) until a new upload of the manifest.
+    ended: std::collections::HashSet<String>,
     /// LL-HLS timing per manifest name, fixed the first time it can be computed.
     hls_timing: HashMap<String, crate::media::hls::Timing>,
     /// Media segments by file name.
@@ -131,6 +134,8 @@ pub struct Live {
     store: Store,
     folders: Arc<Mutex<HashMap<String, Folder>>>,
     service: Arc<ServiceDefaults>,
+    /// LL-HLS PART-TARGET (seconds) set by the operator, instead of the longest chunk seen.
+    part_target: Option<f64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,6 +159,7 @@ impl Default for Folder {
     fn default() -> Self {
         Folder {
             changed: Arc::new(watch::channel(0).0),
+            ended: Default::default(),
             hls_timing: HashMap::new(),
             segments: BTreeMap::new(),
             inits: HashMap::new(),
@@ -165,10 +171,16 @@ impl Default for Folder {
 impl Live {
     /// Starts following `store` (needs a tokio runtime).
     pub fn start(store: Store, service: ServiceDefaults) -> Live {
+        Self::start_with_part_target(store, service, None)
+    }
+
+    /// [`Live::start`] with a fixed LL-HLS PART-TARGET in seconds.
+    pub fn start_with_part_target(store: Store, service: ServiceDefaults, part_target: Option<f64>) -> Live {
         let live = Live {
             store: store.clone(),
             folders: Arc::default(),
             service: Arc::new(service),
+            part_target: part_target.filter(|t| *t > 0.0),
         };
         let events = store.subscribe();
         tokio::spawn(live.clone().follow_store(events));
@@ -206,7 +218,12 @@ impl Live {
         if let Some(f) = folders.get_mut(folder) {
             f.segments.remove(name);
             f.inits.remove(name);
-            f.mpds.remove(name);
+            if f.mpds.contains_key(name) {
+                // Keep the parsed manifest: the stream's playlists now end.
+                f.ended.insert(name.to_owned());
+                f.changed.send_modify(|n| *n += 1);
+                return;
+            }
             if f.segments.is_empty() && f.inits.is_empty() && f.mpds.is_empty() {
                 folders.remove(folder);
             }
@@ -214,6 +231,12 @@ impl Live {
     }
 
     async fn follow_manifest(self, path: String, entry: Arc<Entry>) {
+        {
+            let (folder, name) = split(&path);
+            if let Some(f) = lock(&self.folders).get_mut(folder) {
+                f.ended.remove(name);
+            }
+        }
         let Ok(bytes) = read_whole(&entry).await else {
             return;
         };
@@ -310,13 +333,34 @@ impl Live {
 
     /// The parsed manifest at `path` (from the cache when its version was parsed before).
     pub async fn manifest(&self, path: &str) -> Option<(Arc<Mpd>, Bytes)> {
-        let entry = self.store.get(path)?;
+        let Some(entry) = self.store.get(path) else {
+            return self.ended_manifest(path).map(|mpd| (mpd, Bytes::new()));
+        };
         if entry.state() != EntryState::Complete {
             return None;
         }
         let bytes = read_whole(&entry).await.ok()?;
         let mpd = self.parse_manifest(path, &entry.etag(), &bytes)?;
         Some((mpd, bytes))
+    }
+
+    /// The last parsed version of a manifest the encoder deleted, marked static (ended).
+    fn ended_manifest(&self, path: &str) -> Option<Arc<Mpd>> {
+        let (folder, name) = split(path);
+        let folders = lock(&self.folders);
+        let f = folders.get(folder)?;
+        if !f.ended.contains(name) {
+            return None;
+        }
+        let (_, mpd) = f.mpds.get(name)?;
+        let mut ended = Mpd::clone(mpd);
+        ended.dynamic = false;
+        Some(Arc::new(ended))
+    }
+
+    /// Whether `path` names a manifest that is stored, or was deleted at the end of its stream.
+    pub fn knows_manifest(&self, path: &str) -> bool {
+        self.store.get(path).is_some() || self.ended_manifest(path).is_some()
     }
 
     /// The manifest rewritten for low latency, or None when it should be served as uploaded.

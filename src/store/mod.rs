@@ -129,7 +129,13 @@ struct Index {
     /// Last write per folder (the path up to its last '/'), for garbage collection: a live stream's
     /// init segment is written once but stays needed while its folder receives segments.
     folders: HashMap<String, Instant>,
+    /// Recently deleted paths with the arrival of their delete: an upload that arrived before the
+    /// delete but reaches the store after it (another connection) must not bring the path back.
+    tombstones: HashMap<Arc<str>, (u64, Instant)>,
 }
+
+/// How long a delete is remembered against late uploads that arrived before it.
+const TOMBSTONE_AGE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Shared {
@@ -279,7 +285,8 @@ impl Store {
                 limit: limits.max_paths,
             });
         }
-        let latest = index.slots.get(&path).map_or(0, |slot| {
+        let deleted = index.tombstones.get(&path).map_or(0, |(arrival, _)| *arrival);
+        let latest = index.slots.get(&path).map_or(deleted, |slot| {
             slot.current
                 .arrival()
                 .max(slot.pending.as_ref().map_or(0, |p| p.arrival()))
@@ -329,8 +336,17 @@ impl Store {
     /// Removes a path from memory and disk; false if it did not exist. A growing upload of it is
     /// aborted.
     pub fn delete(&self, path: &str) -> bool {
+        self.delete_at(path, None)
+    }
+
+    /// [`Store::delete`] for a delete that arrived at `arrival` (see [`Store::begin_upload_at`]):
+    /// uploads of the path that arrived before it are refused as stale for a minute afterwards.
+    pub fn delete_at(&self, path: &str, arrival: Option<u64>) -> bool {
         let removed = {
             let mut index = self.index();
+            if let Some(arrival) = arrival {
+                index.tombstones.insert(Arc::from(path), (arrival, Instant::now()));
+            }
             let removed = index.slots.remove(path);
             if removed.is_some() {
                 // Queued under the index lock, so a later upload's write is always queued after it.
@@ -417,6 +433,10 @@ fn folder_of(path: &str) -> &str {
 }
 
 fn collect_garbage(shared: &Shared) -> usize {
+    let now = Instant::now();
+    lock_index(shared)
+        .tombstones
+        .retain(|_, (_, at)| now.saturating_duration_since(*at) < TOMBSTONE_AGE);
     let Some(ttl) = shared.limits.ttl else {
         return 0;
     };
@@ -424,7 +444,7 @@ fn collect_garbage(shared: &Shared) -> usize {
     let mut purged = Vec::new();
     {
         let mut index = lock_index(shared);
-        let Index { slots, folders } = &mut *index;
+        let Index { slots, folders, .. } = &mut *index;
         folders.retain(|_, written| now.saturating_duration_since(*written) < ttl);
         slots.retain(|path, slot| {
             let keep = folders.contains_key(folder_of(path))

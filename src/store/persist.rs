@@ -119,6 +119,7 @@ pub(crate) fn scan(root: &Path, gauge: &Arc<MemoryGauge>, epoch: Instant) -> std
     let mut index = Index {
         slots: HashMap::new(),
         folders: HashMap::new(),
+        tombstones: HashMap::new(),
     };
     let now_system = SystemTime::now();
     let now = Instant::now();

@@ -99,6 +99,7 @@ impl Request {
                 let response = builder.send().await.map_err(|e| format!("{e:?}"))?;
                 Ok(Response {
                     status: response.status().as_u16(),
+                    version: response.version(),
                     headers: response.headers().clone(),
                     body: ResponseBody::Tcp(response),
                 })
@@ -119,6 +120,8 @@ fn stream_of(rx: mpsc::Receiver<Result<Bytes, ()>>) -> impl futures_util::Stream
 /// A response whose body is read as it arrives.
 pub struct Response {
     pub status: u16,
+    /// The HTTP version the response came over.
+    pub version: http::Version,
     pub headers: HeaderMap,
     body: ResponseBody,
 }
@@ -253,6 +256,7 @@ impl H3Client {
         let response = recv.recv_response().await.map_err(|e| format!("{e:?}"))?;
         Ok(Response {
             status: response.status().as_u16(),
+            version: response.version(),
             headers: response.headers().clone(),
             body: ResponseBody::H3 {
                 recv,

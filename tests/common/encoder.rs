@@ -10,6 +10,8 @@ pub enum Ingest {
     PutPersistent,
     /// ffmpeg's defaults: POST, a new connection per file.
     PostDefaults,
+    /// The documented command with -remove_at_exit 1: everything is deleted when ffmpeg stops.
+    PutRemoveAtExit,
 }
 
 pub fn ffmpeg_command(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32) -> tokio::process::Command {
@@ -64,8 +66,11 @@ pub fn ffmpeg_command(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32) ->
         "movflags=cmaf",
     ]);
     command.args(["-window_size", "5", "-extra_window_size", "2"]);
-    if let Ingest::PutPersistent = ingest {
+    if let Ingest::PutPersistent | Ingest::PutRemoveAtExit = ingest {
         command.args(["-method", "PUT", "-http_persistent", "1", "-http_opts", "tcp_nodelay=1"]);
+    }
+    if let Ingest::PutRemoveAtExit = ingest {
+        command.args(["-remove_at_exit", "1"]);
     }
     command.arg(url);
     command
