@@ -294,8 +294,11 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Opt
     let duration = template.segment_duration()?;
     // Without its init segment (deleted with an ended stream) a rendition lists no segments.
     let timescale = timescale(f, rep).map(|t| t as f64);
-    let start = mpd.availability_start.unwrap_or(SystemTime::UNIX_EPOCH)
-        + mpd.periods.first().and_then(|p| p.start).unwrap_or_default();
+    // checked_add: times come from an uploaded MPD and must not overflow into a panic.
+    let start = mpd
+        .availability_start
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .checked_add(mpd.periods.first().and_then(|p| p.start).unwrap_or_default())?;
     let mut numbered: Vec<(u64, Vec<crate::media::cmaf::Chunk>, Progress)> = numbered(f, rep, template)
         .map(|(n, index)| (n, index.chunks(), *index.progress.borrow()))
         .collect();
@@ -318,7 +321,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Opt
         segments.push(Segment {
             number: n,
             uri: template.media_path(rep, n)?,
-            start: start + duration.saturating_mul(offset as u32),
+            start: start.checked_add(duration.saturating_mul(offset.min(u64::from(u32::MAX)) as u32))?,
             parts: chunks
                 .iter()
                 .map(|c| Part {

@@ -439,7 +439,7 @@ impl Live {
                     StreamSummary {
                         manifest,
                         state: if mpd.dynamic { "live" } else { "ended" },
-                        last_upload: humantime::format_rfc3339_millis(modified).to_string(),
+                        last_upload: rfc3339(modified),
                         representations,
                     },
                 ));
@@ -552,10 +552,22 @@ fn observe_rep(f: &Folder, rep: &Representation) -> Option<Observed> {
         .sum();
     let bandwidth = (ticks > 0).then(|| bytes.saturating_mul(8).saturating_mul(timescale) / ticks);
     Some(Observed {
-        chunk_duration: (longest > 0).then(|| Duration::from_secs_f64(longest as f64 / timescale as f64)),
+        chunk_duration: Duration::try_from_secs_f64(longest as f64 / timescale as f64)
+            .ok()
+            .filter(|d| !d.is_zero()),
         chunked,
         bandwidth,
     })
+}
+
+/// RFC 3339 with milliseconds, or "" for a time humantime cannot print (before 1970, after 9999:
+/// a file's modification time can be anything).
+fn rfc3339(time: std::time::SystemTime) -> String {
+    let last = std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    if time < std::time::UNIX_EPOCH || time > last {
+        return String::new();
+    }
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 fn looks_like_init(first: &[u8]) -> bool {

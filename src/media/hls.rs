@@ -233,7 +233,8 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
         let _ = writeln!(
             out,
             "#EXT-X-PROGRAM-DATE-TIME:{}",
-            humantime::format_rfc3339_millis(segment.start)
+            // Times outside 1970..9999 cannot be printed: such a PDT line is left empty, not a panic.
+            humantime::format_rfc3339_millis(segment.start.max(std::time::UNIX_EPOCH))
         );
         let with_parts = !rendition.ended && (!segment.complete || elapsed + segment.duration() > parts_from);
         elapsed += if segment.complete { segment.duration() } else { 0.0 };

@@ -168,7 +168,8 @@ impl SegmentTemplate {
     /// The duration of one segment, when the template has a fixed one.
     pub fn segment_duration(&self) -> Option<Duration> {
         let duration = self.duration? as f64 / self.timescale as f64;
-        (duration.is_finite() && duration > 0.0).then(|| Duration::from_secs_f64(duration))
+        // try_from: a huge value in an uploaded MPD must not panic (found by fuzzing).
+        Duration::try_from_secs_f64(duration).ok().filter(|d| !d.is_zero())
     }
 
     /// The media URL of segment `number` (None for `$Time$` templates).
@@ -256,7 +257,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         ],
     )?;
     take(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Writes an xs:duration in seconds (`PT1S`, `PT0.2S`).
@@ -888,7 +889,7 @@ fn mpd_repairs(attrs: &HashMap<String, String>, plan: &Plan<'_>, changes: &mut V
     }
     let tsbd = attrs.get("timeShiftBufferDepth").and_then(|d| parse_duration(d));
     if tsbd.is_none_or(|d| d.is_zero()) {
-        let value = segment.map_or(Duration::from_secs(30), |s| s * 10);
+        let value = segment.map_or(Duration::from_secs(30), |s| s.saturating_mul(10));
         changes.push(("timeShiftBufferDepth", format_duration(value)));
     }
     let mbt = attrs.get("minBufferTime").and_then(|d| parse_duration(d));
@@ -1104,6 +1105,11 @@ mod tests {
         assert_eq!(parse_duration("P1D"), Some(Duration::from_secs(86400)));
         assert_eq!(parse_duration("1S"), None);
         assert_eq!(parse_duration("PTxS"), None);
+        assert_eq!(
+            parse_duration(&format!("PT{}S", "9".repeat(80))),
+            None,
+            "too large for a Duration: no panic"
+        );
         assert_eq!(format_duration(Duration::from_millis(200)), "PT0.2S");
         assert_eq!(format_duration(Duration::from_secs(10)), "PT10S");
     }
