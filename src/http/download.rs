@@ -45,6 +45,21 @@ pub(super) async fn get<B>(
     }
 }
 
+/// A response with `body`, the path's Content-Type and its Cache-Control (growing or complete).
+fn typed(app: &App, path: &str, growing: bool, body: ResponseBody) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(headers::content_type(path)),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        headers::cache_control(path, growing, app.media_max_age),
+    );
+    response
+}
+
 /// How long a range request on a growing entry waits for its last byte (an LL-HLS part).
 const PART_WAIT: Duration = Duration::from_secs(10);
 
@@ -73,17 +88,9 @@ async fn growing_range(
             EntryState::Growing => Err(HttpError::PartTimeout),
         };
     }
-    let mut response = Response::new(ResponseBody::empty());
+    let mut response = typed(app, path, false, ResponseBody::empty());
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::content_type(path)),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        headers::cache_control(path, false, app.media_max_age),
-    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     // The complete length is not known yet ("*"), which HTTP allows.
     if let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/*", start, end - 1)) {
@@ -116,16 +123,8 @@ async fn rewritten_manifest<B>(
     let digest = ring::digest::digest(&ring::digest::SHA256, &rewritten);
     let etag: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
     let etag = format!("\"r{etag}\"");
-    let mut response = Response::new(ResponseBody::empty());
+    let mut response = typed(app, path, false, ResponseBody::empty());
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::content_type(path)),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        headers::cache_control(path, false, app.media_max_age),
-    );
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
@@ -173,17 +172,7 @@ fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> 
     } else {
         ResponseBody::reader(entry.reader(0, None), None)
     };
-    let mut response = Response::new(body);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::content_type(path)),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        headers::cache_control(path, true, app.media_max_age),
-    );
-    response
+    typed(app, path, true, body)
 }
 
 fn complete(
@@ -196,16 +185,8 @@ fn complete(
     let len = entry.len();
     let etag = entry.etag();
     let modified = entry.modified();
-    let mut response = Response::new(ResponseBody::empty());
+    let mut response = typed(app, path, false, ResponseBody::empty());
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::content_type(path)),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        headers::cache_control(path, false, app.media_max_age),
-    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);

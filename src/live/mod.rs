@@ -459,12 +459,7 @@ impl Live {
             if !mpd.dynamic {
                 continue;
             }
-            for rep in mpd
-                .periods
-                .iter()
-                .flat_map(|p| &p.adaptation_sets)
-                .flat_map(|a| &a.representations)
-            {
+            for rep in mpd.representations() {
                 let Some(template) = &rep.template else { continue };
                 let Some(wanted) = template.match_media(rep, name) else {
                     continue;
@@ -487,12 +482,7 @@ impl Live {
 /// The init segment of the representation whose media template names `name`, per the folder's MPDs.
 fn init_for(f: &Folder, name: &str) -> Option<Arc<Init>> {
     for (_, mpd) in f.mpds.values() {
-        for rep in mpd
-            .periods
-            .iter()
-            .flat_map(|p| &p.adaptation_sets)
-            .flat_map(|a| &a.representations)
-        {
+        for rep in mpd.representations() {
             let Some(template) = &rep.template else { continue };
             if template.match_media(rep, name).is_some() {
                 return template.init_path(rep).and_then(|init| f.inits.get(&init)).cloned();

@@ -46,6 +46,16 @@ pub struct Mpd {
     pub periods: Vec<Period>,
 }
 
+impl Mpd {
+    /// Every Representation of every Period, in order.
+    pub fn representations(&self) -> impl Iterator<Item = &Representation> {
+        self.periods
+            .iter()
+            .flat_map(|p| &p.adaptation_sets)
+            .flat_map(|a| &a.representations)
+    }
+}
+
 /// A Period.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Period {
