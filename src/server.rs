@@ -76,17 +76,7 @@ impl Server {
         let part_target = (config.part_target_ms > 0).then(|| config.part_target_ms as f64 / 1000.0);
         let live = Live::start_with_part_target(store.clone(), config.service_defaults(), part_target);
         let http = bind_tcp(config.http).await?;
-        let https = bind_tcp(config.https).await?;
-        // HTTP/3 listens on UDP at the TLS listener's port number (the one it actually got).
-        let quic = if config.no_h3 {
-            None
-        } else {
-            let tcp = https.local_addr().map_err(|source| ServerError::Bind {
-                addr: config.https,
-                source,
-            })?;
-            Some(quic::endpoint(&identity, tcp)?)
-        };
+        let (https, quic) = bind_tls_pair(&config, &identity).await?;
         let alt_svc = quic
             .as_ref()
             .and_then(|q| q.local_addr().ok())
@@ -212,6 +202,34 @@ impl Server {
             tracing::warn!("persistence did not finish within 30 s");
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Binds the TLS listener and, unless --no-h3, the QUIC endpoint on UDP at the same port number.
+/// With port 0 the system picks the TCP port, whose UDP twin may be taken: then another pair is tried.
+async fn bind_tls_pair(
+    config: &Config,
+    identity: &Identity,
+) -> Result<(TcpListener, Option<quinn::Endpoint>), ServerError> {
+    let mut attempts = 0;
+    loop {
+        let https = bind_tcp(config.https).await?;
+        if config.no_h3 {
+            return Ok((https, None));
+        }
+        let tcp = https.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.https,
+            source,
+        })?;
+        match quic::endpoint(identity, tcp) {
+            Ok(endpoint) => return Ok((https, Some(endpoint))),
+            Err(QuicError::Bind { source, .. })
+                if config.https.port() == 0 && source.kind() == std::io::ErrorKind::AddrInUse && attempts < 10 =>
+            {
+                attempts += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
     }
 }
 
