@@ -75,7 +75,14 @@
       video.src = config.manifest; // Safari plays LL-HLS natively
       return;
     }
-    const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.1, liveSyncDurationCount: 1 });
+    // Target the same 1.5 s as the DASH view's ServiceDescription: closer to PART-HOLD-BACK (0.6 s
+    // for 0.2 s parts) hls.js stalls when it catches up. Catch-up at up to 1.1x keeps it there.
+    const hls = new Hls({
+      lowLatencyMode: true,
+      liveSyncDuration: 1.5,
+      liveMaxLatencyDuration: 6,
+      maxLiveSyncPlaybackRate: 1.1,
+    });
     hls.on(Hls.Events.ERROR, (_, data) => {
       if (data.fatal) {
         fail("hls.js: " + data.type + " " + data.details);

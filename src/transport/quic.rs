@@ -8,8 +8,9 @@
 //!   an error (an aborted upload) resets the stream instead of finishing it.
 //! - Every request body is read to its end before the response is finished, so a client still sending
 //!   is never told STOP_SENDING.
-//! - Requests that arrive as 0-RTT data are replayable: anything but GET and HEAD waits until the
-//!   handshake has completed.
+//! - No 0-RTT: requests are read only after the full handshake. 0-RTT data is replayable (unsafe for
+//!   uploads), and accepting 0.5-RTT data (quinn's `into_0rtt` on the server) made the HTTP/3 setup
+//!   hang in about one of five Chromium connections here; a full handshake never did.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use h3::error::Code;
-use http::{Method, Response};
+use http::Response;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
@@ -112,27 +113,17 @@ async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut 
             return;
         }
     };
-    // Accept 0-RTT data, but remember when the handshake completes: see `wait_if_replayable`.
-    let (quic, handshake) = match connecting.into_0rtt() {
-        Ok((quic, accepted)) => {
-            let (done, handshake) = watch::channel(false);
-            tokio::spawn(async move {
-                accepted.await;
-                let _ = done.send(true);
-            });
-            (quic, handshake)
+    // The full handshake first: no 0-RTT or 0.5-RTT data (see the module docs).
+    let quic = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok(quic)) => quic,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, %err, "QUIC handshake failed");
+            return;
         }
-        Err(connecting) => match tokio::time::timeout(Duration::from_secs(10), connecting).await {
-            Ok(Ok(quic)) => (quic, watch::channel(true).1),
-            Ok(Err(err)) => {
-                tracing::debug!(%peer, %err, "QUIC handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "QUIC handshake timed out");
-                return;
-            }
-        },
+        Err(_) => {
+            tracing::debug!(%peer, "QUIC handshake timed out");
+            return;
+        }
     };
     let mut h3 = match h3::server::builder().build(h3_quinn::Connection::new(quic)).await {
         Ok(h3) => h3,
@@ -156,7 +147,7 @@ async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut 
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen), handshake.clone()));
+                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen)));
                     requests_seen += 1;
                 }
                 Ok(None) => break,
@@ -178,12 +169,7 @@ async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut 
     while requests.join_next().await.is_some() {}
 }
 
-async fn request(
-    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
-    app: Arc<App>,
-    info: ConnInfo,
-    mut handshake: watch::Receiver<bool>,
-) {
+async fn request(resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>, app: Arc<App>, info: ConnInfo) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
         Err(err) => {
@@ -191,12 +177,6 @@ async fn request(
             return;
         }
     };
-    if !matches!(*req.method(), Method::GET | Method::HEAD) && !*handshake.borrow() {
-        // Possibly replayed 0-RTT data: only a completed handshake proves the client is live.
-        if handshake.wait_for(|done| *done).await.is_err() {
-            return;
-        }
-    }
     let (mut send, recv) = stream.split();
     let (body_tx, body_rx) = mpsc::channel(BODY_CHANNEL);
     let reading = tokio::spawn(read_body(recv, body_tx));

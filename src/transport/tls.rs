@@ -109,7 +109,8 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(self.certs.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![b"h3".to_vec()];
-        config.max_early_data_size = u32::MAX;
+        // No 0-RTT (see transport::quic).
+        config.max_early_data_size = 0;
         Ok(config)
     }
 }

@@ -31,7 +31,7 @@ async function main() {
     const page = await context.newPage();
     page.on("console", (m) => console_.push(m.type() + ": " + m.text()));
     page.on("pageerror", (e) => console_.push("pageerror: " + e.message));
-    await page.goto(url, { waitUntil: "load" });
+    await page.goto(url, { waitUntil: "domcontentloaded", timeout: 60000 });
     for (let i = 0; i < Number(seconds); i++) {
       await page.waitForTimeout(1000);
       const stats = await page.evaluate(() => (window.ldash ? JSON.parse(JSON.stringify(window.ldash.stats)) : null));
