@@ -101,53 +101,8 @@ impl Live {
     pub async fn hls_multivariant(&self, mpd_path: &str) -> Result<Playlist, HlsError> {
         let (mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
         let (_, mpd_name) = split(mpd_path);
-        let audio: Vec<(&Representation, Audio)> = reps(&mpd)
-            .filter(|(kind, rep)| is_audio(*kind, rep))
-            .map(|(_, rep)| {
-                let audio = Audio {
-                    uri: media_name(mpd_name, rep),
-                    name: rep.id.clone(),
-                    language: None,
-                    channels: rep.audio_channels.clone(),
-                };
-                (rep, audio)
-            })
-            .collect();
-        let audio_bandwidth = audio.iter().filter_map(|(rep, _)| rep.bandwidth).max().unwrap_or(0);
-        let audio_codecs = audio.first().and_then(|(rep, _)| rep.codecs.clone());
-        let mut variants: Vec<Variant> = reps(&mpd)
-            .filter(|(kind, rep)| !is_audio(*kind, rep))
-            .map(|(_, rep)| Variant {
-                uri: media_name(mpd_name, rep),
-                bandwidth: rep.bandwidth.unwrap_or(1_000_000) + audio_bandwidth,
-                codecs: [rep.codecs.clone(), audio_codecs.clone()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(","),
-                resolution: rep.width.zip(rep.height),
-                frame_rate: rep.frame_rate.as_deref().and_then(frame_rate),
-            })
-            .collect();
-        let audio: Vec<Audio> = audio.into_iter().map(|(_, a)| a).collect();
-        if variants.is_empty() {
-            // Audio only: the audio renditions are the variants.
-            variants = reps(&mpd)
-                .map(|(_, rep)| Variant {
-                    uri: media_name(mpd_name, rep),
-                    bandwidth: rep.bandwidth.unwrap_or(128_000),
-                    codecs: rep.codecs.clone().unwrap_or_default(),
-                    resolution: None,
-                    frame_rate: None,
-                })
-                .collect();
-            return Ok(Playlist {
-                text: hls::multivariant(&variants, &[]),
-                max_age: Duration::from_secs(1),
-            });
-        }
         Ok(Playlist {
-            text: hls::multivariant(&variants, &audio),
+            text: multivariant_of(&mpd, mpd_name),
             max_age: Duration::from_secs(1),
         })
     }
@@ -350,5 +305,142 @@ fn frame_rate(text: &str) -> Option<f64> {
             (d > 0.0).then_some(n / d)
         }
         None => text.parse().ok(),
+    }
+}
+
+/// The multivariant playlist of an MPD: a variant per video representation with the audio as a
+/// group, or, for an audio-only stream, the audio representations as the variants.
+fn multivariant_of(mpd: &Mpd, mpd_name: &str) -> String {
+    let audio: Vec<(&Representation, Audio)> = reps(mpd)
+        .filter(|(kind, rep)| is_audio(*kind, rep))
+        .map(|(_, rep)| {
+            let audio = Audio {
+                uri: media_name(mpd_name, rep),
+                name: rep.id.clone(),
+                language: None,
+                channels: rep.audio_channels.clone(),
+            };
+            (rep, audio)
+        })
+        .collect();
+    let audio_bandwidth = audio.iter().filter_map(|(rep, _)| rep.bandwidth).max().unwrap_or(0);
+    let audio_codecs = audio.first().and_then(|(rep, _)| rep.codecs.clone());
+    let mut variants: Vec<Variant> = reps(mpd)
+        .filter(|(kind, rep)| !is_audio(*kind, rep))
+        .map(|(_, rep)| Variant {
+            uri: media_name(mpd_name, rep),
+            bandwidth: rep.bandwidth.unwrap_or(1_000_000) + audio_bandwidth,
+            codecs: [rep.codecs.clone(), audio_codecs.clone()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(","),
+            resolution: rep.width.zip(rep.height),
+            frame_rate: rep.frame_rate.as_deref().and_then(frame_rate),
+        })
+        .collect();
+    let audio: Vec<Audio> = audio.into_iter().map(|(_, a)| a).collect();
+    if variants.is_empty() {
+        // Audio only: the audio renditions are the variants.
+        variants = reps(mpd)
+            .map(|(_, rep)| Variant {
+                uri: media_name(mpd_name, rep),
+                bandwidth: rep.bandwidth.unwrap_or(128_000),
+                codecs: rep.codecs.clone().unwrap_or_default(),
+                resolution: None,
+                frame_rate: None,
+            })
+            .collect();
+        return hls::multivariant(&variants, &[]);
+    }
+    hls::multivariant(&variants, &audio)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::live::SegmentIndex;
+    use crate::media::cmaf::{Chunk, Init, Track};
+    use crate::media::mpd;
+
+    const AUDIO_ONLY: &str = r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2026-01-01T00:00:00Z">
+        <Period id="0"><AdaptationSet contentType="audio" mimeType="audio/mp4">
+        <Representation id="a" bandwidth="64000" codecs="mp4a.40.2">
+        <SegmentTemplate timescale="1000" duration="1000" media="a-$Number$.m4s" initialization="a-init.m4s"/>
+        </Representation></AdaptationSet></Period></MPD>"#;
+
+    fn folder(segments: &[(u64, bool)]) -> Folder {
+        let mut f = Folder::default();
+        let track = Track {
+            id: 1,
+            timescale: 1000,
+            handler: *b"soun",
+            default_duration: 0,
+            default_flags: 0,
+        };
+        f.inits
+            .insert("a-init.m4s".into(), Arc::new(Init { tracks: vec![track] }));
+        for &(n, failed) in segments {
+            let index = SegmentIndex::new(Arc::clone(&f.changed));
+            let chunks = (0..5u64)
+                .map(|i| Chunk {
+                    start: i * 100,
+                    end: (i + 1) * 100,
+                    track_id: 1,
+                    decode_time: n * 1000 + i * 200,
+                    duration: 200,
+                    samples: 10,
+                    independent: true,
+                })
+                .collect();
+            index.push(chunks);
+            index.end(failed);
+            f.segments.insert(format!("a-{n}.m4s"), Arc::new(index));
+        }
+        f
+    }
+
+    #[test]
+    fn audio_only_streams_list_their_audio_as_variants() {
+        let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
+        let text = multivariant_of(&mpd, "radio.mpd");
+        assert!(!text.contains("#EXT-X-MEDIA:"), "{text}");
+        assert!(
+            text.contains("#EXT-X-STREAM-INF:BANDWIDTH=64000,CODECS=\"mp4a.40.2\"\nradio.a.m3u8\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failed_segment_restarts_the_playlist_after_it() {
+        let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
+        let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
+        let f = folder(&[(1, false), (2, false), (3, true), (4, false), (5, false)]);
+        let r = rendition(&f, &mpd, "radio.mpd", rep).expect("rendition");
+        let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
+        assert_eq!(
+            numbers,
+            [4, 5],
+            "media sequence numbers stay consistent: the run restarts after the gap"
+        );
+        let f = folder(&[(1, false), (2, false), (3, true)]);
+        let r = rendition(&f, &mpd, "radio.mpd", rep).expect("rendition");
+        let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
+        assert_eq!(
+            numbers,
+            [1, 2],
+            "a failed last segment (the encoder died) drops only itself"
+        );
+        assert_eq!(r.segments[1].duration(), 1.0);
+        let timing = stream_timing(&f, &mpd).expect("timing");
+        assert_eq!(
+            timing,
+            Timing {
+                target_duration: 1,
+                part_target: 0.2
+            }
+        );
     }
 }
