@@ -102,7 +102,8 @@
 
   let waitingSince = null;
   video.addEventListener("waiting", () => {
-    if (stats.playing && waitingSince === null) {
+    // A seek (the player jumping to the live edge) waits for data too, but is not a stall.
+    if (stats.playing && waitingSince === null && !video.seeking) {
       waitingSince = performance.now();
       stats.stalls += 1;
     }

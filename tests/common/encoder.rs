@@ -25,7 +25,7 @@ pub fn ffmpeg_command(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32) ->
         "-c:v",
         "libx264",
         "-preset",
-        "veryfast",
+        "ultrafast",
         "-tune",
         "zerolatency",
         "-g",
