@@ -1,0 +1,249 @@
+//! Item 2, live capacity: one real-time ingest at 4 Mbit/s (a recorded ffmpeg stream, 1 s segments
+//! of 100 ms chunks) and N readers following the live edge, each on its own connection, fetching
+//! every segment while it grows. A count passes when every reader receives every byte (SHA-256 of
+//! each segment) and every chunk within 500 ms of its upload. The count doubles until one fails.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::clients::{self, Conn, Proto};
+use crate::procs;
+use crate::recording::{self, Publisher, Recording, Written};
+use crate::stats::{self, Summary};
+use crate::Plan;
+
+/// The bound a chunk must arrive within.
+const LATE: Duration = Duration::from_millis(500);
+
+struct Trial {
+    readers: usize,
+    /// Segments that did not arrive whole and exact, over all readers.
+    broken: usize,
+    late: usize,
+    latency: Summary,
+    cpu_percent: f64,
+    rss: u64,
+}
+
+impl Trial {
+    fn passed(&self) -> bool {
+        self.broken == 0 && self.late == 0
+    }
+}
+
+pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
+    let rec = Arc::new(recording::record(&dir.join("recording"), 6).await?);
+    let (counts, segments): (&[usize], u64) = if plan.quick {
+        (&[10, 20], 3)
+    } else {
+        (&[50, 100, 200, 400, 800, 1600, 3200], 8)
+    };
+    println!("\n## 2. Live capacity\n");
+    println!(
+        "One ingest of {:.1} Mbit/s (recorded ffmpeg x264 CBR, 1 s segments of {} chunks, replayed in real time \
+         over HTTP/1.1), {segments} segments per trial; N readers follow the live edge, each on its own \
+         connection. Pass: every segment's SHA-256 matches and every chunk arrives within 500 ms of its upload. \
+         Latency: upload of a chunk to its last byte at the reader, ms. Server CPU is % of one core.\n",
+        (rec.segment_bytes() * 8) as f64 / 1e6,
+        rec.segments[0].len()
+    );
+    println!(
+        "| proto | readers | result | broken segments | late chunks | p50 | p99 | max | server CPU | server RSS MiB |"
+    );
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for proto in [Proto::H2Tls, Proto::H3] {
+        let mut best: Option<usize> = None;
+        for &n in counts {
+            let trial = trial(proto, n, segments, &rec, &dir.join(format!("{proto:?}-{n}"))).await?;
+            println!(
+                "| {} | {n} | {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
+                proto.label(),
+                if trial.passed() { "pass" } else { "FAIL" },
+                trial.broken,
+                trial.late,
+                stats::ms(trial.latency.p50),
+                stats::ms(trial.latency.p99),
+                stats::ms(trial.latency.max),
+                trial.cpu_percent,
+                stats::mib(trial.rss)
+            );
+            if !trial.passed() {
+                break;
+            }
+            best = Some(trial.readers);
+        }
+        match best {
+            Some(n) => println!("\n{}: capacity at least {n} readers.\n", proto.label()),
+            None => println!("\n{}: no tried count passed.\n", proto.label()),
+        }
+        if proto == Proto::H2Tls {
+            println!("| proto | readers | result | broken segments | late chunks | p50 | p99 | max | server CPU | server RSS MiB |");
+            println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        }
+    }
+    Ok(())
+}
+
+async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>, dir: &Path) -> Result<Trial, String> {
+    let server = procs::start_ldash(dir, &[]).await?;
+    let endpoint = clients::h3_endpoint(&server.cert_pem)?;
+    let base = format!("https://localhost:{}", server.https.port());
+    let chunks = rec.segments[0].len();
+    let written = Written::new(segments as usize + 2, chunks);
+    // What every reader must receive: chunk end offsets and the digest of each segment.
+    let expect: Arc<Vec<Expected>> = Arc::new(
+        (1..=segments)
+            .map(|n| {
+                let chunks = rec.segment(n);
+                let ends = chunks
+                    .iter()
+                    .scan(0, |end, c| {
+                        *end += c.len();
+                        Some(*end)
+                    })
+                    .collect();
+                (ends, recording::digest(&chunks))
+            })
+            .collect(),
+    );
+    let publisher = Publisher::new(server.http, "live", Arc::clone(rec))?;
+    publisher.start(SystemTime::now()).await?;
+    let mut upload = publisher.open(1);
+    let probe = Conn::open(
+        Proto::H1,
+        &format!("http://{}", server.http),
+        None,
+        None,
+        &server.cert_pem,
+    )
+    .await?;
+    crate::relay::wait_exists(&probe, "/ldash/download/live/chunk-stream0-00001.m4s").await?;
+
+    // Connect every reader (bounded concurrency), then wait until each has segment 1's headers.
+    let attached = Arc::new(AtomicUsize::new(0));
+    let all_attached = Arc::new(Notify::new());
+    let connecting = Arc::new(Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..readers {
+        let (expect, written, attached, all_attached, connecting) = (
+            Arc::clone(&expect),
+            Arc::clone(&written),
+            Arc::clone(&attached),
+            Arc::clone(&all_attached),
+            Arc::clone(&connecting),
+        );
+        let (base, quic, endpoint, cert) = (base.clone(), server.quic, endpoint.clone(), server.cert_pem.clone());
+        tasks.spawn(async move {
+            let conn = {
+                let _permit = connecting.acquire().await.map_err(|e| e.to_string())?;
+                Conn::open(proto, &base, quic, Some(&endpoint), &cert).await?
+            };
+            follow(&conn, &expect, &written, || {
+                if attached.fetch_add(1, Ordering::AcqRel) + 1 == readers {
+                    all_attached.notify_one();
+                }
+            })
+            .await
+        });
+    }
+    let waiting = all_attached.notified();
+    if attached.load(Ordering::Acquire) < readers {
+        tokio::time::timeout(Duration::from_secs(120), waiting)
+            .await
+            .map_err(|_| format!("{readers} readers did not attach within 120 s"))?;
+    }
+
+    // The ingest, in real time: a chunk every 100 ms; the next segment opened before this one ends.
+    let before = server.proc.usage();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for n in 1..=segments {
+        let next = publisher.open(n + 1);
+        for (i, chunk) in rec.segment(n).into_iter().enumerate() {
+            tick.tick().await;
+            upload.send(chunk, Some((&written, n, i))).await?;
+        }
+        upload.finish().await?;
+        upload = next;
+    }
+    let mut latencies = Vec::new();
+    let (mut broken, mut late) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline.into(), tasks.join_next()).await {
+        match joined {
+            Ok(Ok(result)) => {
+                broken += result.broken;
+                late += result.latencies.iter().filter(|d| **d > LATE).count();
+                latencies.extend(result.latencies);
+            }
+            _ => broken += segments as usize,
+        }
+    }
+    // Readers still running at the deadline never finished: all their segments count as broken.
+    broken += tasks.len() * segments as usize;
+    tasks.abort_all();
+    let wall = started.elapsed().as_secs_f64();
+    let after = server.proc.usage();
+    drop(upload);
+    Ok(Trial {
+        readers,
+        broken,
+        late,
+        latency: Summary::of(&mut latencies),
+        cpu_percent: (after.cpu - before.cpu) / wall * 100.0,
+        rss: after.rss,
+    })
+}
+
+/// A segment's chunk end offsets and SHA-256.
+type Expected = (Vec<usize>, [u8; 32]);
+
+struct Followed {
+    broken: usize,
+    latencies: Vec<Duration>,
+}
+
+/// Reads every expected segment as it grows; checks each against the recording.
+async fn follow(
+    conn: &Conn,
+    expect: &[Expected],
+    written: &Written,
+    mut on_attached: impl FnMut(),
+) -> Result<Followed, String> {
+    let mut out = Followed {
+        broken: 0,
+        latencies: Vec::new(),
+    };
+    for (n, (ends, digest)) in (1..).zip(expect) {
+        let route = format!("/ldash/download/live/chunk-stream0-{n:05}.m4s");
+        let (status, mut body) = conn.get(&route).await?;
+        if n == 1 {
+            on_attached();
+        }
+        if status != 200 {
+            out.broken += 1;
+            continue;
+        }
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let (mut offset, mut next) = (0, 0);
+        while let Ok(Some(data)) = body.chunk().await {
+            let now = Instant::now();
+            ctx.update(&data);
+            offset += data.len();
+            while next < ends.len() && ends[next] <= offset {
+                if let Some(at) = written.at(n, next) {
+                    out.latencies.push(now.saturating_duration_since(at));
+                }
+                next += 1;
+            }
+        }
+        if ctx.finish().as_ref() != digest {
+            out.broken += 1;
+        }
+    }
+    Ok(out)
+}

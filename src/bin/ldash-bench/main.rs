@@ -1,0 +1,174 @@
+//! ldash-bench: measures what ldash exists for, the delay between a byte arriving from the encoder
+//! and the same byte leaving for every player, and how many players one machine carries. It starts
+//! the servers it measures itself, each in a process of its own, on loopback, and prints Markdown
+//! tables for BENCHMARKS.md.
+//!
+//! ```text
+//! cargo run --release --features bench --bin ldash-bench -- [--quick] [--only relay,capacity,fanout,hls,memory]
+//! ```
+//!
+//! `ldash-bench serve ROOT [OPTIONS]` is the server side (ldash's library with ldash's options), which
+//! the benchmark starts as a child process.
+
+mod capacity;
+mod clients;
+mod fanout;
+mod hls;
+mod memory;
+mod procs;
+mod recording;
+mod relay;
+mod stats;
+
+use std::process::ExitCode;
+
+use clients::Proto;
+
+/// What a run measures, and how much of it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    only: Option<Vec<String>>,
+}
+
+impl Plan {
+    fn wants(&self, item: &str) -> bool {
+        self.only.as_ref().is_none_or(|items| items.iter().any(|i| i == item))
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("ldash-bench: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.first().is_some_and(|a| a == "serve") {
+        return runtime.block_on(procs::serve(args[1..].to_vec()));
+    }
+    let mut plan = Plan {
+        quick: false,
+        only: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => plan.quick = true,
+            "--only" => plan.only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
+            "-h" | "--help" => {
+                println!("usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory]");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("ldash-bench: unknown argument {other:?} (try --help)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let failed = runtime.block_on(run(plan));
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("ldash-bench: {failed} item(s) failed");
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs every wanted item; returns how many failed to run (a missed target is not a failure).
+async fn run(plan: Plan) -> usize {
+    let work = std::env::temp_dir().join(format!("ldash-bench-{}", std::process::id()));
+    println!("# ldash-bench{}", if plan.quick { " --quick" } else { "" });
+    println!();
+    println!("{}", machine());
+    let mut failed = 0;
+    let mut item = |name: &str, result: Result<(), String>| {
+        if let Err(err) = result {
+            println!("\n**{name} failed: {err}**\n");
+            failed += 1;
+        }
+    };
+    if plan.wants("relay") {
+        item("relay", relay_table(&plan, &work.join("relay")).await);
+    }
+    if plan.wants("capacity") {
+        item("capacity", capacity::run(&plan, &work.join("capacity")).await);
+    }
+    if plan.wants("fanout") {
+        item("fanout", fanout::run(&plan, &work.join("fanout")).await);
+    }
+    if plan.wants("hls") {
+        item("hls", hls::run(&plan, &work.join("hls")).await);
+    }
+    if plan.wants("memory") {
+        item("memory", memory::run(&plan, &work.join("memory")).await);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    failed
+}
+
+/// Cores, memory, kernel and date, for the record.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0.0, |kb| kb as f64 / (1024.0 * 1024.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    format!(
+        "Machine: {cores} cores, {mem:.0} GiB, Linux {}; {date}. Servers and load run on the same machine, over loopback.",
+        kernel.trim()
+    )
+}
+
+async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
+    let (readers, sizes, chunks): (&[usize], &[usize], usize) = if plan.quick {
+        (&[1, 10], &[1024], 100)
+    } else {
+        (&[1, 100, 1000], &[1024, 65536], 500)
+    };
+    println!("\n## 1. Relay latency\n");
+    println!(
+        "A chunk every 10 ms ({chunks} chunks) into a growing file; every reader on its own connection; \
+         time from write to read, in ms.\n"
+    );
+    println!("| proto | readers | chunk | p50 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+    let server = procs::start_ldash(dir, &[]).await?;
+    let endpoint = clients::h3_endpoint(&server.cert_pem)?;
+    let mut id = 0;
+    for &chunk in sizes {
+        for &n in readers {
+            for proto in [None, Some(Proto::H1), Some(Proto::H2c), Some(Proto::H3)] {
+                if proto.is_none() && n > 1 {
+                    continue; // the floor is one socket pair
+                }
+                id += 1;
+                let case = relay::Case {
+                    proto,
+                    readers: n,
+                    chunk,
+                    chunks,
+                };
+                let label = proto.map_or("TCP floor", Proto::label);
+                match relay::run(case, &server, &endpoint, id).await {
+                    Ok(s) => println!(
+                        "| {label} | {n} | {} KB | {} | {} | {} |",
+                        chunk / 1024,
+                        stats::ms(s.p50),
+                        stats::ms(s.p99),
+                        stats::ms(s.max)
+                    ),
+                    Err(err) => println!("| {label} | {n} | {} KB | failed: {err} | | |", chunk / 1024),
+                }
+            }
+        }
+    }
+    Ok(())
+}
