@@ -23,6 +23,11 @@ pub struct Config {
     #[arg(long, env = "LDASH_HTTPS", default_value = "[::]:8443")]
     pub https: SocketAddr,
 
+    /// Listener for Prometheus metrics (`GET /metrics`), apart from the public ports; `off` turns it
+    /// off.
+    #[arg(long, env = "LDASH_METRICS", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
+    pub metrics: Listen,
+
     /// Turn the HTTP/3 (QUIC) listener off.
     #[arg(long, env = "LDASH_NO_H3")]
     pub no_h3: bool,
@@ -133,6 +138,36 @@ impl Config {
     }
 }
 
+/// An optional listener: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Not listening.
+    Off,
+    /// Listening on this address.
+    At(SocketAddr),
+}
+
+impl Listen {
+    /// The address, unless off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
+        }
+    }
+}
+
+/// Parses `off` or a socket address such as `127.0.0.1:9464` or `[::]:9464`.
+pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    text.parse()
+        .map(Listen::At)
+        .map_err(|_| format!("'{text}' is neither an address such as 127.0.0.1:9464 nor 'off'"))
+}
+
 /// Parses a byte count with an optional K, M or G suffix (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -175,5 +210,19 @@ mod tests {
         assert_eq!(config.http.port(), 8080);
         assert_eq!(config.https.port(), 8443);
         assert_eq!(config.ttl(), Some(Duration::from_secs(300)));
+        assert_eq!(config.metrics, Listen::At("127.0.0.1:9464".parse().expect("address")));
+    }
+
+    #[test]
+    fn metrics_listener_takes_an_address_or_off() {
+        assert_eq!(parse_listen("off"), Ok(Listen::Off));
+        assert_eq!(parse_listen("OFF"), Ok(Listen::Off));
+        assert_eq!(
+            parse_listen("[::]:9100"),
+            Ok(Listen::At("[::]:9100".parse().expect("address")))
+        );
+        assert!(parse_listen("9464").is_err());
+        let config = Config::parse_from(["ldash", "--metrics", "off"]);
+        assert_eq!(config.metrics.addr(), None);
     }
 }

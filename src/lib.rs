@@ -4,6 +4,7 @@
 //! - [`store`]: the shared segment store (entries, readers, persistence, garbage collection).
 //! - [`http`]: the routes, over `http::Request`/`http::Response`, shared by every transport.
 //! - [`transport`]: the accept loops (TCP cleartext and TLS).
+//! - [`metrics`]: the Prometheus metrics, served on their own listener.
 //! - [`server`]: binding and running it all; [`config`]: the options.
 #![warn(missing_docs)]
 
@@ -11,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod live;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod transport;

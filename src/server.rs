@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::http::App;
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::store::{Limits, Store};
 use crate::transport::quic::{self, QuicError};
 use crate::transport::tcp::{self, TcpSettings};
@@ -56,6 +57,7 @@ pub struct Server {
     http: TcpListener,
     https: TcpListener,
     quic: Option<quinn::Endpoint>,
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -77,11 +79,16 @@ impl Server {
         let live = Live::start_with_part_target(store.clone(), config.service_defaults(), part_target);
         let http = bind_tcp(config.http).await?;
         let (https, quic) = bind_tls_pair(&config, &identity).await?;
+        let metrics = match config.metrics.addr() {
+            Some(addr) => Some(bind_tcp(addr).await?),
+            None => None,
+        };
         let alt_svc = quic
             .as_ref()
             .and_then(|q| q.local_addr().ok())
             .and_then(|addr| alt_svc(addr.port()));
         let app = Arc::new(App {
+            metrics: Arc::new(Metrics::new(&store)),
             store,
             live,
             upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
@@ -99,6 +106,7 @@ impl Server {
             http,
             https,
             quic,
+            metrics,
         })
     }
 
@@ -115,6 +123,11 @@ impl Server {
     /// The HTTP/3 listener's address, when it is on.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.quic.as_ref().and_then(|q| q.local_addr().ok())
+    }
+
+    /// The metrics listener's address, unless `--metrics off`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
     /// The certificate's SPKI pin (see [`Identity::spki_sha256`]).
@@ -144,6 +157,10 @@ impl Server {
                 tracing::info!("players (HTTP/3, QUIC): https://{quic}/ldash/download/{{path}} (advertised by Alt-Svc)")
             }
             None => tracing::info!("HTTP/3 is off (--no-h3)"),
+        }
+        match self.metrics_addr() {
+            Some(metrics) => tracing::info!("metrics (Prometheus): http://{metrics}/metrics"),
+            None => tracing::info!("metrics are off (--metrics off)"),
         }
         tracing::info!(
             certificate = %self.identity.source.display(),
@@ -180,6 +197,14 @@ impl Server {
             settings.clone(),
             stopped.clone(),
         ));
+        if let Some(listener) = self.metrics {
+            tasks.spawn(tcp::serve_metrics(
+                listener,
+                Arc::clone(&self.app),
+                settings.clone(),
+                stopped.clone(),
+            ));
+        }
         if let Some(endpoint) = self.quic {
             let app = Arc::clone(&self.app);
             tasks.spawn(quic::serve(endpoint, app, settings.drain_timeout, stopped.clone()));

@@ -498,6 +498,7 @@ async fn without_a_token_only_loopback_peers_may_upload() {
         alt_svc: None,
         player_dir: "player".into(),
         connections: Default::default(),
+        metrics: std::sync::Arc::new(ldash::metrics::Metrics::new(&server.store)),
     };
     for method in [http::Method::PUT, http::Method::DELETE] {
         let mut request = http::Request::builder()

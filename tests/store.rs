@@ -873,6 +873,44 @@ fn assert_purged(store: &Store, path: &str, when: &str) {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stats_count_uploads_in_progress_and_gc_purges() {
+    let root = temp_root();
+    let store = open(root.path(), gc_limits());
+    put(&store, "live/seg-1.m4s", &[b"segment"]);
+    let open_upload = store.begin_upload("live/seg-2.m4s").expect("begin_upload");
+    let stats = store.stats();
+    assert_eq!(stats.uploads, 1, "one upload is open: {stats:?}");
+    assert_eq!(stats.entries, 2, "two paths are stored: {stats:?}");
+    assert_eq!(
+        stats.memory_bytes, 7,
+        "the complete segment's bytes are in memory: {stats:?}"
+    );
+    open_upload.abort();
+    assert_eq!(store.stats().uploads, 0, "the aborted upload is no longer in progress");
+    tokio::time::advance(TTL + Duration::from_secs(1)).await;
+    assert_purged(&store, "live/seg-1.m4s", "past the ttl");
+    assert_eq!(store.stats().purged, 1, "the purge is counted: {:?}", store.stats());
+}
+
+#[tokio::test]
+async fn stats_count_uploads_that_could_not_be_persisted() {
+    let root = temp_root();
+    let store = open(root.path(), Limits::default());
+    put(&store, "blocker", &[b"a file"]);
+    store.flush().await;
+    // "blocker" is a file on disk, so "blocker/seg.m4s" cannot be written under it.
+    put(&store, "blocker/seg.m4s", &[b"segment"]);
+    store.flush().await;
+    assert_eq!(
+        store.stats().persist_errors,
+        1,
+        "the failed write is counted: {:?}",
+        store.stats()
+    );
+    assert!(store.get("blocker/seg.m4s").is_some(), "it is still served from memory");
+}
+
+#[tokio::test(start_paused = true)]
 async fn idle_folder_is_purged_after_the_ttl_and_not_before() {
     let root = temp_root();
     let store = open(root.path(), gc_limits());

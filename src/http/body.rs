@@ -1,6 +1,8 @@
 //! The response body every route returns: whole bytes, nothing, or a live stream of an entry's chunks.
 //! It also writes the access-log line when the response is done (sent, failed or dropped), so one line
-//! per request holds the bytes actually sent, whatever the transport.
+//! per request holds the bytes actually sent, whatever the transport. The same place feeds the
+//! metrics: bytes sent by HTTP version, relay delay per chunk, and downloads attached to a growing
+//! entry.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Frame, SizeHint};
 
+use crate::metrics::{BodyMeter, GaugeGuard};
 use crate::store::{ReadError, Reader};
 
 /// The error a streamed body ends with; transports turn it into a truncated response (HTTP/1.1), a
@@ -18,7 +21,8 @@ use crate::store::{ReadError, Reader};
 #[error("{0}")]
 pub struct BodyError(#[from] pub ReadError);
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, ReadError>> + Send>>;
+/// Chunks with the instant each was appended to the store, when the reader follows a growing entry.
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<(Bytes, Option<std::time::Instant>), ReadError>> + Send>>;
 
 enum Kind {
     Empty,
@@ -33,6 +37,9 @@ enum Kind {
 pub struct ResponseBody {
     kind: Kind,
     log: Option<AccessLog>,
+    meter: Option<BodyMeter>,
+    /// Counts this download as attached to a growing entry until its stream ends.
+    attached: Option<GaugeGuard>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -47,6 +54,8 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Empty,
             log: None,
+            meter: None,
+            attached: None,
         }
     }
 
@@ -59,13 +68,15 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full(Some(bytes)),
             log: None,
+            meter: None,
+            attached: None,
         }
     }
 
     /// A body read from the store; `len` is its exact length when known (complete entries).
     pub fn reader(reader: Reader, len: Option<u64>) -> Self {
         let chunks = futures_util::stream::unfold(reader, |mut reader| async move {
-            reader.next_chunk().await.map(|chunk| (chunk, reader))
+            reader.next_timed().await.map(|chunk| (chunk, reader))
         });
         ResponseBody {
             kind: Kind::Stream {
@@ -73,7 +84,20 @@ impl ResponseBody {
                 remaining: len,
             },
             log: None,
+            meter: None,
+            attached: None,
         }
+    }
+
+    /// Holds `guard` (a download attached to a growing entry) until the body's stream ends.
+    pub(crate) fn attached(mut self, guard: GaugeGuard) -> Self {
+        self.attached = Some(guard);
+        self
+    }
+
+    pub(crate) fn with_meter(mut self, meter: BodyMeter) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     pub(crate) fn with_log(mut self, mut log: AccessLog) -> Self {
@@ -82,9 +106,12 @@ impl ResponseBody {
         self
     }
 
-    fn count(&mut self, n: usize) {
+    fn count(&mut self, n: usize, appended: Option<std::time::Instant>) {
         if let Some(log) = &mut self.log {
             log.bytes += n as u64;
+        }
+        if let Some(meter) = &self.meter {
+            meter.sent(n, appended.map(|at| at.elapsed()));
         }
     }
 }
@@ -97,13 +124,13 @@ impl http_body::Body for ResponseBody {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(Ok)),
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok((bytes, None)))),
             Kind::Stream { chunks, remaining } => match chunks.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => {
+                Poll::Ready(Some(Ok((bytes, appended)))) => {
                     if let Some(left) = remaining {
                         *left = left.saturating_sub(bytes.len() as u64);
                     }
-                    Poll::Ready(Some(Ok(bytes)))
+                    Poll::Ready(Some(Ok((bytes, appended))))
                 }
                 Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
                 Poll::Ready(None) => Poll::Ready(None),
@@ -111,8 +138,9 @@ impl http_body::Body for ResponseBody {
             },
         };
         match polled {
-            Poll::Ready(Some(Ok(bytes))) => {
-                this.count(bytes.len());
+            Poll::Ready(Some(Ok((bytes, appended)))) => {
+                // The frame goes to the transport now: the chunk's relay ends here.
+                this.count(bytes.len(), appended);
                 // hyper stops polling once the body says it is at its end.
                 if http_body::Body::is_end_stream(&*this) {
                     if let Some(log) = &mut this.log {
@@ -125,12 +153,14 @@ impl http_body::Body for ResponseBody {
                 if let Some(log) = &mut this.log {
                     log.failed = Some(err.to_string());
                 }
+                this.attached = None;
                 Poll::Ready(Some(Err(BodyError(err))))
             }
             Poll::Ready(None) => {
                 if let Some(log) = &mut this.log {
                     log.complete = true;
                 }
+                this.attached = None;
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

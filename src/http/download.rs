@@ -24,6 +24,7 @@ pub(super) async fn get<B>(
             // With clocks slightly apart, players ask for the live edge a little early: a 404 would
             // cost them a retry and latency, so the next segment or two are waited for, bounded.
             let bound = app.live.upcoming(path).ok_or(HttpError::NotFound)?;
+            let _held = app.metrics.early_request();
             app.store
                 .wait_for_upload(path, bound)
                 .await
@@ -170,7 +171,7 @@ fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> 
     let body = if head {
         ResponseBody::empty()
     } else {
-        ResponseBody::reader(entry.reader(0, None), None)
+        ResponseBody::reader(entry.reader(0, None), None).attached(app.metrics.growing_reader())
     };
     typed(app, path, true, body)
 }

@@ -45,6 +45,9 @@ pub enum HttpError {
     /// A byte range of a growing file did not complete in time.
     #[error("the requested bytes of this growing file did not arrive in time")]
     PartTimeout,
+    /// The server failed at something that should not fail.
+    #[error("{0}")]
+    Internal(&'static str),
     /// An LL-HLS playlist could not be served.
     #[error("{0}")]
     Hls(#[from] crate::live::hls::HlsError),
@@ -70,6 +73,7 @@ impl HttpError {
             HttpError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             HttpError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HttpError::PartTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Hls(crate::live::hls::HlsError::NotFound) => StatusCode::NOT_FOUND,
             HttpError::Hls(crate::live::hls::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             HttpError::Hls(crate::live::hls::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,

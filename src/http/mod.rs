@@ -1,7 +1,8 @@
 //! Routes over `http::Request` / `http::Response`, shared by every transport: the paths, the header
 //! policy, and the mapping of errors to statuses. Nothing here knows about sockets, TLS or QUIC; the
 //! transports put a [`ConnInfo`] into each request's extensions and serve whatever [`App::handle`]
-//! returns.
+//! returns. The metrics listener's one route, `GET /metrics`, is [`App::handle_metrics`]: it is not
+//! part of the public routes, so the public ports answer it with 404 like any unknown path.
 
 pub mod body;
 mod download;
@@ -10,6 +11,7 @@ pub mod headers;
 pub mod path;
 mod play;
 mod playlist;
+mod scrape;
 mod upload;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +25,7 @@ pub use body::{BodyError, ResponseBody};
 pub use error::HttpError;
 
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// The route prefix of every endpoint.
@@ -95,6 +98,8 @@ pub struct App {
     pub player_dir: std::path::PathBuf,
     /// Connections accepted so far, for the arrival order.
     pub connections: std::sync::atomic::AtomicU64,
+    /// The server's metrics, served on the metrics listener.
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 impl App {
@@ -129,9 +134,11 @@ impl App {
                 headers.insert(header::ALT_SVC, alt_svc.clone());
             }
         }
+        self.metrics.response(response.status());
         let status = response.status().as_u16();
+        let meter = self.metrics.body_meter(version);
         response.map(|body| {
-            body.with_log(body::AccessLog {
+            body.with_meter(meter).with_log(body::AccessLog {
                 method,
                 path: log_path,
                 status,
@@ -143,6 +150,11 @@ impl App {
                 failed: None,
             })
         })
+    }
+
+    /// Answers one request on the metrics listener: `GET|HEAD /metrics`, 404 for any other path.
+    pub fn handle_metrics<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
+        scrape::metrics(self, req).unwrap_or_else(HttpError::into_response)
     }
 
     async fn route<B>(&self, req: Request<B>, conn: &ConnInfo) -> Result<Response<ResponseBody>, HttpError>

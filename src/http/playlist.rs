@@ -26,6 +26,8 @@ pub(super) async fn get<B>(app: &App, path: &str, req: &Request<B>) -> Result<Re
             continue;
         }
         let directives = Directives::parse(req.uri().query())?;
+        // A blocking reload (_HLS_msn) may be held for up to three target durations.
+        let _blocking = directives.msn.is_some().then(|| app.metrics.hls_blocking());
         let playlist = app.live.hls_media(&manifest, rep, directives).await?;
         return Ok(respond(path, playlist, req));
     }

@@ -27,6 +27,7 @@ where
             return Err(HttpError::PayloadTooLarge(app.max_upload_bytes));
         }
     }
+    let received = app.metrics.received(req.version());
     let mut upload = app.store.begin_upload_at(path, Some(conn.arrival))?;
     let mut body = req.into_body();
     loop {
@@ -39,6 +40,7 @@ where
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
+            received.inc_by(data.len() as u64);
             upload.append(data)?;
         }
     }

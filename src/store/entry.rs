@@ -4,6 +4,9 @@
 //! `Notify`; readers take a reference-counted slice of the chunks (never a copy) and wait for the next
 //! append when they have caught up. A completed entry that has been persisted may drop its chunks from
 //! memory (eviction); its readers then continue from the file on disk.
+//!
+//! Each chunk keeps the instant it was appended (beside its offset, never inside the bytes), so a
+//! reader following a growing entry can tell how long a chunk took from the upload to the reader.
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -72,6 +75,8 @@ struct Body {
     chunks: Vec<Bytes>,
     /// Start offset of each chunk, for ranges and for readers that resume at a byte offset.
     offsets: Vec<u64>,
+    /// When each chunk was appended, for the relay-delay metric.
+    appended: Vec<std::time::Instant>,
     len: u64,
     state: EntryState,
     modified: SystemTime,
@@ -102,6 +107,7 @@ impl Entry {
             body: Mutex::new(Body {
                 chunks: Vec::new(),
                 offsets: Vec::new(),
+                appended: Vec::new(),
                 len: 0,
                 state: EntryState::Growing,
                 modified: SystemTime::now(),
@@ -130,6 +136,7 @@ impl Entry {
             body: Mutex::new(Body {
                 chunks: Vec::new(),
                 offsets: Vec::new(),
+                appended: Vec::new(),
                 len,
                 state: EntryState::Complete,
                 modified,
@@ -219,6 +226,7 @@ impl Entry {
             pos: start,
             end,
             hint: 0,
+            since: std::time::Instant::now(),
             file: None,
         }
     }
@@ -244,6 +252,7 @@ impl Entry {
             }
             let start = body.len;
             body.offsets.push(start);
+            body.appended.push(std::time::Instant::now());
             body.chunks.push(chunk);
             body.len += n;
             body.modified = SystemTime::now();
@@ -279,6 +288,7 @@ impl Entry {
             }
             body.state = EntryState::Aborted;
             body.offsets = Vec::new();
+            body.appended = Vec::new();
             let freed: u64 = body.chunks.drain(..).map(|c| c.len() as u64).sum();
             body.in_memory = false;
             freed
@@ -317,6 +327,7 @@ impl Entry {
             }
             body.in_memory = false;
             body.offsets = Vec::new();
+            body.appended = Vec::new();
             body.chunks.drain(..).map(|c| c.len() as u64).sum()
         };
         self.gauge.sub(freed);
@@ -339,7 +350,8 @@ fn millis_since(epoch: Instant) -> u64 {
 
 /// What a reader does next, decided under the entry's lock.
 enum Step {
-    Chunk(Bytes),
+    /// A chunk, with its append instant when the reader follows the writer.
+    Chunk(Bytes, Option<std::time::Instant>),
     Disk(DiskCopy, u64),
     Wait,
     End,
@@ -355,6 +367,9 @@ pub struct Reader {
     end: Option<u64>,
     /// Index of the chunk that holds `pos`, tried before a binary search.
     hint: usize,
+    /// When the reader was created: a chunk appended later was relayed to it as it arrived, and its
+    /// time since the append is relay delay; an older chunk is catch-up (or a complete file).
+    since: std::time::Instant,
     file: Option<tokio::fs::File>,
 }
 
@@ -369,6 +384,13 @@ impl Reader {
 
     /// The next bytes, waiting for the writer when the reader has caught up with a growing entry.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, ReadError>> {
+        self.next_timed().await.map(|read| read.map(|(bytes, _)| bytes))
+    }
+
+    /// [`Reader::next_chunk`], with the instant the chunk was appended when that was after the
+    /// reader was created (the reader followed the upload); None for chunks that were already there
+    /// (catch-up, complete files) and for reads from disk.
+    pub async fn next_timed(&mut self) -> Option<Result<(Bytes, Option<std::time::Instant>), ReadError>> {
         loop {
             if self.end.is_some_and(|end| self.pos >= end) {
                 return None;
@@ -379,11 +401,11 @@ impl Reader {
             // Register interest before looking, so an append between the look and the wait wakes us.
             notified.as_mut().enable();
             match self.step() {
-                Step::Chunk(bytes) => {
+                Step::Chunk(bytes, appended) => {
                     self.pos += bytes.len() as u64;
-                    return Some(Ok(bytes));
+                    return Some(Ok((bytes, appended)));
                 }
-                Step::Disk(copy, limit) => return Some(self.read_disk(copy, limit).await),
+                Step::Disk(copy, limit) => return Some(self.read_disk(copy, limit).await.map(|bytes| (bytes, None))),
                 Step::Wait => notified.await,
                 Step::End => return None,
                 Step::Fail(err) => return Some(Err(err)),
@@ -426,7 +448,8 @@ impl Reader {
         } else {
             self.hint = index;
         }
-        Step::Chunk(chunk.slice(from..to))
+        let appended = body.appended.get(index).copied().filter(|at| *at >= self.since);
+        Step::Chunk(chunk.slice(from..to), appended)
     }
 
     async fn read_disk(&mut self, copy: DiskCopy, limit: u64) -> Result<Bytes, ReadError> {

@@ -15,7 +15,7 @@ mod persist;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -108,6 +108,21 @@ impl Default for Limits {
     }
 }
 
+/// What the store counts, for monitoring ([`Store::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Paths stored, in memory or on disk.
+    pub entries: u64,
+    /// Bytes of chunk data held in memory.
+    pub memory_bytes: u64,
+    /// Uploads in progress (an upload refused as over `--max-uploads` counts for an instant).
+    pub uploads: u64,
+    /// Paths purged by garbage collection since start.
+    pub purged: u64,
+    /// Completed uploads that could not be persisted since start.
+    pub persist_errors: u64,
+}
+
 /// How a completed upload landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Landed {
@@ -143,6 +158,10 @@ struct Shared {
     limits: Limits,
     gauge: Arc<MemoryGauge>,
     uploads: AtomicUsize,
+    /// Paths purged by garbage collection since start.
+    purged: AtomicU64,
+    /// Completed uploads that could not be written to disk since start.
+    persist_errors: AtomicU64,
     root: PathBuf,
     jobs: mpsc::UnboundedSender<Job>,
     pressure: Arc<Notify>,
@@ -172,6 +191,8 @@ impl Store {
                 limits,
                 gauge,
                 uploads: AtomicUsize::new(0),
+                purged: AtomicU64::new(0),
+                persist_errors: AtomicU64::new(0),
                 root: root.clone(),
                 jobs,
                 pressure: Arc::new(Notify::new()),
@@ -246,6 +267,18 @@ impl Store {
     /// Bytes of chunk data held in memory.
     pub fn memory_used(&self) -> u64 {
         self.shared.gauge.used()
+    }
+
+    /// What the store counts, for monitoring (takes the index lock once, for the path count).
+    pub fn stats(&self) -> StoreStats {
+        let shared = &self.shared;
+        StoreStats {
+            entries: self.len() as u64,
+            memory_bytes: self.memory_used(),
+            uploads: shared.uploads.load(Ordering::Relaxed) as u64,
+            purged: shared.purged.load(Ordering::Relaxed),
+            persist_errors: shared.persist_errors.load(Ordering::Relaxed),
+        }
     }
 
     /// Starts an upload of `path`. A new path is readable at once; a complete one keeps serving its
@@ -459,6 +492,7 @@ fn collect_garbage(shared: &Shared) -> usize {
         });
     }
     let count = purged.len();
+    shared.purged.fetch_add(count as u64, Ordering::Relaxed);
     for path in purged {
         tracing::debug!(path, "purged by garbage collection");
         let _ = shared.events.send(StoreEvent::Removed {

@@ -49,6 +49,9 @@ pub(crate) fn spawn(root: PathBuf, mut jobs: mpsc::UnboundedReceiver<Job>, share
                     match write_atomically(&temp.join(name), &target, &chunks) {
                         Ok(ino) => entry.set_persisted(target, ino),
                         Err(err) => {
+                            if let Some(shared) = shared.upgrade() {
+                                shared.persist_errors.fetch_add(1, Ordering::Relaxed);
+                            }
                             tracing::warn!(path = entry.path(), %err, "could not persist upload; it stays in memory only")
                         }
                     }

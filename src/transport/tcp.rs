@@ -1,6 +1,7 @@
 //! The TCP accept loop: HTTP/1.1 and HTTP/2 (sniffed from the preface on cleartext, by ALPN over
 //! TLS), TCP_NODELAY on every socket, a header-read timeout against slowloris, and no idle timeout,
-//! so an encoder's persistent ingest connection is never cut between uploads.
+//! so an encoder's persistent ingest connection is never cut between uploads. The same loop serves
+//! the metrics listener, whose connections go to [`App::handle_metrics`] instead of the public routes.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,10 +29,40 @@ pub struct TcpSettings {
     pub drain_timeout: Duration,
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The public routes ([`App::handle`]).
+    Public,
+    /// `/metrics` only ([`App::handle_metrics`]).
+    Metrics,
+}
+
 /// Serves `listener` until `shutdown` turns true, then drains for at most the drain timeout.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    settings: TcpSettings,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(listener, tls, Role::Public, app, settings, shutdown).await
+}
+
+/// Serves the metrics listener (cleartext, `/metrics` only) until `shutdown` turns true.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    app: Arc<App>,
+    settings: TcpSettings,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(listener, None, Role::Metrics, app, settings, shutdown).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    role: Role,
     app: Arc<App>,
     settings: TcpSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -44,8 +75,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let transport = if tls.is_some() { Transport::Tls } else { Transport::Cleartext };
-                    let info = ConnInfo { peer, transport, arrival: app.connection_arrived() };
-                    let task = connection(stream, info, tls.clone(), Arc::clone(&app), Arc::clone(&builder), graceful.watcher(), settings.header_timeout);
+                    // Scrapes take no place in the arrival order of uploads.
+                    let arrival = if role == Role::Public { app.connection_arrived() } else { 0 };
+                    let info = ConnInfo { peer, transport, arrival };
+                    let task = connection(stream, info, tls.clone(), role, Arc::clone(&app), Arc::clone(&builder), graceful.watcher(), settings.header_timeout);
                     connections.spawn(task);
                 }
                 Err(err) => {
@@ -92,10 +125,12 @@ fn builder(settings: &TcpSettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
     info: ConnInfo,
     tls: Option<TlsAcceptor>,
+    role: Role,
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -109,7 +144,12 @@ async fn connection(
         let app = Arc::clone(&app);
         req.extensions_mut()
             .insert(info.request(requests.fetch_add(1, Ordering::Relaxed)));
-        async move { Ok::<_, Infallible>(app.handle(req).await) }
+        async move {
+            Ok::<_, Infallible>(match role {
+                Role::Public => app.handle(req).await,
+                Role::Metrics => app.handle_metrics(&req),
+            })
+        }
     });
     let result = match tls {
         None => {

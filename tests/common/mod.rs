@@ -39,6 +39,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub quic: Option<SocketAddr>,
+    /// The metrics listener (`GET /metrics`), on its own port 0 unless a test turns it off.
+    pub metrics: Option<SocketAddr>,
     pub root: PathBuf,
     pub cert: rustls::pki_types::CertificateDer<'static>,
     pub spki: String,
@@ -69,12 +71,15 @@ impl TestServer {
         config.https = "127.0.0.1:0".parse().expect("address");
         config.cert_dir = root.join("certs");
         config.drain_timeout = 2;
+        // Never the default 9464: tests run in parallel.
+        config.metrics = ldash::config::Listen::At("127.0.0.1:0".parse().expect("address"));
         change(&mut config);
         let server = Server::bind(config).await.expect("server binds");
         let (stop, stopped) = oneshot::channel::<()>();
         let http = server.http_addr();
         let https = server.https_addr();
         let quic = server.quic_addr();
+        let metrics = server.metrics_addr();
         let cert = server.identity().certs()[0].clone();
         let spki = server.spki_sha256().to_owned();
         let store = server.store().clone();
@@ -85,6 +90,7 @@ impl TestServer {
             http,
             https,
             quic,
+            metrics,
             root: root.join("www"),
             cert,
             spki,
