@@ -1,0 +1,671 @@
+//! The CDN edge tier end to end: the real ffmpeg pushes LL-DASH into ldash, Debian's nginx runs
+//! deploy/nginx/ldash-edge.conf in front of it, and 200 viewers at once ask the edge for a growing
+//! segment, an LL-HLS blocking playlist, an LL-HLS part and a complete segment. Every viewer must
+//! get the origin's exact bytes while ldash serves each object once (counted from its own
+//! `ldash::access` events, captured in this process). The play page then plays through the edge
+//! in headless Chromium. What the edge adds to latency is printed (`EDGE` lines), not asserted.
+
+mod common;
+
+use std::fmt::Debug;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::encoder::{ffmpeg_command, Ingest};
+use common::{next_data, require_tool, Proto, TestServer};
+use ldash::store::StoreEvent;
+use tokio::sync::{mpsc, watch};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// Viewers asking the edge for the same object at once.
+const VIEWERS: usize = 200;
+
+/// One finished request as ldash's access log saw it.
+#[derive(Debug, Clone, Default)]
+struct Access {
+    path: String,
+    version: String,
+    status: u64,
+}
+
+impl tracing::field::Visit for Access {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "status" {
+            self.status = value;
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn Debug) {
+        match field.name() {
+            "path" => self.path = format!("{value:?}"),
+            "version" => self.version = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// A tracing layer that keeps every `ldash::access` event of this process.
+struct AccessRecorder(watch::Sender<Vec<Access>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessRecorder {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() != "ldash::access" {
+            return;
+        }
+        let mut access = Access::default();
+        event.record(&mut access);
+        self.0.send_modify(|log| log.push(access));
+    }
+}
+
+/// ldash's requests so far, recorded from the first call on.
+fn access_log() -> &'static watch::Sender<Vec<Access>> {
+    static LOG: OnceLock<watch::Sender<Vec<Access>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let (log, _) = watch::channel(Vec::new());
+        let subscriber = tracing_subscriber::registry().with(AccessRecorder(log.clone()));
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        log
+    })
+}
+
+/// Requests the edge made to ldash for `route`. nginx speaks HTTP/1.1 to the origin; the test's
+/// own direct requests use HTTP/2, so they are not counted.
+fn edge_requests(log: &[Access], route: &str) -> usize {
+    log.iter()
+        .filter(|a| a.path == route && a.version == "HTTP/1.1")
+        .count()
+}
+
+/// Waits (bounded) until ldash has logged at least one edge request for `route` after the first
+/// `since` entries of the log (earlier tests used the same paths), then returns how many it logged.
+async fn origin_requests_for(route: &str, since: usize) -> usize {
+    let mut log = access_log().subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        log.wait_for(|log| edge_requests(&log[since.min(log.len())..], route) >= 1),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("ldash never logged the edge's request for {route}"))
+    .expect("the access log lives as long as the test");
+    let log = log.borrow();
+    edge_requests(&log[since.min(log.len())..], route)
+}
+
+/// nginx running the repository's edge configuration, started for one test.
+struct Edge {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Edge {
+    /// Starts nginx in front of `origin` on a free loopback port, retrying with another port when
+    /// the one picked was taken in between. Ready when nginx says it started its workers (it has
+    /// bound the port by then).
+    async fn start(nginx: &Path, origin: SocketAddr) -> Edge {
+        let template =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/ldash-edge.conf"))
+                .expect("deploy/nginx/ldash-edge.conf");
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let dir = tempfile::tempdir().expect("nginx prefix");
+            for sub in ["logs", "temp"] {
+                std::fs::create_dir_all(dir.path().join(sub)).expect("nginx folders");
+            }
+            let conf = template
+                .replace("${LDASH_ORIGIN}", &origin.to_string())
+                .replace("${EDGE_LISTEN}", &format!("127.0.0.1:{port}"));
+            let conf_path = dir.path().join("nginx.conf");
+            std::fs::write(&conf_path, conf).expect("nginx.conf");
+            let prefix = format!("{}/", dir.path().display());
+            // `user root`: the workers must write the cache in this root-owned temporary folder
+            // (ignored, with a warning, when the test does not run as root).
+            let globals =
+                format!("daemon off; master_process on; pid {prefix}nginx.pid; error_log stderr notice; user root;");
+            let mut child = std::process::Command::new(nginx)
+                .args(["-p", &prefix, "-c"])
+                .arg(&conf_path)
+                .args(["-g", &globals])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("nginx starts");
+            let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+            let stderr = Arc::new(Mutex::new(Vec::new()));
+            let pipe = child.stderr.take().expect("nginx stderr");
+            let kept = stderr.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    kept.lock().expect("stderr lines").push(line.clone());
+                    let _ = lines_tx.send(line);
+                }
+            });
+            let outcome = tokio::time::timeout(Duration::from_secs(15), async {
+                while let Some(line) = lines.recv().await {
+                    if line.contains("start worker process") {
+                        return Ok(());
+                    }
+                    if line.contains("[emerg]") {
+                        return Err(line);
+                    }
+                }
+                Err("nginx exited".to_owned())
+            })
+            .await
+            .unwrap_or_else(|_| Err("nginx did not start its workers within 15 s".to_owned()));
+            match outcome {
+                Ok(()) => {
+                    return Edge {
+                        port,
+                        dir,
+                        child,
+                        stderr,
+                    }
+                }
+                Err(line) if line.contains("Address already in use") => {
+                    let _ = child.wait();
+                    failures.push(line);
+                }
+                Err(line) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("nginx failed: {line}\n{}", stderr.lock().expect("stderr").join("\n"));
+                }
+            }
+        }
+        panic!("nginx found no free port in 5 tries: {failures:?}");
+    }
+
+    fn url(&self, route: &str) -> String {
+        format!("http://127.0.0.1:{}{route}", self.port)
+    }
+
+    /// nginx's own access log (`$upstream_cache_status` per request), for messages.
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/edge-access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        // SIGTERM to the master (by its pid) stops its workers too; SIGKILL would orphan them.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let warnings: Vec<String> = self
+            .stderr
+            .lock()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains("[error]") || l.contains("[crit]") || l.contains("[alert]"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !warnings.is_empty() {
+            eprintln!("nginx reported:\n{}", warnings.join("\n"));
+        }
+    }
+}
+
+/// What one viewer received, with times from the common start.
+#[derive(Debug)]
+struct Received {
+    status: u16,
+    cache: String,
+    digest: Vec<u8>,
+    len: usize,
+    /// (time, bytes so far) at each body chunk.
+    marks: Vec<(Duration, usize)>,
+    done: Duration,
+}
+
+async fn receive(client: reqwest::Client, url: String, range: Option<String>, t0: Instant) -> Received {
+    let mut request = client.get(&url);
+    if let Some(range) = range {
+        request = request.header("range", range);
+    }
+    let mut response = request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let cache = response
+        .headers()
+        .get("x-edge-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut marks = Vec::new();
+    let mut len = 0;
+    while let Some(chunk) = next_data(&mut response)
+        .await
+        .unwrap_or_else(|e| panic!("body of {url}: {e}"))
+    {
+        digest.update(&chunk);
+        len += chunk.len();
+        marks.push((t0.elapsed(), len));
+    }
+    Received {
+        status,
+        cache,
+        digest: digest.finish().as_ref().to_vec(),
+        len,
+        marks,
+        done: t0.elapsed(),
+    }
+}
+
+/// The origin (HTTP/2, direct) and VIEWERS edge readers for `route`, all started at once.
+/// Also returns where ldash's access log stood before.
+async fn crowd(server: &TestServer, edge: &Edge, route: &str, range: Option<&str>) -> (Received, Vec<Received>, usize) {
+    let since = access_log().borrow().len();
+    let direct_client = server.client(Proto::H2c);
+    let edge_client = server.client(Proto::H1);
+    let t0 = Instant::now();
+    let direct = tokio::spawn(receive(
+        direct_client,
+        server.url(Proto::H2c, route),
+        range.map(str::to_owned),
+        t0,
+    ));
+    let viewers: Vec<_> = (0..VIEWERS)
+        .map(|_| {
+            tokio::spawn(receive(
+                edge_client.clone(),
+                edge.url(route),
+                range.map(str::to_owned),
+                t0,
+            ))
+        })
+        .collect();
+    let bound = Duration::from_secs(30);
+    let direct = tokio::time::timeout(bound, direct)
+        .await
+        .expect("the direct read ends within 30 s")
+        .expect("direct reader");
+    let mut received = Vec::new();
+    for viewer in viewers {
+        received.push(
+            tokio::time::timeout(bound, viewer)
+                .await
+                .expect("every edge viewer finishes within 30 s")
+                .expect("edge reader"),
+        );
+    }
+    (direct, received, since)
+}
+
+/// Every viewer got `status` and the same bytes, exactly one was the edge's origin request (MISS),
+/// and ldash served the route to the edge exactly once. Returns the viewer that went to the origin.
+async fn assert_collapsed<'a>(
+    case: &str,
+    route: &str,
+    status: u16,
+    (viewers, since): (&'a [Received], usize),
+    edge: &Edge,
+) -> &'a Received {
+    for (i, v) in viewers.iter().enumerate() {
+        assert_eq!(v.status, status, "{case}: viewer {i} got status {}", v.status);
+        assert_eq!(
+            v.digest, viewers[0].digest,
+            "{case}: viewer {i} got other bytes ({} bytes)",
+            v.len
+        );
+    }
+    let misses: Vec<&Received> = viewers.iter().filter(|v| v.cache == "MISS").collect();
+    let hits = viewers.iter().filter(|v| v.cache == "HIT").count();
+    assert_eq!(
+        (misses.len(), hits),
+        (1, VIEWERS - 1),
+        "{case}: nginx should fetch once and serve the rest from its cache; its log:\n{}",
+        edge.access_log()
+    );
+    let origin = origin_requests_for(route, since).await;
+    assert_eq!(origin, 1, "{case}: ldash served {route} to the edge {origin} times");
+    misses[0]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The largest delay of any byte at `viewer` compared with the direct reader: for each point the
+/// origin's bytes reached, when the viewer had as many.
+fn max_byte_lag(direct: &Received, viewer: &Received) -> Duration {
+    direct
+        .marks
+        .iter()
+        .map(|&(at, n)| {
+            let viewer_at = viewer
+                .marks
+                .iter()
+                .find(|&&(_, m)| m >= n)
+                .map_or(viewer.done, |&(t, _)| t);
+            viewer_at.saturating_sub(at)
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+fn spread(viewers: &[Received], skip: Option<&Received>) -> (f64, f64, f64) {
+    let mut done: Vec<f64> = viewers
+        .iter()
+        .filter(|v| skip.is_none_or(|s| !std::ptr::eq(*v, s)))
+        .map(|v| ms(v.done))
+        .collect();
+    done.sort_by(f64::total_cmp);
+    (done[0], done[done.len() / 2], done[done.len() - 1])
+}
+
+/// Waits (bounded) for the next upload whose path starts with `prefix`.
+async fn next_upload(events: &mut tokio::sync::broadcast::Receiver<StoreEvent>, prefix: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::Started { path, .. }) if path.starts_with(prefix) => return path.to_string(),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("store events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no upload of {prefix}* within 20 s"))
+}
+
+/// Starts ldash and ffmpeg and waits (bounded) until the stream has three segments.
+async fn live_origin(
+    ffmpeg: &Path,
+    seconds: u32,
+    change: impl FnOnce(&mut ldash::Config),
+) -> (TestServer, tokio::process::Child) {
+    access_log();
+    let server = TestServer::start_with(change).await;
+    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
+    let encoder = ffmpeg_command(ffmpeg, &url, Ingest::PutPersistent, seconds)
+        .spawn()
+        .expect("ffmpeg starts");
+    let mut events = server.store.subscribe();
+    while server.store.get("live/chunk-stream0-00003.m4s").is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("ffmpeg reaches segment 3");
+    }
+    (server, encoder)
+}
+
+/// One test at a time in this binary: each runs an encoder, nginx and (below) a browser, and two at
+/// once on 2 cores would measure the machine, not the edge.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_viewers_through_the_edge_cost_the_origin_one_request_per_object() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (Some(ffmpeg), Some(nginx)) = (require_tool("ffmpeg"), require_tool("nginx")) else {
+        return;
+    };
+    let (server, mut encoder) = live_origin(&ffmpeg, 60, |_| {}).await;
+    let edge = Edge::start(&nginx, server.http).await;
+    let mut events = server.store.subscribe();
+
+    // 1. A growing segment (LL-DASH viewers ask for it as soon as its upload starts).
+    let path = next_upload(&mut events, "live/chunk-stream0-").await;
+    let route = format!("/ldash/download/{path}");
+    let (direct, viewers, since) = crowd(&server, &edge, &route, None).await;
+    assert_eq!(direct.status, 200, "the origin serves {route}");
+    let holder = assert_collapsed("growing segment", &route, 200, (&viewers, since), &edge).await;
+    assert_eq!(
+        holder.digest, direct.digest,
+        "the edge's bytes of {route} are the origin's"
+    );
+    let (first, median, last) = spread(&viewers, Some(holder));
+    println!(
+        "EDGE growing segment {} bytes: origin first byte {:.0} ms, complete {:.0} ms | edge viewer that \
+         went to the origin: first byte {:.0} ms, complete {:.0} ms, latest byte {:.0} ms behind the origin | \
+         the {} that waited for the lock: complete at {first:.0} / {median:.0} / {last:.0} ms (min/median/max)",
+        direct.len,
+        ms(direct.marks[0].0),
+        ms(direct.done),
+        ms(holder.marks[0].0),
+        ms(holder.done),
+        ms(max_byte_lag(&direct, holder)),
+        VIEWERS - 1,
+    );
+
+    // 2. An LL-HLS blocking reload for the next part of the second video rendition.
+    let playlist = server
+        .client(Proto::H2c)
+        .get(server.url(Proto::H2c, "/ldash/download/live/stream.1.m3u8"))
+        .send()
+        .await
+        .expect("media playlist")
+        .text()
+        .await
+        .expect("playlist text");
+    let (msn, part) = next_part(&playlist);
+    let route = "/ldash/download/live/stream.1.m3u8".to_owned();
+    let blocking = format!("{route}?_HLS_msn={msn}&_HLS_part={part}");
+    let (direct, viewers, since) = crowd(&server, &edge, &blocking, None).await;
+    assert_eq!(direct.status, 200, "the origin answers {blocking}");
+    let holder = assert_collapsed("blocking playlist", &route, 200, (&viewers, since), &edge).await;
+    let (first, median, last) = spread(&viewers, Some(holder));
+    println!(
+        "EDGE blocking playlist {blocking}: origin answered at {:.0} ms | the edge's origin request at {:.0} ms | \
+         the {} that waited for the lock at {first:.0} / {median:.0} / {last:.0} ms",
+        ms(direct.done),
+        ms(holder.done),
+        VIEWERS - 1,
+    );
+
+    // 3. An LL-HLS part (a byte range) of a segment that has just started, held by the origin until
+    //    its bytes exist.
+    let path = next_upload(&mut events, "live/chunk-stream1-").await;
+    let route = format!("/ldash/download/{path}");
+    let (direct, viewers, since) = crowd(&server, &edge, &route, Some("bytes=0-999")).await;
+    assert_eq!(direct.status, 206, "the origin serves the range of {route}");
+    let holder = assert_collapsed("part", &route, 206, (&viewers, since), &edge).await;
+    assert_eq!(
+        holder.digest, direct.digest,
+        "the edge's part of {route} is the origin's"
+    );
+    let (first, median, last) = spread(&viewers, Some(holder));
+    println!(
+        "EDGE part bytes=0-999 of {path}: origin at {:.0} ms | the edge's origin request at {:.0} ms | \
+         the {} that waited for the lock at {first:.0} / {median:.0} / {last:.0} ms",
+        ms(direct.done),
+        ms(holder.done),
+        VIEWERS - 1,
+    );
+
+    // 4. A complete segment nobody asked for yet (the audio of the segment before the one above).
+    let number: u32 = path
+        .trim_end_matches(".m4s")
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("segment number");
+    let route = format!("/ldash/download/live/chunk-stream2-{:05}.m4s", number - 1);
+    let (direct, viewers, since) = crowd(&server, &edge, &route, None).await;
+    assert_eq!(direct.status, 200, "the origin serves {route}");
+    let holder = assert_collapsed("complete segment", &route, 200, (&viewers, since), &edge).await;
+    assert_eq!(
+        holder.digest, direct.digest,
+        "the edge's bytes of {route} are the origin's"
+    );
+    let (first, median, last) = spread(&viewers, None);
+    println!(
+        "EDGE complete segment {} bytes: origin {:.1} ms | edge viewers {first:.1} / {median:.1} / {last:.1} ms",
+        direct.len,
+        ms(direct.done),
+    );
+
+    // Headers: the origin's CORS headers once each, Cache-Control as the origin said.
+    let response = server
+        .client(Proto::H1)
+        .get(edge.url(&route))
+        .send()
+        .await
+        .expect("cached segment");
+    let headers = response.headers();
+    assert_eq!(headers.get_all("access-control-allow-origin").iter().count(), 1);
+    assert_eq!(headers.get_all("access-control-expose-headers").iter().count(), 1);
+    assert_eq!(headers["cache-control"], "public, max-age=300");
+    assert_eq!(headers["x-edge-cache"], "HIT");
+    let _ = encoder.start_kill();
+}
+
+/// The msn and part index of the part after the last one a media playlist lists.
+fn next_part(playlist: &str) -> (u64, usize) {
+    let hint = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+        .expect("a preload hint");
+    let uri = hint
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("URI=\""))
+        .and_then(|u| u.strip_suffix('"'))
+        .expect("hint URI");
+    let msn = uri
+        .trim_end_matches(".m4s")
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("segment number in the hint");
+    let listed = playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:") && l.contains(&format!("URI=\"{uri}\"")))
+        .count();
+    (msn, listed)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Sample {
+    at: u32,
+    latency: Option<f64>,
+    stalls: u32,
+    #[serde(rename = "currentTime")]
+    current_time: f64,
+    error: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Run {
+    #[serde(default)]
+    samples: Vec<Sample>,
+    #[serde(default)]
+    console: Vec<String>,
+    error: Option<String>,
+}
+
+fn player_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("player")
+}
+
+/// Whether the npm packages are installed (`npm ci --prefix player`); required in CI.
+fn require_player_packages() -> bool {
+    let installed = ["playwright-core", "dashjs", "hls.js"]
+        .iter()
+        .all(|p| player_dir().join("node_modules").join(p).is_dir());
+    if !installed {
+        let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "the player's npm packages are required: run npm ci --prefix player"
+        );
+        eprintln!("SKIPPED: player/node_modules is missing (npm ci --prefix player)");
+    }
+    installed
+}
+
+/// Plays `page` for 15 s in headless Chromium; returns the last sample's latency and stalls.
+async fn play(node: &Path, page: &str, case: &str) -> (f64, u32) {
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    let shot = shots.join(format!("{}.png", case.replace(' ', "-")));
+    let mut command = tokio::process::Command::new(node);
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.cjs"))
+        .arg(player_dir())
+        .arg(page)
+        .arg("15")
+        .arg(&shot)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the browser run ends within 120 s")
+        .expect("node runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let run: Run = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("driver output ({e}): {text}"));
+    assert!(
+        run.error.is_none(),
+        "{case}: the driver failed: {:?}\n{:?}",
+        run.error,
+        run.console
+    );
+    let last = run
+        .samples
+        .last()
+        .unwrap_or_else(|| panic!("{case}: no statistics from the page: {:?}", run.console));
+    assert!(
+        last.error.is_none(),
+        "{case}: the player reported {:?}; console: {:?}",
+        last.error,
+        run.console
+    );
+    let earlier = run
+        .samples
+        .iter()
+        .find(|s| s.at + 5 == last.at)
+        .expect("a sample 5 s before the last");
+    let advanced = last.current_time - earlier.current_time;
+    assert!(
+        advanced >= 4.0,
+        "{case}: playback advanced {advanced:.2} s in 5 s; console: {:?}",
+        run.console
+    );
+    (last.latency.unwrap_or(f64::NAN), last.stalls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_page_plays_through_the_edge() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (Some(ffmpeg), Some(nginx), Some(node), Some(_)) = (
+        require_tool("ffmpeg"),
+        require_tool("nginx"),
+        require_tool("node"),
+        require_tool("chromium"),
+    ) else {
+        return;
+    };
+    if !require_player_packages() {
+        return;
+    }
+    let (server, mut encoder) = live_origin(&ffmpeg, 150, |c| c.player_dir = player_dir()).await;
+    let edge = Edge::start(&nginx, server.http).await;
+    for kind in ["m3u8", "mpd"] {
+        let route = format!("/ldash/play/live/stream.{kind}");
+        let player = if kind == "mpd" { "LL-DASH" } else { "LL-HLS" };
+        let (direct, direct_stalls) =
+            play(&node, &server.url(Proto::H1, &route), &format!("edge {player} direct")).await;
+        let (through, edge_stalls) = play(&node, &edge.url(&route), &format!("edge {player} through nginx")).await;
+        println!(
+            "EDGE {player} play page, HTTP/1.1: latency {direct:.3} s from the origin ({direct_stalls} stalls), \
+             {through:.3} s through the edge ({edge_stalls} stalls): the edge adds {:.3} s",
+            through - direct
+        );
+    }
+    let log = edge.access_log();
+    let segments = log.lines().filter(|l| l.contains(".m4s")).count();
+    assert!(segments > 10, "the page fetched its segments through the edge:\n{log}");
+    let _ = encoder.start_kill();
+}
