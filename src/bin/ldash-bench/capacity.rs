@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
 
-use crate::clients::{self, Conn, Proto};
+use crate::clients::{Conn, Proto};
 use crate::procs;
 use crate::recording::{self, Publisher, Recording, Written};
 use crate::stats::{self, Summary};
@@ -90,7 +90,6 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
 
 async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>, dir: &Path) -> Result<Trial, String> {
     let server = procs::start_ldash(dir, &[]).await?;
-    let endpoint = clients::h3_endpoint(&server.cert_pem)?;
     let base = format!("https://localhost:{}", server.https.port());
     let chunks = rec.segments[0].len();
     let written = Written::new(segments as usize + 2, chunks);
@@ -113,14 +112,7 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
     let publisher = Publisher::new(server.http, "live", Arc::clone(rec))?;
     publisher.start(SystemTime::now()).await?;
     let mut upload = publisher.open(1);
-    let probe = Conn::open(
-        Proto::H1,
-        &format!("http://{}", server.http),
-        None,
-        None,
-        &server.cert_pem,
-    )
-    .await?;
+    let probe = Conn::open(Proto::H1, &format!("http://{}", server.http), None, &server.cert_pem).await?;
     crate::relay::wait_exists(&probe, "/ldash/download/live/chunk-stream0-00001.m4s").await?;
 
     // Connect every reader (bounded concurrency), then wait until each has segment 1's headers.
@@ -136,11 +128,11 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
             Arc::clone(&all_attached),
             Arc::clone(&connecting),
         );
-        let (base, quic, endpoint, cert) = (base.clone(), server.quic, endpoint.clone(), server.cert_pem.clone());
+        let (base, quic, cert) = (base.clone(), server.quic, server.cert_pem.clone());
         tasks.spawn(async move {
             let conn = {
                 let _permit = connecting.acquire().await.map_err(|e| e.to_string())?;
-                Conn::open(proto, &base, quic, Some(&endpoint), &cert).await?
+                Conn::open(proto, &base, quic, &cert).await?
             };
             follow(&conn, &expect, &written, || {
                 if attached.fetch_add(1, Ordering::AcqRel) + 1 == readers {

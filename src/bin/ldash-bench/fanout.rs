@@ -294,10 +294,9 @@ async fn h3_load(url: &str, clients: usize, seconds: u64, cert: &Path) -> Result
         .ok_or("an https://localhost URL")?;
     let (port, route) = rest.split_at(rest.find('/').ok_or("a path")?);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|_| "port")?;
-    let endpoint = clients::h3_endpoint(cert)?;
     let mut conns = Vec::new();
     for _ in 0..clients {
-        conns.push(H3::connect(&endpoint, addr).await?);
+        conns.push(H3::connect(addr, cert).await?);
     }
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);

@@ -55,7 +55,6 @@ async fn wake_up(
     dir: &Path,
 ) -> Result<(Vec<Duration>, usize), String> {
     let server = procs::start_ldash(dir, &[]).await?;
-    let endpoint = clients::h3_endpoint(&server.cert_pem)?;
     let publisher = Publisher::new(server.http, "live", Arc::clone(rec))?;
     publisher.start(SystemTime::now()).await?;
     // Two segments in real time, so the stream has a live edge and a fixed part target.
@@ -71,14 +70,7 @@ async fn wake_up(
         upload = next;
     }
     let route = "/ldash/download/live/stream.0.m3u8";
-    let probe = Conn::open(
-        Proto::H1,
-        &format!("http://{}", server.http),
-        None,
-        None,
-        &server.cert_pem,
-    )
-    .await?;
+    let probe = Conn::open(Proto::H1, &format!("http://{}", server.http), None, &server.cert_pem).await?;
     let offset = msn_offset(&probe, route).await?;
 
     let base = match proto {
@@ -87,13 +79,14 @@ async fn wake_up(
     };
     let mut conns = Vec::with_capacity(waiters);
     for _ in 0..waiters {
-        conns.push(Conn::open(proto, &base, server.quic, Some(&endpoint), &server.cert_pem).await?);
+        conns.push(Conn::open(proto, &base, server.quic, &server.cert_pem).await?);
     }
     // Warm every connection (and, over TLS, finish every handshake) before measuring.
     for conn in &conns {
         let (_, mut body) = conn.get(route).await?;
         while body.chunk().await?.is_some() {}
     }
+    let scraper = clients::reqwest_client(Proto::H1, &server.cert_pem)?;
     let mut samples = Vec::new();
     let mut early = 0;
     for n in 3..3 + segments {
@@ -105,22 +98,32 @@ async fn wake_up(
                 let (conn, target) = (conn.clone(), target.clone());
                 blocked.spawn(async move {
                     let (status, mut body) = conn.get(&target).await?;
-                    while body.chunk().await?.is_some() {}
-                    Ok::<_, String>((status, Instant::now()))
+                    let mut text = Vec::new();
+                    while let Some(piece) = body.chunk().await? {
+                        text.extend_from_slice(&piece);
+                    }
+                    Ok::<_, String>((status, Instant::now(), text, target))
                 });
             }
-            // Let the requests reach the server and park there (the part does not exist yet).
-            tokio::time::sleep(Duration::from_millis(60)).await;
+            // Every request has reached the server and is parked there (the part does not exist yet).
+            wait_blocked(&server, &scraper, waiters).await?;
             upload.send(chunk, None).await?;
             let sent = Instant::now();
             while let Some(joined) = blocked.join_next().await {
-                let (status, at) = joined.map_err(|e| e.to_string())??;
+                let (status, at, text, target) = joined.map_err(|e| e.to_string())??;
                 if status != 200 {
                     return Err(format!("blocking playlist request answered {status}"));
                 }
                 match at.checked_duration_since(sent) {
                     Some(d) => samples.push(d),
-                    None => early += 1,
+                    None => {
+                        early += 1;
+                        if std::env::var_os("BENCH_DEBUG").is_some() {
+                            let text = String::from_utf8_lossy(&text);
+                            let tail: Vec<&str> = text.lines().rev().take(6).collect();
+                            eprintln!("early: {target} {:?}", tail);
+                        }
+                    }
                 }
             }
         }
@@ -128,6 +131,18 @@ async fn wake_up(
         upload = next;
     }
     Ok((samples, early))
+}
+
+/// Waits (bounded) until ldash counts `waiters` blocking playlist requests in progress.
+async fn wait_blocked(server: &procs::Ldash, scraper: &reqwest::Client, waiters: usize) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric(scraper, "ldash_hls_blocking_requests").await? < waiters as f64 {
+        if Instant::now() > deadline {
+            return Err("the blocking requests did not all reach the server within 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 /// Media sequence number minus segment number, read from the playlist.

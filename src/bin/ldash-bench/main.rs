@@ -29,6 +29,9 @@ use clients::Proto;
 pub struct Plan {
     pub quick: bool,
     only: Option<Vec<String>>,
+    /// Relay: reader counts and chunk sizes instead of the defaults (for profiling one case).
+    readers: Option<Vec<usize>>,
+    sizes: Option<Vec<usize>>,
 }
 
 impl Plan {
@@ -52,14 +55,22 @@ fn main() -> ExitCode {
     let mut plan = Plan {
         quick: false,
         only: None,
+        readers: None,
+        sizes: None,
     };
+    let numbers = |v: Option<&String>| v.map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => plan.quick = true,
             "--only" => plan.only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
+            "--readers" => plan.readers = numbers(it.next()),
+            "--sizes" => plan.sizes = numbers(it.next()),
             "-h" | "--help" => {
-                println!("usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory]");
+                println!(
+                    "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory] \\\n  \
+                     [--readers 1,100] [--sizes 1024,65536] (relay cases)"
+                );
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -134,6 +145,8 @@ async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
     } else {
         (&[1, 100, 1000], &[1024, 65536], 500)
     };
+    let readers = plan.readers.as_deref().unwrap_or(readers);
+    let sizes = plan.sizes.as_deref().unwrap_or(sizes);
     println!("\n## 1. Relay latency\n");
     println!(
         "A chunk every 10 ms ({chunks} chunks) into a growing file; every reader on its own connection; \
@@ -141,7 +154,6 @@ async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
     );
     println!("| proto | readers | chunk | p50 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: |");
     let server = procs::start_ldash(dir, &[]).await?;
-    let endpoint = clients::h3_endpoint(&server.cert_pem)?;
     let mut id = 0;
     for &chunk in sizes {
         for &n in readers {
@@ -157,7 +169,7 @@ async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
                     chunks,
                 };
                 let label = proto.map_or("TCP floor", Proto::label);
-                match relay::run(case, &server, &endpoint, id).await {
+                match relay::run(case, &server, id).await {
                     Ok(s) => println!(
                         "| {label} | {n} | {} KB | {} | {} | {} |",
                         chunk / 1024,

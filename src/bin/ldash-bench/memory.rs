@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::clients::{self, Conn, Proto};
+use crate::clients::{Conn, Proto};
 use crate::procs::{self, Ldash};
 use crate::recording::{self, Publisher};
 use crate::stats;
@@ -69,12 +69,11 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     println!(
         "| proto | readers | RSS before MiB | RSS attached MiB | KiB per reader |\n| --- | ---: | ---: | ---: | ---: |"
     );
-    let endpoint = clients::h3_endpoint(&server.cert_pem)?;
     for (n, proto) in (total + 1..).zip([Proto::H1, Proto::H2Tls, Proto::H3]) {
         let next = publisher.open(n + 1);
         let first = rec.segment(n);
         upload.send(first[0].clone(), None).await?;
-        let (before, attached) = per_reader(&server, proto, readers, n, &endpoint).await?;
+        let (before, attached) = per_reader(&server, proto, readers, n).await?;
         for chunk in first.into_iter().skip(1) {
             upload.send(chunk, None).await?;
         }
@@ -94,13 +93,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
 
 /// RSS before and after `readers` readers have attached to growing segment `n` (each has its first
 /// chunk); the readers stay attached until the segment completes.
-async fn per_reader(
-    server: &Ldash,
-    proto: Proto,
-    readers: usize,
-    n: u64,
-    endpoint: &quinn::Endpoint,
-) -> Result<(u64, u64), String> {
+async fn per_reader(server: &Ldash, proto: Proto, readers: usize, n: u64) -> Result<(u64, u64), String> {
     let base = match proto {
         Proto::H2Tls => format!("https://localhost:{}", server.https.port()),
         _ => format!("http://{}", server.http),
@@ -110,7 +103,7 @@ async fn per_reader(
     let attached = Arc::new(AtomicUsize::new(0));
     let all = Arc::new(Notify::new());
     for _ in 0..readers {
-        let conn = Conn::open(proto, &base, server.quic, Some(endpoint), &server.cert_pem).await?;
+        let conn = Conn::open(proto, &base, server.quic, &server.cert_pem).await?;
         let (route, attached, all) = (route.clone(), Arc::clone(&attached), Arc::clone(&all));
         tokio::spawn(async move {
             let Ok((200, mut body)) = conn.get(&route).await else {

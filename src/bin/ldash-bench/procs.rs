@@ -96,8 +96,9 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // nginx forks workers that would outlive a killed master: end the whole tree, leaves first.
-        for pid in tree(self.pid()).into_iter().rev() {
+        // nginx forks workers that would outlive a killed master, and a live master replaces a worker
+        // that dies: end the whole tree, the master first.
+        for pid in tree(self.pid()) {
             kill(pid);
         }
         let _ = self.child.start_kill();
@@ -117,6 +118,8 @@ pub struct Ldash {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub quic: Option<SocketAddr>,
+    /// Where its Prometheus metrics are served.
+    pub metrics: Option<SocketAddr>,
     /// The certificate it serves (PEM), for clients to trust.
     pub cert_pem: PathBuf,
     pub key_pem: PathBuf,
@@ -132,7 +135,15 @@ pub async fn start_ldash(dir: &Path, args: &[&str]) -> Result<Ldash, String> {
     command
         .arg("serve")
         .arg(&root)
-        .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--cert-dir"])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--cert-dir",
+        ])
         .arg(&certs)
         .args(args)
         .stdin(Stdio::piped())
@@ -157,14 +168,34 @@ pub async fn start_ldash(dir: &Path, args: &[&str]) -> Result<Ldash, String> {
         return Err(format!("unexpected start-up line from ldash: {ready}"));
     };
     let quic = field("quic=");
+    let metrics = field("metrics=");
     Ok(Ldash {
         proc: Proc { child },
         http,
         https,
         quic,
+        metrics,
         cert_pem: certs.join("cert.pem"),
         key_pem: certs.join("key.pem"),
     })
+}
+
+impl Ldash {
+    /// The value of an unlabelled metric, scraped from /metrics.
+    pub async fn metric(&self, client: &reqwest::Client, name: &str) -> Result<f64, String> {
+        let addr = self.metrics.ok_or("ldash serves no metrics")?;
+        let text = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .ok_or_else(|| format!("no metric {name}"))
+    }
 }
 
 /// `ldash-bench serve ROOT [OPTIONS]`: the server side, run in its own process by [`start_ldash`].
@@ -187,7 +218,15 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         }
     };
     let quic = server.quic_addr().map(|a| format!(" quic={a}")).unwrap_or_default();
-    println!("ready http={} https={}{quic}", server.http_addr(), server.https_addr());
+    let metrics = server
+        .metrics_addr()
+        .map(|a| format!(" metrics={a}"))
+        .unwrap_or_default();
+    println!(
+        "ready http={} https={}{quic}{metrics}",
+        server.http_addr(),
+        server.https_addr()
+    );
     server
         .run(async {
             let mut stdin = tokio::io::stdin();

@@ -229,7 +229,11 @@ pub struct SegmentUpload {
 
 /// Uploads the replay to ldash the way ffmpeg does.
 pub struct Publisher {
+    /// Segments and deletes (a connection each, as needed).
     client: reqwest::Client,
+    /// The manifest and init segment, one after the other on one connection, as ffmpeg sends them:
+    /// ldash orders uploads of one path by connection and request order.
+    manifests: reqwest::Client,
     /// `http://HOST/ldash/upload/FOLDER`
     base: String,
     pub rec: Arc<Recording>,
@@ -239,6 +243,7 @@ impl Publisher {
     pub fn new(http: std::net::SocketAddr, folder: &str, rec: Arc<Recording>) -> Result<Publisher, String> {
         Ok(Publisher {
             client: clients::reqwest_client(clients::Proto::H1, Path::new("/nonexistent"))?,
+            manifests: clients::reqwest_client(clients::Proto::H1, Path::new("/nonexistent"))?,
             base: format!("http://{http}/ldash/upload/{folder}"),
             rec,
         })
@@ -246,7 +251,7 @@ impl Publisher {
 
     async fn put(&self, name: &str, body: impl Into<reqwest::Body>) -> Result<(), String> {
         let r = self
-            .client
+            .manifests
             .put(format!("{}/{name}", self.base))
             .body(body)
             .send()

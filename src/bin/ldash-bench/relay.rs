@@ -86,10 +86,10 @@ async fn writer(case: Case, sent: Arc<Sent>, tx: mpsc::Sender<Bytes>) {
     }
 }
 
-pub async fn run(case: Case, server: &Ldash, endpoint: &quinn::Endpoint, id: usize) -> Result<Summary, String> {
+pub async fn run(case: Case, server: &Ldash, id: usize) -> Result<Summary, String> {
     let mut latencies = match case.proto {
         None => tcp_floor(case).await?,
-        Some(proto) => through_ldash(case, proto, server, endpoint, id).await?,
+        Some(proto) => through_ldash(case, proto, server, id).await?,
     };
     let expected = case.readers * case.chunks;
     if latencies.len() < expected {
@@ -132,13 +132,7 @@ async fn tcp_floor(case: Case) -> Result<Vec<Duration>, String> {
     Ok(follower.latencies)
 }
 
-async fn through_ldash(
-    case: Case,
-    proto: Proto,
-    server: &Ldash,
-    endpoint: &quinn::Endpoint,
-    id: usize,
-) -> Result<Vec<Duration>, String> {
+async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> Result<Vec<Duration>, String> {
     let route = format!("/ldash/download/bench/relay-{id}.bin");
     let uploader = clients::reqwest_client(Proto::H1, &server.cert_pem)?;
     let (tx, upload) = clients::put_stream(
@@ -151,14 +145,7 @@ async fn through_ldash(
         Proto::H2Tls => format!("https://localhost:{}", server.https.port()),
         _ => format!("http://{}", server.http),
     };
-    let probe = Conn::open(
-        Proto::H1,
-        &format!("http://{}", server.http),
-        None,
-        None,
-        &server.cert_pem,
-    )
-    .await?;
+    let probe = Conn::open(Proto::H1, &format!("http://{}", server.http), None, &server.cert_pem).await?;
     wait_exists(&probe, &route).await?;
 
     let sent = Sent::new(case.chunks);
@@ -166,7 +153,7 @@ async fn through_ldash(
     let all_attached = Arc::new(Notify::new());
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..case.readers {
-        let conn = Conn::open(proto, &base, server.quic, Some(endpoint), &server.cert_pem).await?;
+        let conn = Conn::open(proto, &base, server.quic, &server.cert_pem).await?;
         let (sent, attached, all_attached, route) = (
             Arc::clone(&sent),
             Arc::clone(&attached),
