@@ -5,6 +5,7 @@
 
 use std::io::Write;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 
@@ -40,7 +41,15 @@ fn respond<B>(path: &str, playlist: Playlist, req: &Request<B>) -> Response<Resp
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().split(';').next() == Some("gzip")));
-    let body = if gzip { compress(playlist.text.as_bytes()) } else { None };
+    // Hundreds of blocked requests wake on one part: the first compresses, the others share it.
+    let body = if gzip {
+        playlist
+            .gzip
+            .get_or_init(|| compress(&playlist.text).map(Bytes::from))
+            .clone()
+    } else {
+        None
+    };
     let mut response = Response::new(ResponseBody::empty());
     let h = response.headers_mut();
     h.insert(
@@ -57,7 +66,7 @@ fn respond<B>(path: &str, playlist: Playlist, req: &Request<B>) -> Response<Resp
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             compressed
         }
-        None => playlist.text.into_bytes(),
+        None => playlist.text,
     };
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     if req.method() != http::Method::HEAD {

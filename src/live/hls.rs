@@ -1,7 +1,10 @@
 //! LL-HLS over the live index: snapshots of each representation for the pure playlist writer in
 //! [`crate::media::hls`], and the blocking playlist reload, woken by the folder's change counter.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use tokio::time::Instant;
 
@@ -69,10 +72,56 @@ impl Directives {
 /// A playlist ready to send.
 #[derive(Debug, Clone)]
 pub struct Playlist {
-    /// The text.
-    pub text: String,
+    /// The text, shared by every response that sees the same state of the stream.
+    pub text: Bytes,
     /// Cache-Control max-age.
     pub max_age: Duration,
+    /// The text gzipped, made once by the first response that asks for it and shared with every
+    /// other response of the same text (the HTTP layer fills it; None when compression failed).
+    pub gzip: SharedGzip,
+}
+
+/// A compressed form made at most once and shared (None when compression failed).
+pub type SharedGzip = Arc<OnceLock<Option<Bytes>>>;
+
+impl Playlist {
+    fn new(text: String, max_age: Duration) -> Playlist {
+        Playlist {
+            text: text.into(),
+            max_age,
+            gzip: Arc::default(),
+        }
+    }
+}
+
+/// One state of one rendition, shared by every playlist request that wakes on the same change of
+/// its folder: when a part completes, hundreds of blocked requests wake at once, and each would
+/// otherwise take the index lock, rebuild the same snapshot and write the same text.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    /// The folder's change counter when the snapshot was taken (its state is at least that new).
+    version: u64,
+    /// The manifest it was made from.
+    mpd: Arc<Mpd>,
+    rendition: Rendition,
+    timing: Timing,
+    reports: Vec<Report>,
+    /// The rendered playlist, full and with EXT-X-SKIP.
+    rendered: [OnceLock<(Bytes, SharedGzip)>; 2],
+}
+
+impl Snapshot {
+    fn playlist(&self, skip: bool, max_age: Duration) -> Playlist {
+        let (text, gzip) = self.rendered[usize::from(skip)].get_or_init(|| {
+            let text = hls::media_playlist(&self.rendition, &self.timing, &self.reports, skip);
+            (Bytes::from(text), Arc::default())
+        });
+        Playlist {
+            text: text.clone(),
+            max_age,
+            gzip: Arc::clone(gzip),
+        }
+    }
 }
 
 /// The media playlist name of a representation: `{manifest name}.{representation id}.m3u8`.
@@ -101,10 +150,7 @@ impl Live {
     pub async fn hls_multivariant(&self, mpd_path: &str) -> Result<Playlist, HlsError> {
         let (mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
         let (_, mpd_name) = split(mpd_path);
-        Ok(Playlist {
-            text: multivariant_of(&mpd, mpd_name),
-            max_age: Duration::from_secs(1),
-        })
+        Ok(Playlist::new(multivariant_of(&mpd, mpd_name), Duration::from_secs(1)))
     }
 
     /// The media playlist of representation `rep_id` of the manifest at `mpd_path`, held as the
@@ -122,20 +168,21 @@ impl Live {
         let started = Instant::now();
         let mut deadline: Option<Instant> = None;
         loop {
-            changed.borrow_and_update();
-            let snapshot = self.snapshot(folder, mpd_name, &mpd, rep_id);
+            // Read before the snapshot is taken, so a snapshot is never older than its version.
+            let version = *changed.borrow_and_update();
+            let snapshot = self.snapshot(folder, mpd_name, &mpd, rep_id, version);
             let hold = |timing: &Timing| Duration::from_secs(3 * timing.target_duration).min(Duration::from_secs(8));
             match snapshot {
-                Some((rendition, timing, reports)) => {
+                Some(snapshot) => {
                     let wanted = directives.msn.map(|msn| Wanted {
                         msn,
                         part: directives.part,
                     });
-                    match wanted.map(|w| rendition.block(w, &timing)) {
+                    let (rendition, timing) = (&snapshot.rendition, &snapshot.timing);
+                    match wanted.map(|w| rendition.block(w, timing)) {
                         None | Some(Block::Ready) => {
-                            let text = hls::media_playlist(&rendition, &timing, &reports, directives.skip);
-                            let max_age = hls::playlist_max_age(&timing, wanted.is_some() && !rendition.ended);
-                            return Ok(Playlist { text, max_age });
+                            let max_age = hls::playlist_max_age(timing, wanted.is_some() && !rendition.ended);
+                            return Ok(snapshot.playlist(directives.skip, max_age));
                         }
                         Some(Block::TooFar) => {
                             return Err(HlsError::BadRequest(
@@ -143,7 +190,7 @@ impl Live {
                             ))
                         }
                         Some(Block::Wait) => {
-                            deadline.get_or_insert(started + hold(&timing));
+                            deadline.get_or_insert(started + hold(timing));
                         }
                     }
                 }
@@ -159,49 +206,78 @@ impl Live {
         }
     }
 
-    /// A snapshot of one rendition with the stream's timing and the other renditions' reports.
+    /// A snapshot of one rendition with the stream's timing and the other renditions' reports: the
+    /// shared one when it was taken at `version` or later from the same manifest, else a new one.
     fn snapshot(
         &self,
         folder: &str,
         mpd_name: &str,
-        mpd: &Mpd,
+        mpd: &Arc<Mpd>,
         rep_id: &str,
-    ) -> Option<(Rendition, Timing, Vec<Report>)> {
+        version: u64,
+    ) -> Option<Arc<Snapshot>> {
         let mut folders = lock(&self.folders);
         let f = folders.get_mut(folder)?;
-        let timing = match f.hls_timing.get(mpd_name) {
-            Some(timing) => *timing,
-            None => {
-                let mut timing = match stream_timing(f, mpd) {
-                    Some(timing) => timing,
-                    // An ended stream whose chunks are gone still gets its (empty, ended) playlist.
-                    None if !mpd.dynamic => ended_timing(mpd),
-                    None => return None,
-                };
-                if let Some(part_target) = self.part_target {
-                    timing.part_target = part_target;
-                }
-                f.hls_timing.insert(mpd_name.to_owned(), timing);
-                timing
-            }
-        };
-        let mut this = None;
-        let mut reports = Vec::new();
-        for (_, rep) in reps(mpd) {
-            let Some(rendition) = rendition(f, mpd, mpd_name, rep) else {
-                continue;
-            };
-            if rep.id == rep_id {
-                this = Some(rendition);
-            } else if let Some(edge) = rendition.edge() {
-                reports.push(Report {
-                    uri: rendition.uri.clone(),
-                    edge,
-                });
+        let key = (mpd_name.to_owned(), rep_id.to_owned());
+        if let Some(shared) = f.snapshots.get(&key) {
+            if shared.version >= version && Arc::ptr_eq(&shared.mpd, mpd) {
+                return Some(Arc::clone(shared));
             }
         }
-        Some((this?, timing, reports))
+        let (rendition, timing, reports) = take_snapshot(f, self.part_target, mpd_name, mpd, rep_id)?;
+        let snapshot = Arc::new(Snapshot {
+            version,
+            mpd: Arc::clone(mpd),
+            rendition,
+            timing,
+            reports,
+            rendered: Default::default(),
+        });
+        f.snapshots.insert(key, Arc::clone(&snapshot));
+        Some(snapshot)
     }
+}
+
+/// One rendition of the folder `f` with the stream's timing and the other renditions' reports.
+fn take_snapshot(
+    f: &mut Folder,
+    part_target: Option<f64>,
+    mpd_name: &str,
+    mpd: &Mpd,
+    rep_id: &str,
+) -> Option<(Rendition, Timing, Vec<Report>)> {
+    let timing = match f.hls_timing.get(mpd_name) {
+        Some(timing) => *timing,
+        None => {
+            let mut timing = match stream_timing(f, mpd) {
+                Some(timing) => timing,
+                // An ended stream whose chunks are gone still gets its (empty, ended) playlist.
+                None if !mpd.dynamic => ended_timing(mpd),
+                None => return None,
+            };
+            if let Some(part_target) = part_target {
+                timing.part_target = part_target;
+            }
+            f.hls_timing.insert(mpd_name.to_owned(), timing);
+            timing
+        }
+    };
+    let mut this = None;
+    let mut reports = Vec::new();
+    for (_, rep) in reps(mpd) {
+        let Some(rendition) = rendition(f, mpd, mpd_name, rep) else {
+            continue;
+        };
+        if rep.id == rep_id {
+            this = Some(rendition);
+        } else if let Some(edge) = rendition.edge() {
+            reports.push(Report {
+                uri: rendition.uri.clone(),
+                edge,
+            });
+        }
+    }
+    Some((this?, timing, reports))
 }
 
 /// TARGETDURATION from the templates, PART-TARGET from the longest chunk seen so far in any

@@ -96,6 +96,9 @@ struct Folder {
     inits: HashMap<String, Arc<Init>>,
     /// Parsed manifests by file name, with the ETag of the version parsed.
     mpds: HashMap<String, (String, Arc<Mpd>)>,
+    /// The newest LL-HLS snapshot per (manifest name, representation id), shared by the playlist
+    /// requests that wake on the same change.
+    snapshots: HashMap<(String, String), Arc<hls::Snapshot>>,
 }
 
 /// One stream for the stream list: a manifest and what the index knows of it.
@@ -164,6 +167,7 @@ impl Default for Folder {
             segments: BTreeMap::new(),
             inits: HashMap::new(),
             mpds: HashMap::new(),
+            snapshots: HashMap::new(),
         }
     }
 }
@@ -216,7 +220,10 @@ impl Live {
         let (folder, name) = split(path);
         let mut folders = lock(&self.folders);
         if let Some(f) = folders.get_mut(folder) {
-            f.segments.remove(name);
+            if f.segments.remove(name).is_some() {
+                // Playlists must stop listing it (and shared snapshots must be taken again).
+                f.changed.send_modify(|n| *n += 1);
+            }
             f.inits.remove(name);
             if f.mpds.contains_key(name) {
                 // Keep the parsed manifest: the stream's playlists now end.

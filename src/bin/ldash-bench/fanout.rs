@@ -75,6 +75,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     std::fs::write(&file, &body).map_err(|e| e.to_string())?;
     let nginx = match procs::start_nginx(&dir.join("nginx"), &docroot).await {
         Ok(n) => Some(n),
+        Err(err) if crate::tools_required() => return Err(format!("nginx: {err}")),
         Err(err) => {
             println!("(nginx not measured: {err})");
             None
@@ -82,6 +83,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     };
     let caddy = match procs::start_caddy(&dir.join("caddy"), &docroot, &ldash.cert_pem, &ldash.key_pem).await {
         Ok(c) => Some(c),
+        Err(err) if crate::tools_required() => return Err(format!("caddy: {err}")),
         Err(err) => {
             println!("(caddy not measured: {err})");
             None

@@ -88,6 +88,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether tools a run needs must be there (CI sets LDASH_REQUIRE_TOOLS=1): then a missing peer
+/// server fails the run instead of being left out.
+pub fn tools_required() -> bool {
+    std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
 /// Runs every wanted item; returns how many failed to run (a missed target is not a failure).
 async fn run(plan: Plan) -> usize {
     let work = std::env::temp_dir().join(format!("ldash-bench-{}", std::process::id()));
@@ -152,7 +158,9 @@ async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
         "A chunk every 10 ms ({chunks} chunks) into a growing file; every reader on its own connection; \
          time from write to read, in ms.\n"
     );
-    println!("| proto | readers | chunk | p50 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| proto | readers | chunk | offered Mbit/s | p50 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     let server = procs::start_ldash(dir, &[]).await?;
     let mut id = 0;
     for &chunk in sizes {
@@ -169,15 +177,20 @@ async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
                     chunks,
                 };
                 let label = proto.map_or("TCP floor", Proto::label);
+                // What the readers ask of the server together: chunk bytes x 100 a second x readers.
+                let offered = (chunk * 100 * n * 8) as f64 / 1e6;
                 match relay::run(case, &server, id).await {
                     Ok(s) => println!(
-                        "| {label} | {n} | {} KB | {} | {} | {} |",
+                        "| {label} | {n} | {} KB | {offered:.1} | {} | {} | {} |",
                         chunk / 1024,
                         stats::ms(s.p50),
                         stats::ms(s.p99),
                         stats::ms(s.max)
                     ),
-                    Err(err) => println!("| {label} | {n} | {} KB | failed: {err} | | |", chunk / 1024),
+                    Err(err) => println!(
+                        "| {label} | {n} | {} KB | {offered:.1} | failed: {err} | | |",
+                        chunk / 1024
+                    ),
                 }
             }
         }

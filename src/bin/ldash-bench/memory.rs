@@ -29,6 +29,8 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut upload = publisher.open(1);
     let mut after_minute = 0;
+    // RSS every tenth of the run after the first minute: a leak grows steadily, a one-off step does not.
+    let mut samples = Vec::new();
     for n in 1..=total {
         let next = publisher.open(n + 1);
         for chunk in rec.segment(n) {
@@ -45,6 +47,8 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
         }
         if n == realtime {
             after_minute = server.proc.usage().rss;
+        } else if n > realtime && n % (total / 10).max(1) == 0 && n != total {
+            samples.push((n, server.proc.usage().rss));
         }
     }
     let after_hour = server.proc.usage().rss;
@@ -59,6 +63,9 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
         "| {realtime} s (real time) | {realtime} | {} |",
         stats::mib(after_minute)
     );
+    for (n, rss) in samples {
+        println!("| {n} s (simulated) | {n} | {} |", stats::mib(rss));
+    }
     println!("| {total} s (simulated) | {total} | {} |", stats::mib(after_hour));
     println!(
         "\nRatio after the simulated hour / after the first minute: {:.2} (target at most 1.2).\n",
