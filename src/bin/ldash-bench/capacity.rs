@@ -20,7 +20,6 @@ use crate::Plan;
 const LATE: Duration = Duration::from_millis(500);
 
 struct Trial {
-    readers: usize,
     /// Segments that did not arrive whole and exact, over all readers.
     broken: usize,
     late: usize,
@@ -57,7 +56,11 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for proto in [Proto::H2Tls, Proto::H3] {
         let mut best: Option<usize> = None;
-        for &n in counts {
+        let mut tries: Vec<usize> = counts.to_vec();
+        let (mut i, mut halved) = (0, false);
+        while i < tries.len() {
+            let n = tries[i];
+            i += 1;
             let trial = trial(proto, n, segments, &rec, &dir.join(format!("{proto:?}-{n}"))).await?;
             println!(
                 "| {} | {n} | {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
@@ -71,13 +74,21 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
                 trial.cpu_percent,
                 stats::mib(trial.rss)
             );
-            if !trial.passed() {
-                break;
+            if trial.passed() {
+                best = best.max(Some(n));
+                continue;
             }
-            best = Some(trial.readers);
+            // Stop doubling; one more try halfway between the last pass and this failure.
+            tries.truncate(i);
+            if !halved {
+                halved = true;
+                if let Some(mid) = best.map(|b| (b + n) / 2).filter(|m| best.is_some_and(|b| *m > b)) {
+                    tries.push(mid);
+                }
+            }
         }
         match best {
-            Some(n) => println!("\n{}: capacity at least {n} readers.\n", proto.label()),
+            Some(n) => println!("\n{}: {n} readers (the largest count that passed).\n", proto.label()),
             None => println!("\n{}: no tried count passed.\n", proto.label()),
         }
         if proto == Proto::H2Tls {
@@ -182,7 +193,6 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
     let after = server.proc.usage();
     drop(upload);
     Ok(Trial {
-        readers,
         broken,
         late,
         latency: Summary::of(&mut latencies),
