@@ -75,6 +75,9 @@ pub struct Playlist {
     pub max_age: Duration,
 }
 
+/// One rendition, the stream's timing, and the other renditions' reports.
+type Snapshot = (Rendition, Timing, Vec<Report>);
+
 /// The media playlist name of a representation: `{manifest name}.{representation id}.m3u8`.
 pub fn media_name(mpd_name: &str, rep: &Representation) -> String {
     let stem = mpd_name.strip_suffix(".mpd").unwrap_or(mpd_name);
@@ -123,7 +126,7 @@ impl Live {
         let mut deadline: Option<Instant> = None;
         loop {
             changed.borrow_and_update();
-            let snapshot = self.snapshot(folder, mpd_name, &mpd, rep_id);
+            let (snapshot, ends_at) = self.snapshot(folder, mpd_name, &mpd, rep_id);
             let hold = |timing: &Timing| Duration::from_secs(3 * timing.target_duration).min(Duration::from_secs(8));
             match snapshot {
                 Some((rendition, timing, reports)) => {
@@ -152,6 +155,14 @@ impl Live {
                 }
             }
             let until = deadline.unwrap_or(started);
+            // A stream that ends (its encoder went quiet) while the request waits is answered at
+            // once with its ended playlist: the end is a change, though no upload announces it.
+            if let Some(end) = ends_at.filter(|end| *end < until) {
+                match tokio::time::timeout_at(end, changed.changed()).await {
+                    Ok(Ok(())) | Err(_) => continue,
+                    Ok(Err(_)) => return Err(HlsError::Unavailable),
+                }
+            }
             match tokio::time::timeout_at(until, changed.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return Err(HlsError::Unavailable),
@@ -159,36 +170,40 @@ impl Live {
         }
     }
 
-    /// A snapshot of one rendition with the stream's timing and the other renditions' reports.
-    fn snapshot(
-        &self,
-        folder: &str,
-        mpd_name: &str,
-        mpd: &Mpd,
-        rep_id: &str,
-    ) -> Option<(Rendition, Timing, Vec<Report>)> {
+    /// A snapshot of one rendition with the stream's timing and the other renditions' reports, and
+    /// when the live stream ends if nothing more is uploaded.
+    fn snapshot(&self, folder: &str, mpd_name: &str, mpd: &Mpd, rep_id: &str) -> (Option<Snapshot>, Option<Instant>) {
         let mut folders = lock(&self.folders);
-        let f = folders.get_mut(folder)?;
+        let Some(f) = folders.get_mut(folder) else {
+            return (None, None);
+        };
+        let ended = self.has_ended(f, mpd, Instant::now());
+        let ends_at = if ended { None } else { self.ends_at(f, mpd) };
+        (self.snapshot_of(f, mpd_name, mpd, rep_id, ended), ends_at)
+    }
+
+    fn snapshot_of(&self, f: &mut Folder, mpd_name: &str, mpd: &Mpd, rep_id: &str, ended: bool) -> Option<Snapshot> {
         let timing = match f.hls_timing.get(mpd_name) {
             Some(timing) => *timing,
-            None => {
-                let mut timing = match stream_timing(f, mpd) {
-                    Some(timing) => timing,
-                    // An ended stream whose chunks are gone still gets its (empty, ended) playlist.
-                    None if !mpd.dynamic => ended_timing(mpd),
-                    None => return None,
-                };
-                if let Some(part_target) = self.part_target {
-                    timing.part_target = part_target;
+            None => match stream_timing(f, mpd) {
+                Some(mut timing) => {
+                    if let Some(part_target) = self.part_target {
+                        timing.part_target = part_target;
+                    }
+                    // Fixed for the stream's life: players reject a PART-TARGET that changes.
+                    f.hls_timing.insert(mpd_name.to_owned(), timing);
+                    timing
                 }
-                f.hls_timing.insert(mpd_name.to_owned(), timing);
-                timing
-            }
+                // An ended stream whose chunks are gone still gets its (empty, ended) playlist;
+                // this timing is not kept, so a stream that resumes gets its real one.
+                None if ended => ended_timing(mpd),
+                None => return None,
+            },
         };
         let mut this = None;
         let mut reports = Vec::new();
         for (_, rep) in reps(mpd) {
-            let Some(rendition) = rendition(f, mpd, mpd_name, rep) else {
+            let Some(rendition) = rendition(f, mpd, mpd_name, rep, ended) else {
                 continue;
             };
             if rep.id == rep_id {
@@ -244,7 +259,7 @@ fn timescale(f: &Folder, rep: &Representation) -> Option<u64> {
 }
 
 /// The contiguous run of segments ending at the newest, as parts.
-fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Option<Rendition> {
+fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended: bool) -> Option<Rendition> {
     let template = rep.template.as_ref()?;
     let duration = template.segment_duration()?;
     // Without its init segment (deleted with an ended stream) a rendition lists no segments.
@@ -293,7 +308,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Opt
         uri: media_name(mpd_name, rep),
         init_uri: template.init_path(rep)?,
         segments,
-        ended: !mpd.dynamic,
+        ended,
     })
 }
 
@@ -383,7 +398,7 @@ mod tests {
         f.inits
             .insert("a-init.m4s".into(), Arc::new(Init { tracks: vec![track] }));
         for &(n, failed) in segments {
-            let index = SegmentIndex::new(Arc::clone(&f.changed));
+            let index = SegmentIndex::new(Arc::clone(&f.changed), Arc::clone(&f.activity), 0);
             let chunks = (0..5u64)
                 .map(|i| Chunk {
                     start: i * 100,
@@ -418,7 +433,7 @@ mod tests {
         let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
         let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
         let f = folder(&[(1, false), (2, false), (3, true), (4, false), (5, false)]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -426,7 +441,7 @@ mod tests {
             "media sequence numbers stay consistent: the run restarts after the gap"
         );
         let f = folder(&[(1, false), (2, false), (3, true)]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
