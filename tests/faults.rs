@@ -615,3 +615,99 @@ async fn a_full_disk_keeps_live_serving_from_memory_and_counts_the_errors() {
     serves_from_memory_when_writes_fail(&server).await;
     server.stop().await;
 }
+
+// The store-level rules behind the faults, without sockets.
+
+async fn drain(reader: &mut ldash::store::Reader) -> Result<Vec<u8>, ldash::store::ReadError> {
+    let mut all = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await {
+        all.extend_from_slice(&chunk?);
+    }
+    Ok(all)
+}
+
+#[tokio::test]
+async fn lag_limit_cuts_a_reader_that_falls_behind_but_not_one_that_joined_late() {
+    let dir = tempfile::tempdir().expect("root");
+    let store = Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
+    let mut upload = store.begin_upload("s/seg.m4s").expect("upload");
+    upload.append(Bytes::from(vec![1u8; 10_000])).expect("append");
+    let entry = Arc::clone(upload.entry());
+    // Joins 10 KB behind the edge with a 4 KB window: its starting lag is not held against it.
+    let mut late = entry.reader(0, None).with_lag_limit(4_000);
+    let mut idle = entry.reader(0, None).with_lag_limit(4_000);
+    assert_eq!(late.next_chunk().await.expect("chunk").expect("ok").len(), 10_000);
+    upload.append(Bytes::from(vec![2u8; 3_000])).expect("append");
+    assert_eq!(late.next_chunk().await.expect("chunk").expect("ok").len(), 3_000);
+    upload.append(Bytes::from(vec![3u8; 3_000])).expect("append");
+    // `idle` took nothing while 6 KB arrived: 2 KB over its window.
+    assert!(matches!(
+        idle.next_chunk().await,
+        Some(Err(ldash::store::ReadError::TooSlow { limit: 4_000 }))
+    ));
+    upload.finish().expect("finish");
+    assert_eq!(
+        drain(&mut late)
+            .await
+            .expect("the reader that kept up ends cleanly")
+            .len(),
+        3_000
+    );
+    let mut after = entry.reader(0, None).with_lag_limit(1);
+    assert_eq!(
+        drain(&mut after).await.expect("a complete entry is never cut").len(),
+        16_000
+    );
+}
+
+#[tokio::test]
+async fn a_segment_uploaded_at_once_over_a_complete_one_is_streamed_while_it_grows() {
+    let dir = tempfile::tempdir().expect("root");
+    let store = Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
+    let mut old = store.begin_upload("s/seg.m4s").expect("upload");
+    old.append(Bytes::from_static(b"old run")).expect("append");
+    old.finish().expect("finish");
+    let mut reader_of_old = store.get("s/seg.m4s").expect("old").reader(0, None);
+    let mut new = store
+        .begin_upload_with("s/seg.m4s", None, ldash::store::Replace::AtOnce)
+        .expect("upload");
+    new.append(Bytes::from_static(b"new ")).expect("append");
+    let current = store.get("s/seg.m4s").expect("current");
+    assert_eq!(
+        current.state(),
+        EntryState::Growing,
+        "readers get the new upload at once"
+    );
+    let mut reader = current.reader(0, None);
+    assert_eq!(reader.next_chunk().await.expect("chunk").expect("ok").as_ref(), b"new ");
+    new.append(Bytes::from_static(b"run")).expect("append");
+    new.finish().expect("finish");
+    assert_eq!(drain(&mut reader).await.expect("clean end"), b"run");
+    assert_eq!(
+        drain(&mut reader_of_old)
+            .await
+            .expect("a reader of the old version finishes it"),
+        b"old run"
+    );
+    // A manifest keeps the atomic replace.
+    let mut mpd = store.begin_upload("s/m.mpd").expect("upload");
+    mpd.append(Bytes::from_static(b"v1")).expect("append");
+    mpd.finish().expect("finish");
+    let mut v2 = store.begin_upload("s/m.mpd").expect("upload");
+    v2.append(Bytes::from_static(b"v2")).expect("append");
+    assert_eq!(store.get("s/m.mpd").expect("v1").state(), EntryState::Complete);
+    // And an at-once replacement that fails leaves nothing behind, in memory or on disk.
+    store.flush().await;
+    assert!(dir.path().join("s/seg.m4s").is_file());
+    let broken = store
+        .begin_upload_with("s/seg.m4s", None, ldash::store::Replace::AtOnce)
+        .expect("upload");
+    broken.abort();
+    store.flush().await;
+    assert!(store.get("s/seg.m4s").is_none());
+    assert!(
+        !dir.path().join("s/seg.m4s").exists(),
+        "the dead version's file is removed"
+    );
+    drop(v2);
+}
