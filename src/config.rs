@@ -75,6 +75,16 @@ pub struct Config {
     #[arg(long, env = "LDASH_UPLOAD_IDLE_TIMEOUT", default_value_t = 30)]
     pub upload_idle_timeout: u64,
 
+    /// A live stream with no upload for this many segment durations is marked ended: its LL-HLS
+    /// playlists get EXT-X-ENDLIST and its MPD a mediaPresentationDuration (0: never).
+    #[arg(long, env = "LDASH_END_AFTER_SEGMENTS", default_value_t = 5)]
+    pub end_after_segments: u32,
+
+    /// Bytes a download of a growing file may fall behind the upload (beyond where it started)
+    /// before it is cut off with an error (0: never). Suffixes K, M, G accepted.
+    #[arg(long, env = "LDASH_READER_LAG_LIMIT", default_value = "8M", value_parser = parse_size)]
+    pub reader_lag_limit: u64,
+
     /// Seconds a client has to send its request headers (against slowloris).
     #[arg(long, env = "LDASH_HEADER_TIMEOUT", default_value_t = 10)]
     pub header_timeout: u64,

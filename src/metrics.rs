@@ -52,6 +52,7 @@ pub struct Metrics {
     hls_blocking: Gauge,
     early_held: Counter,
     early_waiting: Gauge,
+    slow_cut: Counter,
 }
 
 impl Metrics {
@@ -72,6 +73,7 @@ impl Metrics {
             hls_blocking: Gauge::default(),
             early_held: Counter::default(),
             early_waiting: Gauge::default(),
+            slow_cut: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -114,6 +116,11 @@ impl Metrics {
             "Early requests held right now",
             metrics.early_waiting.clone(),
         );
+        registry.register(
+            "slow_readers_cut",
+            "Downloads of a growing entry cut off for falling further behind its upload than --reader-lag-limit",
+            metrics.slow_cut.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store.clone())));
         Metrics { registry, ..metrics }
     }
@@ -144,6 +151,7 @@ impl Metrics {
         BodyMeter {
             sent: self.sent[Self::version_index(version)].clone(),
             relay_delay: self.relay_delay.clone(),
+            slow_cut: self.slow_cut.clone(),
         }
     }
 
@@ -198,6 +206,7 @@ impl Drop for GaugeGuard {
 pub struct BodyMeter {
     sent: Counter,
     relay_delay: RelayHistogram,
+    slow_cut: Counter,
 }
 
 impl BodyMeter {
@@ -208,6 +217,11 @@ impl BodyMeter {
         if let Some(delay) = delay {
             self.relay_delay.observe(delay);
         }
+    }
+
+    /// The download was cut off for falling too far behind a growing entry.
+    pub fn slow_reader_cut(&self) {
+        self.slow_cut.inc();
     }
 }
 

@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::http::App;
-use crate::live::Live;
+use crate::live::{Live, LiveOptions};
 use crate::metrics::Metrics;
 use crate::store::{Limits, Store};
 use crate::transport::quic::{self, QuicError};
@@ -76,7 +76,11 @@ impl Server {
             source,
         })?;
         let part_target = (config.part_target_ms > 0).then(|| config.part_target_ms as f64 / 1000.0);
-        let live = Live::start_with_part_target(store.clone(), config.service_defaults(), part_target);
+        let options = LiveOptions {
+            part_target,
+            end_after_segments: config.end_after_segments,
+        };
+        let live = Live::start_with_options(store.clone(), config.service_defaults(), options);
         let http = bind_tcp(config.http).await?;
         let (https, quic) = bind_tls_pair(&config, &identity).await?;
         let metrics = match config.metrics.addr() {
@@ -98,6 +102,7 @@ impl Server {
             alt_svc,
             player_dir: config.player_dir.clone(),
             connections: Default::default(),
+            reader_lag_limit: (config.reader_lag_limit > 0).then_some(config.reader_lag_limit),
         });
         Ok(Server {
             config,

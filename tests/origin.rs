@@ -499,6 +499,7 @@ async fn without_a_token_only_loopback_peers_may_upload() {
         player_dir: "player".into(),
         connections: Default::default(),
         metrics: std::sync::Arc::new(ldash::metrics::Metrics::new(&server.store)),
+        reader_lag_limit: None,
     };
     for method in [http::Method::PUT, http::Method::DELETE] {
         let mut request = http::Request::builder()

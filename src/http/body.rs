@@ -150,6 +150,9 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(Some(Ok(Frame::data(bytes))))
             }
             Poll::Ready(Some(Err(err))) => {
+                if let (ReadError::TooSlow { .. }, Some(meter)) = (&err, &this.meter) {
+                    meter.slow_reader_cut();
+                }
                 if let Some(log) = &mut this.log {
                     log.failed = Some(err.to_string());
                 }

@@ -171,7 +171,11 @@ fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> 
     let body = if head {
         ResponseBody::empty()
     } else {
-        ResponseBody::reader(entry.reader(0, None), None).attached(app.metrics.growing_reader())
+        let mut reader = entry.reader(0, None);
+        if let Some(limit) = app.reader_lag_limit {
+            reader = reader.with_lag_limit(limit);
+        }
+        ResponseBody::reader(reader, None).attached(app.metrics.growing_reader())
     };
     typed(app, path, true, body)
 }

@@ -111,6 +111,8 @@ pub struct App {
     pub connections: std::sync::atomic::AtomicU64,
     /// The server's metrics, served on the metrics listener.
     pub metrics: std::sync::Arc<Metrics>,
+    /// Bytes a download of a growing entry may fall behind its upload before it is cut off.
+    pub reader_lag_limit: Option<u64>,
 }
 
 impl App {

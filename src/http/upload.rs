@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::{App, ConnInfo, HttpError, ResponseBody};
-use crate::store::Landed;
+use crate::store::{Landed, Replace};
 
 pub(super) async fn put<B>(
     app: &App,
@@ -28,7 +28,14 @@ where
         }
     }
     let received = app.metrics.received(req.version());
-    let mut upload = app.store.begin_upload_at(path, Some(conn.arrival))?;
+    // A media segment re-uploaded over a complete one comes from a restarted encoder reusing its
+    // names: the new segment streams at once. Anything else is replaced when its upload completes.
+    let replace = if super::headers::is_media(path) && !super::headers::is_manifest(path) {
+        Replace::AtOnce
+    } else {
+        Replace::OnComplete
+    };
+    let mut upload = app.store.begin_upload_with(path, Some(conn.arrival), replace)?;
     let mut body = req.into_body();
     loop {
         // Dropping `upload` on any early return aborts it: readers see an error, a previous complete

@@ -94,6 +94,9 @@ impl Playlist {
     }
 }
 
+/// One rendition, the stream's timing, and the other renditions' reports.
+type View = (Rendition, Timing, Vec<Report>);
+
 /// One state of one rendition, shared by every playlist request that wakes on the same change of
 /// its folder: when a part completes, hundreds of blocked requests wake at once, and each would
 /// otherwise take the index lock, rebuild the same snapshot and write the same text.
@@ -101,6 +104,8 @@ impl Playlist {
 pub(super) struct Snapshot {
     /// The folder's change counter when the snapshot was taken (its state is at least that new).
     version: u64,
+    /// Whether the stream had ended then (which time alone can change).
+    ended: bool,
     /// The manifest it was made from.
     mpd: Arc<Mpd>,
     rendition: Rendition,
@@ -170,7 +175,7 @@ impl Live {
         loop {
             // Read before the snapshot is taken, so a snapshot is never older than its version.
             let version = *changed.borrow_and_update();
-            let snapshot = self.snapshot(folder, mpd_name, &mpd, rep_id, version);
+            let (snapshot, ends_at) = self.snapshot(folder, mpd_name, &mpd, rep_id, version);
             let hold = |timing: &Timing| Duration::from_secs(3 * timing.target_duration).min(Duration::from_secs(8));
             match snapshot {
                 Some(snapshot) => {
@@ -199,6 +204,14 @@ impl Live {
                 }
             }
             let until = deadline.unwrap_or(started);
+            // A stream that ends (its encoder went quiet) while the request waits is answered at
+            // once with its ended playlist: the end is a change, though no upload announces it.
+            if let Some(end) = ends_at.filter(|end| *end < until) {
+                match tokio::time::timeout_at(end, changed.changed()).await {
+                    Ok(Ok(())) | Err(_) => continue,
+                    Ok(Err(_)) => return Err(HlsError::Unavailable),
+                }
+            }
             match tokio::time::timeout_at(until, changed.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return Err(HlsError::Unavailable),
@@ -206,8 +219,9 @@ impl Live {
         }
     }
 
-    /// A snapshot of one rendition with the stream's timing and the other renditions' reports: the
-    /// shared one when it was taken at `version` or later from the same manifest, else a new one.
+    /// A snapshot of one rendition with the stream's timing and the other renditions' reports (the
+    /// shared one when it was taken at `version` or later, from the same manifest, in the same
+    /// ended state), and when the live stream ends if nothing more is uploaded.
     fn snapshot(
         &self,
         folder: &str,
@@ -215,18 +229,25 @@ impl Live {
         mpd: &Arc<Mpd>,
         rep_id: &str,
         version: u64,
-    ) -> Option<Arc<Snapshot>> {
+    ) -> (Option<Arc<Snapshot>>, Option<Instant>) {
         let mut folders = lock(&self.folders);
-        let f = folders.get_mut(folder)?;
+        let Some(f) = folders.get_mut(folder) else {
+            return (None, None);
+        };
+        let ended = self.has_ended(f, mpd, Instant::now());
+        let ends_at = if ended { None } else { self.ends_at(f, mpd) };
         let key = (mpd_name.to_owned(), rep_id.to_owned());
         if let Some(shared) = f.snapshots.get(&key) {
-            if shared.version >= version && Arc::ptr_eq(&shared.mpd, mpd) {
-                return Some(Arc::clone(shared));
+            if shared.version >= version && shared.ended == ended && Arc::ptr_eq(&shared.mpd, mpd) {
+                return (Some(Arc::clone(shared)), ends_at);
             }
         }
-        let (rendition, timing, reports) = take_snapshot(f, self.part_target, mpd_name, mpd, rep_id)?;
+        let Some((rendition, timing, reports)) = self.snapshot_of(f, mpd_name, mpd, rep_id, ended) else {
+            return (None, ends_at);
+        };
         let snapshot = Arc::new(Snapshot {
             version,
+            ended,
             mpd: Arc::clone(mpd),
             rendition,
             timing,
@@ -234,50 +255,44 @@ impl Live {
             rendered: Default::default(),
         });
         f.snapshots.insert(key, Arc::clone(&snapshot));
-        Some(snapshot)
+        (Some(snapshot), ends_at)
     }
-}
 
-/// One rendition of the folder `f` with the stream's timing and the other renditions' reports.
-fn take_snapshot(
-    f: &mut Folder,
-    part_target: Option<f64>,
-    mpd_name: &str,
-    mpd: &Mpd,
-    rep_id: &str,
-) -> Option<(Rendition, Timing, Vec<Report>)> {
-    let timing = match f.hls_timing.get(mpd_name) {
-        Some(timing) => *timing,
-        None => {
-            let mut timing = match stream_timing(f, mpd) {
-                Some(timing) => timing,
-                // An ended stream whose chunks are gone still gets its (empty, ended) playlist.
-                None if !mpd.dynamic => ended_timing(mpd),
+    fn snapshot_of(&self, f: &mut Folder, mpd_name: &str, mpd: &Mpd, rep_id: &str, ended: bool) -> Option<View> {
+        let timing = match f.hls_timing.get(mpd_name) {
+            Some(timing) => *timing,
+            None => match stream_timing(f, mpd) {
+                Some(mut timing) => {
+                    if let Some(part_target) = self.part_target {
+                        timing.part_target = part_target;
+                    }
+                    // Fixed for the stream's life: players reject a PART-TARGET that changes.
+                    f.hls_timing.insert(mpd_name.to_owned(), timing);
+                    timing
+                }
+                // An ended stream whose chunks are gone still gets its (empty, ended) playlist;
+                // this timing is not kept, so a stream that resumes gets its real one.
+                None if ended => ended_timing(mpd),
                 None => return None,
-            };
-            if let Some(part_target) = part_target {
-                timing.part_target = part_target;
-            }
-            f.hls_timing.insert(mpd_name.to_owned(), timing);
-            timing
-        }
-    };
-    let mut this = None;
-    let mut reports = Vec::new();
-    for (_, rep) in reps(mpd) {
-        let Some(rendition) = rendition(f, mpd, mpd_name, rep) else {
-            continue;
+            },
         };
-        if rep.id == rep_id {
-            this = Some(rendition);
-        } else if let Some(edge) = rendition.edge() {
-            reports.push(Report {
-                uri: rendition.uri.clone(),
-                edge,
-            });
+        let mut this = None;
+        let mut reports = Vec::new();
+        for (_, rep) in reps(mpd) {
+            let Some(rendition) = rendition(f, mpd, mpd_name, rep, ended) else {
+                continue;
+            };
+            if rep.id == rep_id {
+                this = Some(rendition);
+            } else if let Some(edge) = rendition.edge() {
+                reports.push(Report {
+                    uri: rendition.uri.clone(),
+                    edge,
+                });
+            }
         }
+        Some((this?, timing, reports))
     }
-    Some((this?, timing, reports))
 }
 
 /// TARGETDURATION from the templates, PART-TARGET from the longest chunk seen so far in any
@@ -320,7 +335,7 @@ fn timescale(f: &Folder, rep: &Representation) -> Option<u64> {
 }
 
 /// The contiguous run of segments ending at the newest, as parts.
-fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Option<Rendition> {
+fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended: bool) -> Option<Rendition> {
     let template = rep.template.as_ref()?;
     let duration = template.segment_duration()?;
     // Without its init segment (deleted with an ended stream) a rendition lists no segments.
@@ -369,7 +384,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation) -> Opt
         uri: media_name(mpd_name, rep),
         init_uri: template.init_path(rep)?,
         segments,
-        ended: !mpd.dynamic,
+        ended,
     })
 }
 
@@ -459,7 +474,7 @@ mod tests {
         f.inits
             .insert("a-init.m4s".into(), Arc::new(Init { tracks: vec![track] }));
         for &(n, failed) in segments {
-            let index = SegmentIndex::new(Arc::clone(&f.changed));
+            let index = SegmentIndex::new(Arc::clone(&f.changed), Arc::clone(&f.activity), 0);
             let chunks = (0..5u64)
                 .map(|i| Chunk {
                     start: i * 100,
@@ -494,7 +509,7 @@ mod tests {
         let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
         let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
         let f = folder(&[(1, false), (2, false), (3, true), (4, false), (5, false)]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -502,7 +517,7 @@ mod tests {
             "media sequence numbers stay consistent: the run restarts after the gap"
         );
         let f = folder(&[(1, false), (2, false), (3, true)]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,

@@ -5,15 +5,18 @@
 //! itself is pure code in [`crate::media`]; this module is the I/O around it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 
 pub mod hls;
 
 use crate::media::cmaf::{self, Chunk, ChunkScanner, Init};
+use crate::media::liveness::{self, EndRule};
 use crate::media::mpd::{self, Mpd, Observed, Representation, SegmentTemplate, ServiceDefaults};
 use crate::store::{Entry, EntryState, ReadError, Store, StoreEvent};
 
@@ -40,14 +43,21 @@ pub struct SegmentIndex {
     progress: watch::Sender<Progress>,
     /// The folder's change counter, bumped with every new chunk and every end.
     folder: Arc<watch::Sender<u64>>,
+    /// The folder's last upload, moved on with every chunk.
+    activity: Arc<Activity>,
+    /// The upload's place in the server's arrival order, to tell an earlier run's segments from
+    /// the current run's.
+    arrival: u64,
 }
 
 impl SegmentIndex {
-    fn new(folder: Arc<watch::Sender<u64>>) -> Self {
+    fn new(folder: Arc<watch::Sender<u64>>, activity: Arc<Activity>, arrival: u64) -> Self {
         SegmentIndex {
             chunks: Mutex::new(Vec::new()),
             progress: watch::channel(Progress::default()).0,
             folder,
+            activity,
+            arrival,
         }
     }
 
@@ -67,6 +77,7 @@ impl SegmentIndex {
             chunks.extend(found);
             chunks.len()
         };
+        self.activity.touch();
         self.progress.send_modify(|p| p.chunks = count);
         self.folder.send_modify(|n| *n += 1);
     }
@@ -80,8 +91,38 @@ impl SegmentIndex {
     }
 }
 
+/// When a folder last received an upload: an atomic, so following a chunk takes no lock.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    epoch: Instant,
+    /// Milliseconds since `epoch`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let millis = Instant::now().saturating_duration_since(self.epoch).as_millis();
+        self.last
+            .store(u64::try_from(millis).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
 #[derive(Debug)]
 struct Folder {
+    /// The last upload into the folder (any chunk, manifest or init segment), for the end rule: a
+    /// folder that was only read since start counts from when the index first saw it.
+    activity: Arc<Activity>,
     /// Bumped whenever a segment of the folder gains a chunk, starts or ends, or a manifest changes:
     /// every blocked playlist request of the folder wakes on it.
     changed: Arc<watch::Sender<u64>>,
@@ -139,6 +180,26 @@ pub struct Live {
     service: Arc<ServiceDefaults>,
     /// LL-HLS PART-TARGET (seconds) set by the operator, instead of the longest chunk seen.
     part_target: Option<f64>,
+    /// When a live stream whose encoder went quiet counts as ended.
+    end_rule: EndRule,
+}
+
+/// How the index treats the streams it follows.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveOptions {
+    /// LL-HLS PART-TARGET in seconds for every stream (None: the longest chunk seen).
+    pub part_target: Option<f64>,
+    /// Segment durations without an upload after which a live stream is ended (0: never).
+    pub end_after_segments: u32,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            part_target: None,
+            end_after_segments: 5,
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,6 +222,7 @@ fn is_media(name: &str) -> bool {
 impl Default for Folder {
     fn default() -> Self {
         Folder {
+            activity: Arc::new(Activity::new()),
             changed: Arc::new(watch::channel(0).0),
             ended: Default::default(),
             hls_timing: HashMap::new(),
@@ -180,11 +242,26 @@ impl Live {
 
     /// [`Live::start`] with a fixed LL-HLS PART-TARGET in seconds.
     pub fn start_with_part_target(store: Store, service: ServiceDefaults, part_target: Option<f64>) -> Live {
+        Self::start_with_options(
+            store,
+            service,
+            LiveOptions {
+                part_target,
+                ..LiveOptions::default()
+            },
+        )
+    }
+
+    /// [`Live::start`] with every option.
+    pub fn start_with_options(store: Store, service: ServiceDefaults, options: LiveOptions) -> Live {
         let live = Live {
             store: store.clone(),
             folders: Arc::default(),
             service: Arc::new(service),
-            part_target: part_target.filter(|t| *t > 0.0),
+            part_target: options.part_target.filter(|t| *t > 0.0),
+            end_rule: EndRule {
+                after_segments: options.end_after_segments,
+            },
         };
         let events = store.subscribe();
         tokio::spawn(live.clone().follow_store(events));
@@ -242,6 +319,7 @@ impl Live {
             let (folder, name) = split(&path);
             if let Some(f) = lock(&self.folders).get_mut(folder) {
                 f.ended.remove(name);
+                f.activity.touch();
             }
         }
         let Ok(bytes) = read_whole(&entry).await else {
@@ -287,20 +365,24 @@ impl Live {
             match cmaf::parse_init(&bytes) {
                 Ok(init) => {
                     let mut folders = lock(&self.folders);
-                    folders
-                        .entry(folder.to_owned())
-                        .or_default()
-                        .inits
-                        .insert(name.to_owned(), Arc::new(init));
+                    let f = folders.entry(folder.to_owned()).or_default();
+                    f.activity.touch();
+                    f.inits.insert(name.to_owned(), Arc::new(init));
                 }
                 Err(err) => tracing::warn!(path, %err, "init segment does not parse; it is served as uploaded"),
             }
             return;
         }
+        self.start_of_run(folder, name, entry.arrival()).await;
         let (index, init) = {
             let mut folders = lock(&self.folders);
             let f = folders.entry(folder.to_owned()).or_default();
-            let index = Arc::new(SegmentIndex::new(Arc::clone(&f.changed)));
+            f.activity.touch();
+            let index = Arc::new(SegmentIndex::new(
+                Arc::clone(&f.changed),
+                Arc::clone(&f.activity),
+                entry.arrival(),
+            ));
             f.segments.insert(name.to_owned(), Arc::clone(&index));
             f.changed.send_modify(|n| *n += 1);
             (index, init_for(f, name))
@@ -327,6 +409,103 @@ impl Live {
             next = reader.next_chunk().await;
         }
         index.end(failed || entry.state() != EntryState::Complete);
+    }
+
+    /// Called as segment `name` of `folder` starts uploading (at `arrival`): when its number is below
+    /// the newest its representation already has, the encoder started a new run (it was killed and
+    /// restarted, or lost its connection to a restarted ldash), and the earlier run's segments of
+    /// that representation are forgotten and deleted, so that its numbering is the only one in the
+    /// playlists and no player is served a dead run's segment under a reused name.
+    async fn start_of_run(&self, folder: &str, name: &str, arrival: u64) {
+        // After an ldash restart the folder's manifests and segments are only on disk: parse the
+        // manifests (once; cached) so the segment's representation is known.
+        let known = lock(&self.folders).get(folder).is_some_and(|f| !f.mpds.is_empty());
+        if !known {
+            for entry in self.store.list(folder) {
+                if entry.path().to_ascii_lowercase().ends_with(".mpd") && entry.state() == EntryState::Complete {
+                    let _ = self.manifest(entry.path()).await;
+                }
+            }
+        }
+        // The first segment of a representation since start (or since its run began) is compared
+        // with the stored files too: the earlier run may be on disk only.
+        let first = {
+            let folders = lock(&self.folders);
+            let Some(f) = folders.get(folder) else { return };
+            let Some((rep, template, _)) = representation_of(f, name) else {
+                return;
+            };
+            let none = numbered(f, &rep, &template).next().is_none();
+            none
+        };
+        let stored: Vec<(String, u64)> = if first {
+            self.store
+                .list(folder)
+                .iter()
+                .map(|e| (split(e.path()).1.to_owned(), e.arrival()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let earlier: Vec<String> = {
+            let mut folders = lock(&self.folders);
+            let Some(f) = folders.get_mut(folder) else { return };
+            let Some((rep, template, number)) = representation_of(f, name) else {
+                return;
+            };
+            let of_rep = |n: &str, at: u64| (at < arrival).then(|| template.match_media(&rep, n)).flatten();
+            let indexed: Vec<(String, u64)> = f
+                .segments
+                .iter()
+                .filter_map(|(n, index)| of_rep(n, index.arrival).map(|num| (n.clone(), num)))
+                .collect();
+            let on_disk: Vec<(String, u64)> = stored
+                .iter()
+                .filter_map(|(n, at)| of_rep(n, *at).map(|num| (n.clone(), num)))
+                .collect();
+            let newest = indexed.iter().chain(&on_disk).map(|(_, num)| *num).max();
+            if !liveness::starts_new_run(number, newest) {
+                return;
+            }
+            tracing::info!(
+                folder,
+                segment = name,
+                newest,
+                "the encoder started a new run: the earlier run's segments of this representation are dropped"
+            );
+            for (old, _) in &indexed {
+                f.segments.remove(old);
+            }
+            f.changed.send_modify(|n| *n += 1);
+            indexed.into_iter().chain(on_disk).map(|(n, _)| n).collect()
+        };
+        for old in earlier {
+            let path = if folder.is_empty() {
+                old
+            } else {
+                format!("{folder}/{old}")
+            };
+            self.store.delete_before(&path, arrival);
+        }
+    }
+
+    /// Whether the stream of `mpd` in folder `f` has ended at `now`: a static MPD, or a live one
+    /// whose folder has received no upload for the end rule's number of segment durations.
+    fn has_ended(&self, f: &Folder, mpd: &Mpd, now: Instant) -> bool {
+        !mpd.dynamic
+            || self
+                .end_rule
+                .has_ended(f.activity.last().into_std(), longest_segment(mpd), now.into_std())
+    }
+
+    /// When the live stream of `mpd` in `f` ends if nothing is uploaded before.
+    fn ends_at(&self, f: &Folder, mpd: &Mpd) -> Option<Instant> {
+        if !mpd.dynamic {
+            return None;
+        }
+        self.end_rule
+            .ends_at(f.activity.last().into_std(), longest_segment(mpd))
+            .map(Instant::from_std)
     }
 
     /// The chunk index of a media segment, if it is (being) indexed.
@@ -374,10 +553,18 @@ impl Live {
     pub fn rewrite(&self, path: &str, mpd: &Mpd, bytes: &[u8], clock_url: &str) -> Option<Bytes> {
         let (folder, _) = split(path);
         let observed = self.observe(folder, mpd);
+        let ended = {
+            let folders = lock(&self.folders);
+            folders
+                .get(folder)
+                .filter(|f| mpd.dynamic && self.has_ended(f, mpd, Instant::now()))
+                .and_then(|f| presentation_end(f, mpd))
+        };
         let rewrite = mpd::Rewrite {
             clock_url,
             service: &self.service,
             observed: &observed,
+            ended,
         };
         match mpd::rewrite(bytes, &rewrite) {
             Ok(std::borrow::Cow::Borrowed(_)) => None,
@@ -445,7 +632,11 @@ impl Live {
                     modified,
                     StreamSummary {
                         manifest,
-                        state: if mpd.dynamic { "live" } else { "ended" },
+                        state: if self.has_ended(f, mpd, Instant::now()) {
+                            "ended"
+                        } else {
+                            "live"
+                        },
                         last_upload: rfc3339(modified),
                         representations,
                     },
@@ -463,7 +654,7 @@ impl Live {
         let folders = lock(&self.folders);
         let f = folders.get(folder)?;
         for (_, mpd) in f.mpds.values() {
-            if !mpd.dynamic {
+            if self.has_ended(f, mpd, Instant::now()) {
                 continue;
             }
             for rep in mpd.representations() {
@@ -484,6 +675,52 @@ impl Live {
         }
         None
     }
+}
+
+/// The representation (with its template) whose media template names segment `name`, and the
+/// segment's number, per the folder's MPDs.
+fn representation_of(f: &Folder, name: &str) -> Option<(Representation, SegmentTemplate, u64)> {
+    f.mpds.values().find_map(|(_, mpd)| {
+        mpd.representations().find_map(|rep| {
+            let template = rep.template.as_ref()?;
+            let number = template.match_media(rep, name)?;
+            Some((rep.clone(), template.clone(), number))
+        })
+    })
+}
+
+/// The longest segment duration of an MPD's templates (1 s when none says).
+fn longest_segment(mpd: &Mpd) -> Duration {
+    mpd.representations()
+        .filter_map(|r| r.template.as_ref()?.segment_duration())
+        .max()
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// The end of the media uploaded completely, as a presentation duration (the latest of the
+/// representations), for the MPD of an ended stream; None when no segment completed.
+fn presentation_end(f: &Folder, mpd: &Mpd) -> Option<Duration> {
+    let period_start = mpd.periods.first().and_then(|p| p.start).unwrap_or_default();
+    mpd.representations()
+        .filter_map(|rep| {
+            let template = rep.template.as_ref()?;
+            let init = f.inits.get(&template.init_path(rep)?)?;
+            let timescale = u64::from(init.tracks.first()?.timescale);
+            let end = numbered(f, rep, template)
+                .filter(|(_, index)| {
+                    let progress = *index.progress.borrow();
+                    progress.ended && !progress.failed
+                })
+                .flat_map(|(_, index)| index.chunks())
+                .map(|c| c.decode_time.saturating_add(c.duration))
+                .max()?;
+            liveness::presentation_duration(
+                period_start,
+                (end, timescale),
+                (template.presentation_time_offset, template.timescale),
+            )
+        })
+        .max()
 }
 
 /// The init segment of the representation whose media template names `name`, per the folder's MPDs.

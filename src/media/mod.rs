@@ -4,4 +4,5 @@
 
 pub mod cmaf;
 pub mod hls;
+pub mod liveness;
 pub mod mpd;

@@ -534,6 +534,10 @@ pub struct Rewrite<'a> {
     pub service: &'a ServiceDefaults,
     /// Observations keyed by (period index, adaptation set index, representation id).
     pub observed: &'a HashMap<(usize, usize, String), Observed>,
+    /// The live stream has ended without a final MPD (its encoder went quiet): the presentation's
+    /// duration so far, written as `mediaPresentationDuration` so players stop at its end instead
+    /// of waiting for segments that will never come.
+    pub ended: Option<Duration>,
 }
 
 /// Children of MPD that come before ServiceDescription in the schema.
@@ -890,6 +894,9 @@ fn adjust<'e>(e: BytesStart<'e>, name: &str, plan: &Plan<'_>, cursor: &mut Curso
 
 fn mpd_repairs(attrs: &HashMap<String, String>, plan: &Plan<'_>, changes: &mut Vec<(&'static str, String)>) {
     let segment = plan.longest_segment;
+    if let Some(duration) = plan.rewrite.ended {
+        changes.push(("mediaPresentationDuration", format_duration(duration)));
+    }
     let mup = attrs.get("minimumUpdatePeriod").and_then(|d| parse_duration(d));
     if mup.is_some_and(|d| d > Duration::from_secs(30)) {
         let value = segment
@@ -965,8 +972,28 @@ mod tests {
             clock_url: "https://example.com:8443/ldash/time",
             service: &service,
             observed,
+            ended: None,
         };
         String::from_utf8(rewrite(mpd, &r).expect("rewrite").into_owned()).expect("utf-8")
+    }
+
+    #[test]
+    fn an_ended_live_stream_gets_its_presentation_duration() {
+        let service = service();
+        let observed = chunked();
+        let r = Rewrite {
+            clock_url: "x",
+            service: &service,
+            observed: &observed,
+            ended: Some(Duration::from_millis(12_400)),
+        };
+        let out = String::from_utf8(rewrite(STEADY, &r).expect("rewrite").into_owned()).expect("utf-8");
+        assert!(out.contains("mediaPresentationDuration=\"PT12.4S\""), "{out}");
+        assert!(out.contains("type=\"dynamic\""), "it stays a live MPD: {out}");
+        assert!(
+            matches!(rewrite(FINAL, &r), Ok(Cow::Borrowed(_))),
+            "a static MPD is left as it is"
+        );
     }
 
     #[test]
@@ -1062,6 +1089,7 @@ mod tests {
             clock_url: "x",
             service: &service,
             observed: &observed,
+            ended: None,
         };
         assert!(
             matches!(rewrite(FINAL, &r), Ok(Cow::Borrowed(_))),
@@ -1099,6 +1127,7 @@ mod tests {
                 clock_url: "x",
                 service: &service,
                 observed: &observed,
+                ended: None,
             };
             assert!(rewrite(bad, &r).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

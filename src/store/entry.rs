@@ -41,6 +41,13 @@ pub enum ReadError {
     /// The file behind an entry that was moved out of memory could not be read.
     #[error("the stored file could not be read: {0}")]
     Disk(String),
+    /// The reader fell further behind the live edge of a growing entry than its lag limit allows
+    /// (see [`Reader::with_lag_limit`]).
+    #[error("the client fell more than {limit} bytes behind the live upload and was cut off")]
+    TooSlow {
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
 /// Counts the bytes of chunk data held in memory by every entry of one store.
@@ -228,6 +235,7 @@ impl Entry {
             hint: 0,
             since: std::time::Instant::now(),
             file: None,
+            lag: None,
         }
     }
 
@@ -371,6 +379,19 @@ pub struct Reader {
     /// time since the append is relay delay; an older chunk is catch-up (or a complete file).
     since: std::time::Instant,
     file: Option<tokio::fs::File>,
+    /// The lag limit, if any: see [`Reader::with_lag_limit`].
+    lag: Option<Lag>,
+}
+
+/// How far behind the live edge a reader may fall.
+#[derive(Debug, Clone, Copy)]
+struct Lag {
+    limit: u64,
+    /// The entry's length and the reader's position when the limit was set: the distance between
+    /// them is the reader's starting lag, which is never held against it (a player that joins a
+    /// long growing upload at byte 0 catches up at its own speed).
+    len_at_start: u64,
+    pos_at_start: u64,
 }
 
 /// Largest block read from disk at once.
@@ -380,6 +401,20 @@ impl Reader {
     /// The entry being read.
     pub fn entry(&self) -> &Arc<Entry> {
         &self.entry
+    }
+
+    /// Cuts this reader off with [`ReadError::TooSlow`] once, while the entry is growing, the upload
+    /// has appended more than `limit` bytes beyond what the reader took since this call (it fell
+    /// `limit` bytes further behind the live edge than it started). The check is a subtraction at
+    /// each read: the writer never waits for readers, and a slow reader holds only references to
+    /// the shared chunks, so it costs others nothing until it is cut off.
+    pub fn with_lag_limit(mut self, limit: u64) -> Self {
+        self.lag = Some(Lag {
+            limit,
+            len_at_start: self.entry.len(),
+            pos_at_start: self.pos,
+        });
+        self
     }
 
     /// The next bytes, waiting for the writer when the reader has caught up with a growing entry.
@@ -417,6 +452,13 @@ impl Reader {
         let body = self.entry.body();
         if body.state == EntryState::Aborted {
             return Step::Fail(ReadError::Aborted);
+        }
+        if let Some(lag) = self.lag {
+            let grown = body.len.saturating_sub(lag.len_at_start);
+            let taken = self.pos.saturating_sub(lag.pos_at_start);
+            if body.state == EntryState::Growing && grown.saturating_sub(taken) > lag.limit {
+                return Step::Fail(ReadError::TooSlow { limit: lag.limit });
+            }
         }
         let limit = self.end.map_or(body.len, |end| end.min(body.len));
         if self.pos >= limit {

@@ -25,6 +25,19 @@ use tokio::time::Instant;
 
 use entry::MemoryGauge;
 pub use entry::{Entry, EntryState, ReadError, Reader};
+
+/// What a new upload of a path that holds a complete version does to that version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replace {
+    /// Readers keep getting the complete version until the new upload completes (manifests, and any
+    /// file re-uploaded whole): a reader never sees a half-written replacement.
+    #[default]
+    OnComplete,
+    /// The new upload becomes the version readers get at once, growing (live media segments: a
+    /// restarted encoder reuses segment names, and its new segment must stream while it is
+    /// uploaded, not be hidden behind the dead run's file). If it then fails, the path is gone.
+    AtOnce,
+}
 use persist::Job;
 
 /// Why the store refused an operation.
@@ -254,6 +267,41 @@ impl Store {
         entry
     }
 
+    /// The current versions of the paths directly in `folder` ("" for the root), in no order. Takes
+    /// the index lock once and walks every path: for rare events (an encoder restart), not per
+    /// request.
+    pub fn list(&self, folder: &str) -> Vec<Arc<Entry>> {
+        self.index()
+            .slots
+            .iter()
+            .filter(|(path, _)| folder_of(path) == folder)
+            .map(|(_, slot)| Arc::clone(&slot.current))
+            .collect()
+    }
+
+    /// Removes `path` if its current version arrived before `arrival` and no replacement is in
+    /// progress; false otherwise. For dropping what an earlier run of an encoder left, without ever
+    /// removing an upload of the run that replaced it.
+    pub fn delete_before(&self, path: &str, arrival: u64) -> bool {
+        let removed = {
+            let mut index = self.index();
+            let older = index
+                .slots
+                .get(path)
+                .is_some_and(|slot| slot.current.arrival() < arrival && slot.pending.is_none());
+            if !older {
+                return false;
+            }
+            let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
+            index.slots.remove(path)
+        };
+        if let Some(slot) = removed {
+            slot.current.abort();
+        }
+        let _ = self.shared.events.send(StoreEvent::Removed { path: Arc::from(path) });
+        true
+    }
+
     /// Number of stored paths.
     pub fn len(&self) -> usize {
         self.index().slots.len()
@@ -295,6 +343,11 @@ impl Store {
     /// that arrived before the version already stored or in progress is refused as stale, so an
     /// older manifest never replaces a newer one. Without `arrival`, the upload is the newest.
     pub fn begin_upload_at(&self, path: &str, arrival: Option<u64>) -> Result<Upload, StoreError> {
+        self.begin_upload_with(path, arrival, Replace::OnComplete)
+    }
+
+    /// [`Store::begin_upload_at`] with the way a complete version is replaced.
+    pub fn begin_upload_with(&self, path: &str, arrival: Option<u64>, replace: Replace) -> Result<Upload, StoreError> {
         let limits = &self.shared.limits;
         let active = self.shared.uploads.fetch_add(1, Ordering::AcqRel);
         let permit = UploadPermit(Arc::clone(&self.shared));
@@ -336,10 +389,19 @@ impl Store {
             arrival,
         );
         index.folders.insert(folder_of(&path).to_owned(), Instant::now());
-        let replaced = match index.slots.get_mut(&path) {
-            None => None,
-            Some(slot) if slot.current.state() == EntryState::Complete => slot.pending.replace(Arc::clone(&entry)),
-            Some(slot) => Some(std::mem::replace(&mut slot.current, Arc::clone(&entry))),
+        let replaced: Vec<Arc<Entry>> = match index.slots.get_mut(&path) {
+            None => Vec::new(),
+            Some(slot) if slot.current.state() == EntryState::Complete && replace == Replace::OnComplete => {
+                slot.pending.replace(Arc::clone(&entry)).into_iter().collect()
+            }
+            Some(slot) => {
+                let current = std::mem::replace(&mut slot.current, Arc::clone(&entry));
+                slot.pending
+                    .take()
+                    .into_iter()
+                    .chain(std::iter::once(current))
+                    .collect()
+            }
         };
         if !index.slots.contains_key(&path) {
             index.slots.insert(
@@ -351,7 +413,8 @@ impl Store {
             );
         }
         drop(index);
-        if let Some(old) = replaced {
+        // A complete version is not aborted (abort only ends growing entries): its readers finish.
+        for old in replaced {
             old.abort();
         }
         let _ = self.shared.events.send(StoreEvent::Started {
@@ -451,6 +514,9 @@ impl Store {
             slot.pending = None;
         } else if Arc::ptr_eq(&slot.current, entry) {
             index.slots.remove(entry.path());
+            // The file of a version this upload replaced at once ([`Replace::AtOnce`]) must not come
+            // back after a restart. Queued under the index lock: see `delete`.
+            let _ = self.shared.jobs.send(Job::Remove(entry.path().to_owned()));
         }
     }
 }

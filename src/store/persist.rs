@@ -35,6 +35,9 @@ pub(crate) fn spawn(root: PathBuf, mut jobs: mpsc::UnboundedReceiver<Job>, share
     tokio::task::spawn_blocking(move || {
         let temp = root.join(TEMP_DIR);
         let counter = AtomicU64::new(0);
+        // Failed writes in a row: a full or broken disk fails every write, and one warning per
+        // segment would flood the log, so only the first of a run and every hundredth are warnings.
+        let mut failing: u64 = 0;
         while let Some(job) = jobs.blocking_recv() {
             match job {
                 Job::Write(entry) => {
@@ -47,12 +50,23 @@ pub(crate) fn spawn(root: PathBuf, mut jobs: mpsc::UnboundedReceiver<Job>, share
                     let name = format!("{}-{}", std::process::id(), counter.fetch_add(1, Ordering::Relaxed));
                     let target = root.join(entry.path());
                     match write_atomically(&temp.join(name), &target, &chunks) {
-                        Ok(ino) => entry.set_persisted(target, ino),
+                        Ok(ino) => {
+                            if failing > 0 {
+                                tracing::info!(failed = failing, "writing to the root folder works again");
+                                failing = 0;
+                            }
+                            entry.set_persisted(target, ino)
+                        }
                         Err(err) => {
                             if let Some(shared) = shared.upgrade() {
                                 shared.persist_errors.fetch_add(1, Ordering::Relaxed);
                             }
-                            tracing::warn!(path = entry.path(), %err, "could not persist upload; it stays in memory only")
+                            failing += 1;
+                            if failing % 100 == 1 {
+                                tracing::warn!(path = entry.path(), %err, failing, "could not persist upload; it stays in memory only")
+                            } else {
+                                tracing::debug!(path = entry.path(), %err, "could not persist upload; it stays in memory only")
+                            }
                         }
                     }
                 }
