@@ -624,46 +624,6 @@ async fn ingest_connection_is_kept_alive_across_chunked_uploads() {
 }
 
 #[tokio::test]
-async fn sequential_uploads_of_one_path_over_a_pool_of_connections_all_land() {
-    // A client with a connection pool sends each upload on whichever connection is idle: here the
-    // second version goes on a newer connection and the third on the older one again. Each was sent
-    // after the previous one was answered, so each must replace the one before (not 409 as stale).
-    let server = TestServer::start().await;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let put = |body: &str| {
-        format!(
-            "PUT /ldash/upload/pool/stream.mpd HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    let mut pool = Vec::new();
-    for _ in 0..2 {
-        pool.push(tokio::net::TcpStream::connect(server.http).await.expect("connect"));
-    }
-    let mut buf = vec![0u8; 4096];
-    // Connection 0 was accepted first, connection 1 second.
-    for (i, (conn, body)) in [(0, "one"), (1, "two"), (0, "three")].into_iter().enumerate() {
-        let stream = &mut pool[conn];
-        stream.write_all(put(body).as_bytes()).await.expect("write");
-        let n = stream.read(&mut buf).await.expect("read");
-        let response = String::from_utf8_lossy(&buf[..n]).into_owned();
-        assert!(
-            response.starts_with("HTTP/1.1 20"),
-            "upload {i} ({body}) must land: {response}"
-        );
-    }
-    let client = server.client_for(Proto::H1).await;
-    let latest = client
-        .get("/ldash/download/pool/stream.mpd?raw=1")
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await;
-    assert_eq!(latest, "three", "the last upload sent is the one stored");
-}
-
-#[tokio::test]
 async fn server_clock_is_iso8601_utc_with_milliseconds() {
     let server = TestServer::start().await;
     for proto in ALL_PROTOS {

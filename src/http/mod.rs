@@ -68,23 +68,12 @@ impl Default for ConnInfo {
 const REQUESTS_PER_CONNECTION: u64 = 1 << 32;
 
 impl ConnInfo {
-    /// The info of the `n`-th request (from 0) on a connection, when `accepted` connections have
-    /// been accepted so far ([`App::accepted`]).
-    ///
-    /// A connection's first request is ordered by when the connection was accepted: a client that
-    /// opens a connection per upload (ffmpeg without -http_persistent) sends them in that order.
-    /// A later request on a kept-alive connection was sent after the answer to the one before it,
-    /// so it is also no older than any connection accepted before it came: a client with a pool of
-    /// connections that sends uploads of one path one after the other, on whichever connection is
-    /// idle, is ordered as it sent them (ordering by accept order alone refused them as stale).
-    pub fn request(&self, n: u64, accepted: u64) -> ConnInfo {
-        let n = n.min(REQUESTS_PER_CONNECTION - 1);
-        let arrival = if n == 0 {
-            self.arrival
-        } else {
-            (self.arrival + n).max(accepted.saturating_mul(REQUESTS_PER_CONNECTION).saturating_add(n))
-        };
-        ConnInfo { arrival, ..*self }
+    /// The info of the `n`-th request on a connection.
+    pub fn request(&self, n: u64) -> ConnInfo {
+        ConnInfo {
+            arrival: self.arrival + n.min(REQUESTS_PER_CONNECTION - 1),
+            ..*self
+        }
     }
 }
 
@@ -121,11 +110,6 @@ impl App {
     /// different connections are ordered as the client sent them.
     pub fn connection_arrived(&self) -> u64 {
         (self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) * REQUESTS_PER_CONNECTION
-    }
-
-    /// Connections accepted so far (see [`ConnInfo::request`]).
-    pub fn accepted(&self) -> u64 {
-        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Answers one request. Never fails: errors become a status with a plain-text reason.

@@ -147,7 +147,7 @@ async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut 
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen, app.accepted())));
+                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen)));
                     requests_seen += 1;
                 }
                 Ok(None) => break,

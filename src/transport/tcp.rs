@@ -143,7 +143,7 @@ async fn connection(
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let app = Arc::clone(&app);
         req.extensions_mut()
-            .insert(info.request(requests.fetch_add(1, Ordering::Relaxed), app.accepted()));
+            .insert(info.request(requests.fetch_add(1, Ordering::Relaxed)));
         async move {
             Ok::<_, Infallible>(match role {
                 Role::Public => app.handle(req).await,
