@@ -233,7 +233,9 @@ pub struct Publisher {
     client: reqwest::Client,
     /// The manifest and init segment, one after the other on one connection, as ffmpeg sends them:
     /// ldash orders uploads of one path by connection and request order.
-    manifests: reqwest::Client,
+    manifests: tokio::sync::Mutex<clients::RawConn>,
+    /// `/ldash/upload/FOLDER`
+    route: String,
     /// `http://HOST/ldash/upload/FOLDER`
     base: String,
     pub rec: Arc<Recording>,
@@ -243,36 +245,36 @@ impl Publisher {
     pub fn new(http: std::net::SocketAddr, folder: &str, rec: Arc<Recording>) -> Result<Publisher, String> {
         Ok(Publisher {
             client: clients::reqwest_client(clients::Proto::H1, Path::new("/nonexistent"))?,
-            manifests: clients::reqwest_client(clients::Proto::H1, Path::new("/nonexistent"))?,
+            manifests: tokio::sync::Mutex::new(clients::RawConn::new(http)),
+            route: format!("/ldash/upload/{folder}"),
             base: format!("http://{http}/ldash/upload/{folder}"),
             rec,
         })
     }
 
-    async fn put(&self, name: &str, body: impl Into<reqwest::Body>) -> Result<(), String> {
-        let r = self
+    async fn put(&self, name: &str, body: &[u8]) -> Result<(), String> {
+        let status = self
             .manifests
-            .put(format!("{}/{name}", self.base))
-            .body(body)
-            .send()
+            .lock()
             .await
-            .map_err(|e| e.to_string())?;
-        if r.status().is_success() {
+            .put(&format!("{}/{name}", self.route), body)
+            .await?;
+        if (200..300).contains(&status) {
             Ok(())
         } else {
-            Err(format!("upload of {name}: {}", r.status()))
+            Err(format!("upload of {name}: {status}"))
         }
     }
 
     /// Uploads the manifest (availability from `start`) and the init segment.
     pub async fn start(&self, start: SystemTime) -> Result<(), String> {
-        self.put("stream.mpd", self.rec.mpd(start)).await?;
-        self.put("init-stream0.m4s", self.rec.init.clone()).await
+        self.put("stream.mpd", self.rec.mpd(start).as_bytes()).await?;
+        self.put("init-stream0.m4s", &self.rec.init).await
     }
 
     /// Re-uploads the manifest, as ffmpeg does at every segment boundary.
     pub async fn manifest(&self, start: SystemTime) -> Result<(), String> {
-        self.put("stream.mpd", self.rec.mpd(start)).await
+        self.put("stream.mpd", self.rec.mpd(start).as_bytes()).await
     }
 
     /// Opens the upload of segment `n` (the path exists from now on, still empty).

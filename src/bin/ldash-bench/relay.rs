@@ -153,7 +153,12 @@ async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> R
     let all_attached = Arc::new(Notify::new());
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..case.readers {
-        let conn = Conn::open(proto, &base, server.quic, &server.cert_pem).await?;
+        // HTTP/1.1 readers use the lean raw client; the others need their protocol stacks.
+        let conn = match proto {
+            Proto::H1 => None,
+            _ => Some(Conn::open(proto, &base, server.quic, &server.cert_pem).await?),
+        };
+        let http = server.http;
         let (sent, attached, all_attached, route) = (
             Arc::clone(&sent),
             Arc::clone(&attached),
@@ -161,7 +166,13 @@ async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> R
             route.clone(),
         );
         readers.spawn(async move {
-            let (status, mut body) = conn.get(&route).await?;
+            let (status, mut body) = match &conn {
+                Some(conn) => conn.get(&route).await?,
+                None => {
+                    let (status, body) = clients::raw_get(http, &route).await?;
+                    (status, clients::Download::Raw(body))
+                }
+            };
             if status != 200 {
                 return Err(format!("reader got status {status}"));
             }
