@@ -85,6 +85,11 @@ pub struct Config {
     #[arg(long, env = "LDASH_READER_LAG_LIMIT", default_value = "8M", value_parser = parse_size)]
     pub reader_lag_limit: u64,
 
+    /// QUIC congestion controller for HTTP/3: cubic (standard, loss-based) or bbr (quinn's
+    /// experimental BBR: far faster through random loss, as on Wi-Fi and mobile paths).
+    #[arg(long, env = "LDASH_QUIC_CONGESTION", value_enum, default_value_t = Congestion::Cubic)]
+    pub quic_congestion: Congestion,
+
     /// Seconds a client has to send its request headers (against slowloris).
     #[arg(long, env = "LDASH_HEADER_TIMEOUT", default_value_t = 10)]
     pub header_timeout: u64,
@@ -146,6 +151,15 @@ impl Config {
     pub fn ttl(&self) -> Option<Duration> {
         (self.ttl > 0).then(|| Duration::from_secs(self.ttl))
     }
+}
+
+/// The QUIC congestion controller (`--quic-congestion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Congestion {
+    /// CUBIC (RFC 9438), quinn's default.
+    Cubic,
+    /// BBR as quinn implements it (marked experimental by quinn).
+    Bbr,
 }
 
 /// An optional listener: an address, or `off`.

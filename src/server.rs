@@ -251,7 +251,7 @@ async fn bind_tls_pair(
             addr: config.https,
             source,
         })?;
-        match quic::endpoint(identity, tcp) {
+        match quic::endpoint(identity, tcp, config.quic_congestion) {
             Ok(endpoint) => return Ok((https, Some(endpoint))),
             Err(QuicError::Bind { source, .. })
                 if config.https.port() == 0 && source.kind() == std::io::ErrorKind::AddrInUse && attempts < 10 =>

@@ -356,7 +356,16 @@ async fn timed_download(client: Client, route: String) -> (Vec<u8>, Instant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_through_five_percent_loss_delivers_a_growing_segment_byte_exact() {
-    let server = TestServer::start().await;
+    lossy_http3_delivery(ldash::config::Congestion::Cubic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_with_bbr_through_five_percent_loss_delivers_a_growing_segment_byte_exact() {
+    lossy_http3_delivery(ldash::config::Congestion::Bbr).await;
+}
+
+async fn lossy_http3_delivery(congestion: ldash::config::Congestion) {
+    let server = TestServer::start_with(|c| c.quic_congestion = congestion).await;
     let quic = server.quic.expect("HTTP/3 is on");
     let (relay, stats) = lossy_relay(quic, 0.05, Duration::from_millis(50), 0x5eed_1e55).await;
     let lossy = Client::H3(H3Client::connect(relay, server.tls_client(&[b"h3"])).await);
@@ -412,8 +421,8 @@ async fn http3_through_five_percent_loss_delivers_a_growing_segment_byte_exact()
     );
     let extra = far_last.saturating_duration_since(near_last);
     eprintln!(
-        "HTTP/3, 5% loss each way, 50 ms one-way delay: last byte {:.0} ms after the direct reader's \
-         ({} datagrams forwarded, {} dropped)",
+        "HTTP/3 ({congestion:?}), 5% loss each way, 50 ms one-way delay: last byte {:.0} ms after the \
+         direct reader's ({} datagrams forwarded, {} dropped)",
         extra.as_secs_f64() * 1000.0,
         stats.forwarded.load(Ordering::Relaxed),
         stats.dropped.load(Ordering::Relaxed),
