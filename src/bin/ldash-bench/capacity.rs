@@ -35,7 +35,7 @@ impl Trial {
 }
 
 pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
-    let rec = Arc::new(recording::record(&dir.join("recording"), 6).await?);
+    let rec = Arc::new(recording::record(&crate::recording_dir(dir), 6).await?);
     let (counts, segments): (&[usize], u64) = if plan.quick {
         (&[10, 20], 3)
     } else {

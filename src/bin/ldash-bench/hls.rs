@@ -14,7 +14,7 @@ use crate::stats::{self, Summary};
 use crate::Plan;
 
 pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
-    let rec = Arc::new(recording::record(&dir.join("recording"), 6).await?);
+    let rec = Arc::new(recording::record(&crate::recording_dir(dir), 6).await?);
     let (waiters, segments): (usize, u64) = if plan.quick { (20, 1) } else { (200, 3) };
     println!("\n## 4. LL-HLS wake-up\n");
     println!(

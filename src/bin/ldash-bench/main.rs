@@ -88,6 +88,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where the ffmpeg recording is kept for every item of a run (beside the items' own folders).
+pub fn recording_dir(item_dir: &std::path::Path) -> std::path::PathBuf {
+    item_dir.parent().unwrap_or(item_dir).join("recording")
+}
+
 /// Whether tools a run needs must be there (CI sets LDASH_REQUIRE_TOOLS=1): then a missing peer
 /// server fails the run instead of being left out.
 pub fn tools_required() -> bool {

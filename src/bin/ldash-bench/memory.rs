@@ -19,7 +19,7 @@ use crate::Plan;
 const WINDOW: u64 = 30;
 
 pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
-    let rec = Arc::new(recording::record(&dir.join("recording"), 6).await?);
+    let rec = Arc::new(recording::record(&crate::recording_dir(dir), 6).await?);
     let (realtime, total, readers) = if plan.quick { (5, 100, 50) } else { (60, 3600, 500) };
     println!("\n## 5. Memory\n");
     let server = procs::start_ldash(dir, &["--ttl", "60"]).await?;

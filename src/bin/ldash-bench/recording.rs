@@ -30,6 +30,16 @@ pub struct Recording {
 pub async fn record(dir: &Path, seconds: u32) -> Result<Recording, String> {
     let ffmpeg = crate::procs::which("ffmpeg").ok_or("ffmpeg is not installed (apt-get install ffmpeg)")?;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    // Encoded once per run; later items read the same files.
+    let done = dir.join("encoded");
+    if !done.exists() {
+        encode(&ffmpeg, dir, seconds).await?;
+        std::fs::write(&done, b"").map_err(|e| e.to_string())?;
+    }
+    read_recording(dir, seconds)
+}
+
+async fn encode(ffmpeg: &Path, dir: &Path, seconds: u32) -> Result<(), String> {
     let status = tokio::process::Command::new(ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
@@ -59,6 +69,10 @@ pub async fn record(dir: &Path, seconds: u32) -> Result<Recording, String> {
     if !status.success() {
         return Err(format!("ffmpeg failed: {status}"));
     }
+    Ok(())
+}
+
+fn read_recording(dir: &Path, seconds: u32) -> Result<Recording, String> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"));
     let init = read("init-stream0.m4s")?;
     let mpd = String::from_utf8_lossy(&read("stream.mpd")?).into_owned();
