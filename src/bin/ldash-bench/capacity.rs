@@ -122,7 +122,7 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
     );
     let publisher = Publisher::new(server.http, "live", Arc::clone(rec))?;
     publisher.start(SystemTime::now()).await?;
-    let mut upload = publisher.open(1);
+    let mut upload = publisher.open_first().await?;
     let probe = Conn::open(Proto::H1, &format!("http://{}", server.http), None, &server.cert_pem).await?;
     crate::relay::wait_exists(&probe, "/ldash/download/live/chunk-stream0-00001.m4s").await?;
 

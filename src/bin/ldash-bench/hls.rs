@@ -59,7 +59,7 @@ async fn wake_up(
     publisher.start(SystemTime::now()).await?;
     // Two segments in real time, so the stream has a live edge and a fixed part target.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut upload = publisher.open(1);
+    let mut upload = publisher.open_first().await?;
     for n in 1..=2 {
         let next = publisher.open(n + 1);
         for chunk in rec.segment(n) {

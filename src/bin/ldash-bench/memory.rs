@@ -27,7 +27,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     let start = SystemTime::now();
     publisher.start(start).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut upload = publisher.open(1);
+    let mut upload = publisher.open_first().await?;
     let mut after_minute = 0;
     // RSS every tenth of the run after the first minute: a leak grows steadily, a one-off step does not.
     let mut samples = Vec::new();

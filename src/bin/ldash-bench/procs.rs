@@ -203,6 +203,14 @@ impl Ldash {
 /// never outlives the benchmark).
 pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     use clap::Parser;
+    // Logging is off, as an operator would tune it for load; LDASH_BENCH_LOG=info (a filter) turns
+    // ldash's log on, on the benchmark's standard error.
+    if let Ok(filter) = std::env::var("LDASH_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let config = match ldash::Config::try_parse_from(std::iter::once("ldash".to_owned()).chain(args)) {
         Ok(config) => config,
         Err(err) => {

@@ -291,6 +291,27 @@ impl Publisher {
         self.put("stream.mpd", self.rec.mpd(start).as_bytes()).await
     }
 
+    /// Opens the upload of segment 1 and waits (bounded) until ldash has it. Segment 2 is opened
+    /// while 1 is still uploading; were both opened at once, ldash could see 2 arrive first, and an
+    /// upload of a lower number after a higher one is how a restarted encoder looks (a new run).
+    pub async fn open_first(&self) -> Result<SegmentUpload, String> {
+        let upload = self.open(1);
+        let url = format!(
+            "{}/chunk-stream0-00001.m4s",
+            self.base.replace("/ldash/upload/", "/ldash/download/")
+        );
+        // A client of its own: a probe connection left idle in the segments' pool could carry a
+        // later segment with an arrival before segment 1's.
+        let probe = clients::reqwest_client(clients::Proto::H1, Path::new("/nonexistent"))?;
+        for _ in 0..2000 {
+            if probe.head(&url).send().await.is_ok_and(|r| r.status() == 200) {
+                return Ok(upload);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Err("segment 1 did not appear within 2 s".into())
+    }
+
     /// Opens the upload of segment `n` (the path exists from now on, still empty).
     pub fn open(&self, n: u64) -> SegmentUpload {
         let (tx, task) = clients::put_stream(&self.client, format!("{}/chunk-stream0-{n:05}.m4s", self.base));
