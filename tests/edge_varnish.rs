@@ -347,6 +347,20 @@ async fn two_hundred_viewers_through_varnish_stream_a_growing_segment_from_one_o
     assert_eq!(headers["x-edge-cache"], "HIT");
     assert!(headers.contains_key("age"), "the edge says how old its copy is");
 
+    // The MPD is passed through with the viewer's Host, so its clock URL names the edge.
+    let mpd = server
+        .client(Proto::H1)
+        .get(edge.url("/ldash/download/live/stream.mpd"))
+        .send()
+        .await
+        .expect("MPD through the edge");
+    assert_eq!(mpd.headers()["x-edge-cache"], "MISS", "MPDs are not cached");
+    let mpd = mpd.text().await.expect("MPD text");
+    assert!(
+        mpd.contains(&edge.url("/ldash/time")),
+        "the MPD's clock is the edge's: {mpd}"
+    );
+
     // Uploads are refused at the edge and never reach the origin.
     let since = access_log().borrow().len();
     for (request, expected) in [
