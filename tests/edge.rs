@@ -7,92 +7,15 @@
 
 mod common;
 
-use std::fmt::Debug;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use common::encoder::{ffmpeg_command, Ingest};
-use common::{next_data, require_tool, Proto, TestServer};
-use ldash::store::StoreEvent;
-use tokio::sync::{mpsc, watch};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-
-/// Viewers asking the edge for the same object at once.
-const VIEWERS: usize = 200;
-
-/// One finished request as ldash's access log saw it.
-#[derive(Debug, Clone, Default)]
-struct Access {
-    path: String,
-    version: String,
-    status: u64,
-}
-
-impl tracing::field::Visit for Access {
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if field.name() == "status" {
-            self.status = value;
-        }
-    }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn Debug) {
-        match field.name() {
-            "path" => self.path = format!("{value:?}"),
-            "version" => self.version = format!("{value:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// A tracing layer that keeps every `ldash::access` event of this process.
-struct AccessRecorder(watch::Sender<Vec<Access>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessRecorder {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != "ldash::access" {
-            return;
-        }
-        let mut access = Access::default();
-        event.record(&mut access);
-        self.0.send_modify(|log| log.push(access));
-    }
-}
-
-/// ldash's requests so far, recorded from the first call on.
-fn access_log() -> &'static watch::Sender<Vec<Access>> {
-    static LOG: OnceLock<watch::Sender<Vec<Access>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let (log, _) = watch::channel(Vec::new());
-        let subscriber = tracing_subscriber::registry().with(AccessRecorder(log.clone()));
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
-        log
-    })
-}
-
-/// Requests the edge made to ldash for `route`. nginx speaks HTTP/1.1 to the origin; the test's
-/// own direct requests use HTTP/2, so they are not counted.
-fn edge_requests(log: &[Access], route: &str) -> usize {
-    log.iter()
-        .filter(|a| a.path == route && a.version == "HTTP/1.1")
-        .count()
-}
-
-/// Waits (bounded) until ldash has logged at least one edge request for `route` after the first
-/// `since` entries of the log (earlier tests used the same paths), then returns how many it logged.
-async fn origin_requests_for(route: &str, since: usize) -> usize {
-    let mut log = access_log().subscribe();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        log.wait_for(|log| edge_requests(&log[since.min(log.len())..], route) >= 1),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("ldash never logged the edge's request for {route}"))
-    .expect("the access log lives as long as the test");
-    let log = log.borrow();
-    edge_requests(&log[since.min(log.len())..], route)
-}
+use common::edge::{assert_collapsed, crowd, live_origin, max_byte_lag, ms, next_part, next_upload, spread, VIEWERS};
+use common::{require_tool, Proto};
+use tokio::sync::mpsc;
 
 /// nginx running the repository's edge configuration, started for one test.
 struct Edge {
@@ -219,190 +142,6 @@ impl Drop for Edge {
     }
 }
 
-/// What one viewer received, with times from the common start.
-#[derive(Debug)]
-struct Received {
-    status: u16,
-    cache: String,
-    digest: Vec<u8>,
-    len: usize,
-    /// (time, bytes so far) at each body chunk.
-    marks: Vec<(Duration, usize)>,
-    done: Duration,
-}
-
-async fn receive(client: reqwest::Client, url: String, range: Option<String>, t0: Instant) -> Received {
-    let mut request = client.get(&url);
-    if let Some(range) = range {
-        request = request.header("range", range);
-    }
-    let mut response = request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    let cache = response
-        .headers()
-        .get("x-edge-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut marks = Vec::new();
-    let mut len = 0;
-    while let Some(chunk) = next_data(&mut response)
-        .await
-        .unwrap_or_else(|e| panic!("body of {url}: {e}"))
-    {
-        digest.update(&chunk);
-        len += chunk.len();
-        marks.push((t0.elapsed(), len));
-    }
-    Received {
-        status,
-        cache,
-        digest: digest.finish().as_ref().to_vec(),
-        len,
-        marks,
-        done: t0.elapsed(),
-    }
-}
-
-/// The origin (HTTP/2, direct) and VIEWERS edge readers for `route`, all started at once.
-/// Also returns where ldash's access log stood before.
-async fn crowd(server: &TestServer, edge: &Edge, route: &str, range: Option<&str>) -> (Received, Vec<Received>, usize) {
-    let since = access_log().borrow().len();
-    let direct_client = server.client(Proto::H2c);
-    let edge_client = server.client(Proto::H1);
-    let t0 = Instant::now();
-    let direct = tokio::spawn(receive(
-        direct_client,
-        server.url(Proto::H2c, route),
-        range.map(str::to_owned),
-        t0,
-    ));
-    let viewers: Vec<_> = (0..VIEWERS)
-        .map(|_| {
-            tokio::spawn(receive(
-                edge_client.clone(),
-                edge.url(route),
-                range.map(str::to_owned),
-                t0,
-            ))
-        })
-        .collect();
-    let bound = Duration::from_secs(30);
-    let direct = tokio::time::timeout(bound, direct)
-        .await
-        .expect("the direct read ends within 30 s")
-        .expect("direct reader");
-    let mut received = Vec::new();
-    for viewer in viewers {
-        received.push(
-            tokio::time::timeout(bound, viewer)
-                .await
-                .expect("every edge viewer finishes within 30 s")
-                .expect("edge reader"),
-        );
-    }
-    (direct, received, since)
-}
-
-/// Every viewer got `status` and the same bytes, exactly one was the edge's origin request (MISS),
-/// and ldash served the route to the edge exactly once. Returns the viewer that went to the origin.
-async fn assert_collapsed<'a>(
-    case: &str,
-    route: &str,
-    status: u16,
-    (viewers, since): (&'a [Received], usize),
-    edge: &Edge,
-) -> &'a Received {
-    for (i, v) in viewers.iter().enumerate() {
-        assert_eq!(v.status, status, "{case}: viewer {i} got status {}", v.status);
-        assert_eq!(
-            v.digest, viewers[0].digest,
-            "{case}: viewer {i} got other bytes ({} bytes)",
-            v.len
-        );
-    }
-    let misses: Vec<&Received> = viewers.iter().filter(|v| v.cache == "MISS").collect();
-    let hits = viewers.iter().filter(|v| v.cache == "HIT").count();
-    assert_eq!(
-        (misses.len(), hits),
-        (1, VIEWERS - 1),
-        "{case}: nginx should fetch once and serve the rest from its cache; its log:\n{}",
-        edge.access_log()
-    );
-    let origin = origin_requests_for(route, since).await;
-    assert_eq!(origin, 1, "{case}: ldash served {route} to the edge {origin} times");
-    misses[0]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// The largest delay of any byte at `viewer` compared with the direct reader: for each point the
-/// origin's bytes reached, when the viewer had as many.
-fn max_byte_lag(direct: &Received, viewer: &Received) -> Duration {
-    direct
-        .marks
-        .iter()
-        .map(|&(at, n)| {
-            let viewer_at = viewer
-                .marks
-                .iter()
-                .find(|&&(_, m)| m >= n)
-                .map_or(viewer.done, |&(t, _)| t);
-            viewer_at.saturating_sub(at)
-        })
-        .max()
-        .unwrap_or_default()
-}
-
-fn spread(viewers: &[Received], skip: Option<&Received>) -> (f64, f64, f64) {
-    let mut done: Vec<f64> = viewers
-        .iter()
-        .filter(|v| skip.is_none_or(|s| !std::ptr::eq(*v, s)))
-        .map(|v| ms(v.done))
-        .collect();
-    done.sort_by(f64::total_cmp);
-    (done[0], done[done.len() / 2], done[done.len() - 1])
-}
-
-/// Waits (bounded) for the next upload whose path starts with `prefix`.
-async fn next_upload(events: &mut tokio::sync::broadcast::Receiver<StoreEvent>, prefix: &str) -> String {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match events.recv().await {
-                Ok(StoreEvent::Started { path, .. }) if path.starts_with(prefix) => return path.to_string(),
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("store events ended: {e}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no upload of {prefix}* within 20 s"))
-}
-
-/// Starts ldash and ffmpeg and waits (bounded) until the stream has three segments.
-async fn live_origin(
-    ffmpeg: &Path,
-    seconds: u32,
-    change: impl FnOnce(&mut ldash::Config),
-) -> (TestServer, tokio::process::Child) {
-    access_log();
-    let server = TestServer::start_with(change).await;
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let encoder = ffmpeg_command(ffmpeg, &url, Ingest::PutPersistent, seconds)
-        .spawn()
-        .expect("ffmpeg starts");
-    let mut events = server.store.subscribe();
-    while server.store.get("live/chunk-stream0-00003.m4s").is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("ffmpeg reaches segment 3");
-    }
-    (server, encoder)
-}
-
 /// One test at a time in this binary: each runs an encoder, nginx and (below) a browser, and two at
 /// once on 2 cores would measure the machine, not the edge.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -420,9 +159,9 @@ async fn two_hundred_viewers_through_the_edge_cost_the_origin_one_request_per_ob
     // 1. A growing segment (LL-DASH viewers ask for it as soon as its upload starts).
     let path = next_upload(&mut events, "live/chunk-stream0-").await;
     let route = format!("/ldash/download/{path}");
-    let (direct, viewers, since) = crowd(&server, &edge, &route, None).await;
+    let (direct, viewers, since) = crowd(&server, &edge.url(&route), &route, None, None).await;
     assert_eq!(direct.status, 200, "the origin serves {route}");
-    let holder = assert_collapsed("growing segment", &route, 200, (&viewers, since), &edge).await;
+    let holder = assert_collapsed("growing segment", &route, 200, (&viewers, since), || edge.access_log()).await;
     assert_eq!(
         holder.digest, direct.digest,
         "the edge's bytes of {route} are the origin's"
@@ -454,9 +193,12 @@ async fn two_hundred_viewers_through_the_edge_cost_the_origin_one_request_per_ob
     let (msn, part) = next_part(&playlist);
     let route = "/ldash/download/live/stream.1.m3u8".to_owned();
     let blocking = format!("{route}?_HLS_msn={msn}&_HLS_part={part}");
-    let (direct, viewers, since) = crowd(&server, &edge, &blocking, None).await;
+    let (direct, viewers, since) = crowd(&server, &edge.url(&blocking), &blocking, None, None).await;
     assert_eq!(direct.status, 200, "the origin answers {blocking}");
-    let holder = assert_collapsed("blocking playlist", &route, 200, (&viewers, since), &edge).await;
+    let holder = assert_collapsed("blocking playlist", &route, 200, (&viewers, since), || {
+        edge.access_log()
+    })
+    .await;
     let (first, median, last) = spread(&viewers, Some(holder));
     println!(
         "EDGE blocking playlist {blocking}: origin answered at {:.0} ms | the edge's origin request at {:.0} ms | \
@@ -470,9 +212,9 @@ async fn two_hundred_viewers_through_the_edge_cost_the_origin_one_request_per_ob
     //    its bytes exist.
     let path = next_upload(&mut events, "live/chunk-stream1-").await;
     let route = format!("/ldash/download/{path}");
-    let (direct, viewers, since) = crowd(&server, &edge, &route, Some("bytes=0-999")).await;
+    let (direct, viewers, since) = crowd(&server, &edge.url(&route), &route, Some("bytes=0-999"), None).await;
     assert_eq!(direct.status, 206, "the origin serves the range of {route}");
-    let holder = assert_collapsed("part", &route, 206, (&viewers, since), &edge).await;
+    let holder = assert_collapsed("part", &route, 206, (&viewers, since), || edge.access_log()).await;
     assert_eq!(
         holder.digest, direct.digest,
         "the edge's part of {route} is the origin's"
@@ -494,9 +236,9 @@ async fn two_hundred_viewers_through_the_edge_cost_the_origin_one_request_per_ob
         .and_then(|n| n.parse().ok())
         .expect("segment number");
     let route = format!("/ldash/download/live/chunk-stream2-{:05}.m4s", number - 1);
-    let (direct, viewers, since) = crowd(&server, &edge, &route, None).await;
+    let (direct, viewers, since) = crowd(&server, &edge.url(&route), &route, None, None).await;
     assert_eq!(direct.status, 200, "the origin serves {route}");
-    let holder = assert_collapsed("complete segment", &route, 200, (&viewers, since), &edge).await;
+    let holder = assert_collapsed("complete segment", &route, 200, (&viewers, since), || edge.access_log()).await;
     assert_eq!(
         holder.digest, direct.digest,
         "the edge's bytes of {route} are the origin's"
@@ -521,30 +263,6 @@ async fn two_hundred_viewers_through_the_edge_cost_the_origin_one_request_per_ob
     assert_eq!(headers["cache-control"], "public, max-age=300");
     assert_eq!(headers["x-edge-cache"], "HIT");
     let _ = encoder.start_kill();
-}
-
-/// The msn and part index of the part after the last one a media playlist lists.
-fn next_part(playlist: &str) -> (u64, usize) {
-    let hint = playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
-        .expect("a preload hint");
-    let uri = hint
-        .split(',')
-        .find_map(|kv| kv.strip_prefix("URI=\""))
-        .and_then(|u| u.strip_suffix('"'))
-        .expect("hint URI");
-    let msn = uri
-        .trim_end_matches(".m4s")
-        .rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("segment number in the hint");
-    let listed = playlist
-        .lines()
-        .filter(|l| l.starts_with("#EXT-X-PART:") && l.contains(&format!("URI=\"{uri}\"")))
-        .count();
-    (msn, listed)
 }
 
 #[derive(Debug, serde::Deserialize)]

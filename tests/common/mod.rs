@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod edge;
 pub mod encoder;
 
 use std::net::SocketAddr;
