@@ -85,6 +85,12 @@ pub struct Config {
     #[arg(long, env = "LDASH_READER_LAG_LIMIT", default_value = "8M", value_parser = parse_size)]
     pub reader_lag_limit: u64,
 
+    /// Kernel send buffer (SO_SNDBUF) of each TCP connection, in bytes (suffixes K, M, G); 0 keeps
+    /// the kernel's autotuning. A bound makes --reader-lag-limit cut slow readers sooner: an
+    /// autotuned buffer can hold megabytes of a slow reader's stream.
+    #[arg(long, env = "LDASH_TCP_SEND_BUFFER", default_value = "0", value_parser = parse_size)]
+    pub tcp_send_buffer: u64,
+
     /// QUIC congestion controller for HTTP/3: cubic (standard, loss-based) or bbr (quinn's
     /// experimental BBR: far faster through random loss, as on Wi-Fi and mobile paths).
     #[arg(long, env = "LDASH_QUIC_CONGESTION", value_enum, default_value_t = Congestion::Cubic)]

@@ -186,6 +186,7 @@ impl Server {
         let settings = TcpSettings {
             header_timeout: Duration::from_secs(self.config.header_timeout.max(1)),
             drain_timeout: Duration::from_secs(self.config.drain_timeout),
+            send_buffer: (self.config.tcp_send_buffer > 0).then_some(self.config.tcp_send_buffer as usize),
         };
         let tls = match self.identity.tcp_config() {
             Ok(config) => TlsAcceptor::from(config),

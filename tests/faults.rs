@@ -432,7 +432,12 @@ async fn lossy_http3_delivery(congestion: ldash::config::Congestion) {
 // 4. A slow reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_delays_no_one_and_is_cut_off_once_too_far_behind() {
-    let server = TestServer::start_with(|c| c.reader_lag_limit = 256 << 10).await;
+    // A bounded kernel send buffer, so the slow reader cannot hide megabytes in its socket.
+    let server = TestServer::start_with(|c| {
+        c.reader_lag_limit = 256 << 10;
+        c.tcp_send_buffer = 64 << 10;
+    })
+    .await;
     let data: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
     let (tx, rx) = common::chunk_channel();
     let uploader = server.client_for(Proto::H1).await;

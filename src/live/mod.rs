@@ -464,7 +464,7 @@ impl Live {
                 .filter_map(|(n, at)| of_rep(n, *at).map(|num| (n.clone(), num)))
                 .collect();
             let newest = indexed.iter().chain(&on_disk).map(|(_, num)| *num).max();
-            if !liveness::starts_new_run(number, newest) {
+            if !liveness::starts_new_run(number, newest, template.start_number) {
                 return;
             }
             tracing::info!(

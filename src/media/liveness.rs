@@ -34,12 +34,14 @@ impl EndRule {
     }
 }
 
-/// Whether an upload of segment `number` starts a new run of the encoder: segment numbers of one run
-/// only grow, so a number below the newest already stored (`newest`, from uploads that arrived
-/// earlier) means the encoder started again from its first segment (ffmpeg restarts at 1).
+/// Whether an upload of segment `number` starts a new run of the encoder: a restarted encoder
+/// numbers from its first segment again (`start`, the template's startNumber; ffmpeg restarts at 1),
+/// below the newest already stored (`newest`, from uploads that arrived earlier). Only the first
+/// number counts: a lower number in mid-stream is uploads of one run overtaking each other (an
+/// encoder catching up over several connections), not a restart, and must not drop the run.
 /// Re-uploading the newest segment is a retry, not a new run.
-pub fn starts_new_run(number: u64, newest: Option<u64>) -> bool {
-    newest.is_some_and(|newest| number < newest)
+pub fn starts_new_run(number: u64, newest: Option<u64>, start: u64) -> bool {
+    number <= start && newest.is_some_and(|newest| number < newest)
 }
 
 /// The presentation duration of an ended stream for `MPD@mediaPresentationDuration`: the end of the
@@ -80,10 +82,12 @@ mod tests {
 
     #[test]
     fn numbers_going_backwards_start_a_new_run() {
-        assert!(starts_new_run(1, Some(12)));
-        assert!(!starts_new_run(13, Some(12)), "the next segment");
-        assert!(!starts_new_run(12, Some(12)), "a retry of the newest");
-        assert!(!starts_new_run(1, None), "the first segment");
+        assert!(starts_new_run(1, Some(12), 1));
+        assert!(!starts_new_run(13, Some(12), 1), "the next segment");
+        assert!(!starts_new_run(12, Some(12), 1), "a retry of the newest");
+        assert!(!starts_new_run(1, None, 1), "the first segment");
+        assert!(!starts_new_run(11, Some(12), 1), "segment 12 overtook 11: the same run");
+        assert!(starts_new_run(5, Some(40), 5), "a run starting at startNumber 5");
     }
 
     #[test]

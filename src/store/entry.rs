@@ -403,9 +403,9 @@ impl Reader {
         &self.entry
     }
 
-    /// Cuts this reader off with [`ReadError::TooSlow`] once, while the entry is growing, the upload
-    /// has appended more than `limit` bytes beyond what the reader took since this call (it fell
-    /// `limit` bytes further behind the live edge than it started). The check is a subtraction at
+    /// Cuts this reader off with [`ReadError::TooSlow`] once the upload has appended more than
+    /// `limit` bytes beyond what the reader took since this call (it fell `limit` bytes further
+    /// behind the live edge than it started), also when it next reads after the upload completed. The check is a subtraction at
     /// each read: the writer never waits for readers, and a slow reader holds only references to
     /// the shared chunks, so it costs others nothing until it is cut off.
     pub fn with_lag_limit(mut self, limit: u64) -> Self {
@@ -456,7 +456,9 @@ impl Reader {
         if let Some(lag) = self.lag {
             let grown = body.len.saturating_sub(lag.len_at_start);
             let taken = self.pos.saturating_sub(lag.pos_at_start);
-            if body.state == EntryState::Growing && grown.saturating_sub(taken) > lag.limit {
+            // Checked after the upload completes too: a reader that fell behind while the entry grew
+            // is often first polled again only then (its connection's buffers were full).
+            if grown.saturating_sub(taken) > lag.limit {
                 return Step::Fail(ReadError::TooSlow { limit: lag.limit });
             }
         }

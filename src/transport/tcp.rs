@@ -27,6 +27,9 @@ pub struct TcpSettings {
     pub header_timeout: Duration,
     /// Time in-flight responses get at shutdown.
     pub drain_timeout: Duration,
+    /// SO_SNDBUF for accepted connections; None leaves the kernel's autotuning, which lets a slow
+    /// reader's socket absorb megabytes that the reader lag limit then cannot see.
+    pub send_buffer: Option<usize>,
 }
 
 /// What a listener serves.
@@ -74,6 +77,11 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if let Some(size) = settings.send_buffer {
+                        if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(size) {
+                            tracing::debug!(%err, "SO_SNDBUF not set");
+                        }
+                    }
                     let transport = if tls.is_some() { Transport::Tls } else { Transport::Cleartext };
                     // Scrapes take no place in the arrival order of uploads.
                     let arrival = if role == Role::Public { app.connection_arrived() } else { 0 };
