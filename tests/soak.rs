@@ -713,7 +713,13 @@ impl Origin {
             config.alpn_protocols = vec![alpn.to_vec()];
             config
         };
-        let builder = reqwest::Client::builder().no_proxy();
+        // ldash closes a keep-alive connection that sends no request within --header-timeout (10 s):
+        // a client that picks such a connection from its pool just as it closes gets an error for
+        // its request (as hyper's IncompleteMessage did in one CI run). Browsers retry that; this
+        // client simply stops reusing connections idle for half that long.
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .pool_idle_timeout(std::time::Duration::from_secs(5));
         let (client, base) = match proto {
             Proto::H3 => return Client::H3(H3Client::connect(self.https, tls(b"h3")).await),
             Proto::H1 => (builder.http1_only(), format!("http://{}", self.http)),

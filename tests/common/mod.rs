@@ -128,8 +128,10 @@ impl TestServer {
         } else {
             &[b"http/1.1"]
         };
+        // Idle pooled connections are dropped before ldash's --header-timeout closes them.
         let builder = reqwest::Client::builder()
             .no_proxy()
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .use_preconfigured_tls(self.tls_client(alpn));
         let builder = match proto {
             Proto::H1 | Proto::H1Tls => builder.http1_only(),
