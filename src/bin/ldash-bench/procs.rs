@@ -237,9 +237,10 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     );
     server
         .run(async {
+            // Discard whatever arrives (nothing does) without keeping it, until the end.
             let mut stdin = tokio::io::stdin();
-            let mut sink = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stdin, &mut sink).await;
+            let mut buf = [0u8; 1024];
+            while matches!(tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await, Ok(n) if n > 0) {}
         })
         .await;
     std::process::ExitCode::SUCCESS
