@@ -1,13 +1,20 @@
-// The ldash play page: plays an LL-DASH manifest with dash.js or an LL-HLS playlist with hls.js, and
-// shows live statistics every second. Everything a test or a person needs is in window.ldash.stats.
+// The ldash play page: plays an LL-DASH manifest with dash.js or Shaka Player, or an LL-HLS playlist
+// with hls.js or Shaka Player (?engine=dashjs|hlsjs|shaka), and shows live statistics every second.
+// When the stream carries its capture time as a barcode (ldash-clock), the page reads it from every
+// frame it shows and reports the glass-to-glass latency. Everything a test or a person needs is in
+// window.ldash.stats and window.ldash.glass.
 "use strict";
 
 (function () {
   const config = window.LDASH;
   const video = document.getElementById("video");
+  const engines = { dash: ["dashjs", "shaka"], hls: ["hlsjs", "shaka"] };
+  const asked = new URLSearchParams(location.search).get("engine");
+  const engine = engines[config.kind].includes(asked) ? asked : engines[config.kind][0];
   const stats = {
-    player: config.kind,
-    latency: null, // seconds behind the live edge
+    player: engine,
+    latency: null, // seconds behind the live edge, as the player computes it
+    glass: null, // glass-to-glass seconds (median of the last second), when the stream carries a clock
     buffer: null, // seconds buffered ahead
     rate: 1,
     width: null,
@@ -20,12 +27,26 @@
     history: [], // [ms since page load, latency]
     error: null,
   };
-  window.ldash = { stats };
+  // Glass-to-glass samples: [performance.now() ms, seconds]; reads that failed the barcode check.
+  const glass = { values: [], reads: 0, misses: 0 };
+  window.ldash = { stats, glass, engine };
 
-  document.getElementById(config.kind === "hls" ? "as-hls" : "as-dash").classList.add("active");
+  const names = { dashjs: "dash.js", hlsjs: "hls.js", shaka: "Shaka" };
+  const switcher = document.getElementById("engines");
+  for (const [kind, page] of [["dash", config.dashPage], ["hls", config.hlsPage]]) {
+    for (const e of engines[kind]) {
+      const a = document.createElement("a");
+      a.href = page + (e === engines[kind][0] ? "" : "?engine=" + e);
+      a.textContent = (kind === "dash" ? "LL-DASH" : "LL-HLS") + " · " + names[e];
+      if (kind === config.kind && e === engine) {
+        a.classList.add("active");
+      }
+      switcher.appendChild(a);
+    }
+  }
   if (config.fromCdn) {
     document.getElementById("libraries").textContent =
-      "dash.js and hls.js are not installed on this server (npm ci --prefix player): loading the same pinned versions from a public CDN.";
+      "The player libraries are not installed on this server (npm ci --prefix player): loading the same pinned versions from a public CDN.";
   }
 
   function fail(message) {
@@ -100,6 +121,98 @@
     window.ldash.player = hls;
   }
 
+  async function startShaka() {
+    await load(config.shakaUrl);
+    shaka.polyfill.installAll();
+    const player = new shaka.Player();
+    await player.attach(video);
+    // Low-latency mode follows PART-HOLD-BACK (LL-HLS) and the ServiceDescription (LL-DASH).
+    player.configure({ streaming: { lowLatencyMode: true } });
+    player.addEventListener("error", (e) => fail("Shaka: " + (e.detail ? e.detail.code + " " + e.detail.message : e)));
+    await player.load(config.manifest);
+    sampleLatency = () => player.getStats().liveLatency;
+    sampleLevel = () => {
+      const track = player.getVariantTracks().find((t) => t.active);
+      if (track) {
+        stats.bitrate = track.videoBandwidth || track.bandwidth || null;
+      }
+    };
+    window.ldash.player = player;
+  }
+
+  // The capture time of the frame on screen, from the barcode ldash-clock paints into the top rows
+  // (src/media/clock.rs is the reference): 32 cells of 1/32 of the width, a row of 1/18 of the
+  // height, then the same bits inverted. Null when the check fails (not a clock stream).
+  const probe = document.createElement("canvas");
+  const probeContext = probe.getContext("2d", { willReadFrequently: true });
+  function readClock() {
+    const w = video.videoWidth;
+    const h = video.videoHeight;
+    const band = Math.floor(h / 18);
+    if (!w || band < 2) {
+      return null;
+    }
+    if (probe.width !== w || probe.height !== 2 * band) {
+      probe.width = w;
+      probe.height = 2 * band;
+    }
+    probeContext.drawImage(video, 0, 0, w, 2 * band, 0, 0, w, 2 * band);
+    const px = probeContext.getImageData(0, 0, w, 2 * band).data;
+    const bright = (x, y) => {
+      let sum = 0;
+      for (let dy = -1; dy <= 1; dy++) {
+        for (let dx = -1; dx <= 1; dx++) {
+          sum += px[((y + dy) * w + x + dx) * 4];
+        }
+      }
+      return sum / 9 >= 128 ? 1 : 0;
+    };
+    let code = 0;
+    let inverse = 0;
+    for (let cell = 0; cell < 32; cell++) {
+      const x = Math.floor(((2 * cell + 1) * w) / 64);
+      code = code * 2 + bright(x, Math.floor(band / 2));
+      inverse = inverse * 2 + bright(x, band + Math.floor(band / 2));
+    }
+    return code + inverse === 0xffffffff ? code : null;
+  }
+
+  function unwrapStamp(code, nowMs) {
+    const wrap = 4294967296;
+    const base = nowMs - (nowMs % wrap);
+    return [base - wrap, base, base + wrap].map((b) => b + code).reduce((a, b) => (Math.abs(a - nowMs) <= Math.abs(b - nowMs) ? a : b));
+  }
+
+  function onFrame(_, meta) {
+    const code = readClock();
+    // When the frame reaches the screen, on the same wall clock as the capture time.
+    const shown = performance.timeOrigin + (meta && meta.expectedDisplayTime ? meta.expectedDisplayTime : performance.now());
+    if (code === null) {
+      glass.misses += 1;
+    } else {
+      const seconds = (shown - unwrapStamp(code, shown)) / 1000;
+      if (seconds > -1 && seconds < 120) {
+        glass.reads += 1;
+        glass.values.push([performance.now(), seconds]);
+        if (glass.values.length > 20000) {
+          glass.values.splice(0, 5000);
+        }
+      }
+    }
+    video.requestVideoFrameCallback(onFrame);
+  }
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    video.requestVideoFrameCallback(onFrame);
+  } else {
+    setInterval(() => onFrame(null, null), 50);
+  }
+
+  function recentGlass() {
+    const since = performance.now() - 1000;
+    const recent = glass.values.filter(([t]) => t >= since).map(([, s]) => s).sort((a, b) => a - b);
+    return recent.length ? recent[Math.floor(recent.length / 2)] : null;
+  }
+
   let waitingSince = null;
   video.addEventListener("waiting", () => {
     // A seek (the player jumping to the live edge) waits for data too, but is not a stall.
@@ -151,12 +264,13 @@
     g.stroke();
     g.fillStyle = "#aaa";
     g.fillText(top.toFixed(1) + " s", 4, 12);
-    g.fillText("latency, last minute", 4, canvas.height - 6);
+    g.fillText((glass.reads ? "glass-to-glass" : "player latency") + ", last minute", 4, canvas.height - 6);
   }
 
   function tick() {
     const latency = sampleLatency();
     stats.latency = Number.isFinite(latency) && latency > 0 ? latency : null;
+    stats.glass = recentGlass();
     stats.buffer = bufferAhead();
     stats.rate = video.playbackRate;
     stats.width = video.videoWidth || null;
@@ -164,10 +278,12 @@
     stats.currentTime = video.currentTime;
     stats.protocol = latestSegmentProtocol() || stats.protocol;
     sampleLevel();
-    if (stats.latency !== null) {
-      stats.history.push([performance.now(), stats.latency]);
+    const shown = stats.glass !== null ? stats.glass : stats.latency;
+    if (shown !== null) {
+      stats.history.push([performance.now(), shown]);
       stats.history = stats.history.filter(([t]) => performance.now() - t < 60000);
     }
+    show("s-glass", stats.glass === null ? "-" : stats.glass.toFixed(2) + " s");
     show("s-latency", stats.latency === null ? "-" : stats.latency.toFixed(2) + " s");
     show("s-buffer", stats.buffer.toFixed(2) + " s");
     show("s-rate", stats.rate.toFixed(2) + "×");
@@ -175,10 +291,16 @@
     show("s-bitrate", stats.bitrate ? (stats.bitrate / 1000).toFixed(0) + " kbit/s" : "-");
     show("s-stalls", String(stats.stalls));
     show("s-protocol", stats.protocol || "-");
-    show("s-player", config.kind === "hls" ? "hls.js " + (window.Hls ? Hls.version : "") : "dash.js " + (window.dashjs ? dashjs.Version || "" : ""));
+    const versions = {
+      dashjs: () => (window.dashjs ? dashjs.Version || "" : ""),
+      hlsjs: () => (window.Hls ? Hls.version : ""),
+      shaka: () => (window.shaka ? shaka.Player.version : ""),
+    };
+    show("s-player", names[engine] + " " + versions[engine]());
     plot();
   }
 
-  (config.kind === "hls" ? startHls() : startDash()).catch((e) => fail(e.message || e));
+  const start = { dashjs: startDash, hlsjs: startHls, shaka: startShaka }[engine];
+  start().catch((e) => fail(e.message || e));
   setInterval(tick, 1000);
 })();

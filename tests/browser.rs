@@ -1,20 +1,22 @@
 //! The play page in a real browser with the real encoder: Debian's headless Chromium (driven by
-//! playwright-core from the npm registry, no browser download) plays what ffmpeg pushes, over HTTP/2
-//! and over HTTP/3, with dash.js (LL-DASH) and hls.js (LL-HLS). The latencies measured are printed:
-//! they are the numbers the benchmark will push down. Screenshots go under target/browser/.
+//! playwright-core from the npm registry, no browser download) plays what ffmpeg pushes from the
+//! clock source (ldash-clock: every frame carries its capture time), over HTTP/2 and over HTTP/3,
+//! with dash.js and Shaka Player (LL-DASH) and hls.js and Shaka Player (LL-HLS). The page reads the
+//! capture time back from the pixels: the glass-to-glass latencies are printed (`GLASS` lines),
+//! never asserted, since the machines are shared; errors, failed playlist requests and stalls are
+//! asserted. Screenshots go under target/browser/.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::encoder::{ffmpeg_command, Ingest};
+use common::encoder::{clock_encoder, Ingest};
 use common::{require_tool, Proto, TestServer};
 
 #[derive(Debug, serde::Deserialize)]
 struct Sample {
     at: u32,
-    latency: Option<f64>,
     stalls: u32,
     protocol: Option<String>,
     #[serde(rename = "currentTime")]
@@ -22,14 +24,32 @@ struct Sample {
     error: Option<String>,
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+struct Summary {
+    glass_p50: Option<f64>,
+    glass_p95: Option<f64>,
+    glass_reads: usize,
+    glass_misses: usize,
+    player_p50: Option<f64>,
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct Run {
     #[serde(default)]
     samples: Vec<Sample>,
     #[serde(default)]
+    summary: Summary,
+    #[serde(default)]
+    failed: Vec<String>,
+    #[serde(default)]
     console: Vec<String>,
     error: Option<String>,
 }
+
+/// Seconds the player gets to reach its steady latency before the measurement starts.
+const WARMUP: u32 = 10;
+/// Seconds of playback measured (the issue's "at least 30 s").
+const MEASURED: u32 = 30;
 
 fn player_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("player")
@@ -39,7 +59,8 @@ fn player_dir() -> PathBuf {
 fn require_player_packages() -> bool {
     let installed = player_dir().join("node_modules/playwright-core").is_dir()
         && player_dir().join("node_modules/dashjs").is_dir()
-        && player_dir().join("node_modules/hls.js").is_dir();
+        && player_dir().join("node_modules/hls.js").is_dir()
+        && player_dir().join("node_modules/shaka-player").is_dir();
     if !installed {
         let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
         assert!(
@@ -55,7 +76,11 @@ fn require_player_packages() -> bool {
 /// the stalls measured would be the machine's, not the server's.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn play(kind: &str, h3: bool) {
+/// One player on the play page: `engine` (dashjs, hlsjs, shaka) playing `kind` (dash, hls) of a
+/// clock source with 0.1 s chunks, over HTTP/2 or HTTP/3. Prints the glass-to-glass latency read from
+/// the frames beside the player's own figure; asserts no player error, no 4xx/5xx on a manifest or
+/// playlist request, at most one stall in the 30 s measured, and that playback keeps up.
+async fn play(engine: &str, kind: &str, h3: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let (Some(ffmpeg), Some(node), Some(_)) = (require_tool("ffmpeg"), require_tool("node"), require_tool("chromium"))
     else {
@@ -66,9 +91,7 @@ async fn play(kind: &str, h3: bool) {
     }
     let server = TestServer::start_with(|c| c.player_dir = player_dir()).await;
     let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 60)
-        .spawn()
-        .expect("ffmpeg starts");
+    let _encoder = clock_encoder(&ffmpeg, &url, Ingest::PutPersistent, WARMUP + MEASURED + 60, 0.1);
     let mut events = server.store.subscribe();
     while server.store.get("live/chunk-stream0-00003.m4s").is_none() {
         let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
@@ -77,16 +100,17 @@ async fn play(kind: &str, h3: bool) {
     }
     let port = server.https.port();
     let manifest = if kind == "hls" { "stream.m3u8" } else { "stream.mpd" };
-    let page = format!("https://127.0.0.1:{port}/ldash/play/live/{manifest}");
+    let page = format!("https://127.0.0.1:{port}/ldash/play/live/{manifest}?engine={engine}");
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
     std::fs::create_dir_all(&shots).expect("screenshot folder");
-    let shot = shots.join(format!("{kind}-{}.png", if h3 { "h3" } else { "h2" }));
+    let shot = shots.join(format!("{engine}-{kind}-{}.png", if h3 { "h3" } else { "h2" }));
     let mut command = tokio::process::Command::new(node);
     command
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.cjs"))
         .arg(player_dir())
         .arg(&page)
-        .arg("20")
+        .arg(WARMUP.to_string())
+        .arg(MEASURED.to_string())
         .arg(&shot);
     if h3 {
         command
@@ -94,14 +118,14 @@ async fn play(kind: &str, h3: bool) {
             .arg(format!("--ignore-certificate-errors-spki-list={}", server.spki));
     }
     command.kill_on_drop(true).stdin(std::process::Stdio::null());
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
         .await
-        .expect("the browser run ends within 120 s")
+        .expect("the browser run ends within 180 s")
         .expect("node runs");
-    let _ = encoder.start_kill();
     let text = String::from_utf8_lossy(&output.stdout);
     let run: Run = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("driver output ({e}): {text}"));
-    let case = format!("{kind} over {}", if h3 { "HTTP/3" } else { "HTTP/2" });
+    let format = if kind == "hls" { "LL-HLS" } else { "LL-DASH" };
+    let case = format!("{engine} {format} over {}", if h3 { "HTTP/3" } else { "HTTP/2" });
     assert!(
         run.error.is_none(),
         "{case}: the driver failed: {:?}\n{:?}",
@@ -112,13 +136,31 @@ async fn play(kind: &str, h3: bool) {
         .samples
         .last()
         .unwrap_or_else(|| panic!("{case}: no statistics from the page: {:?}", run.console));
+    let s = &run.summary;
+    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3} s"));
+    println!(
+        "GLASS {case}: glass-to-glass p50 {} p95 {}, player's own figure p50 {}, stalls {} in {MEASURED} s, \
+         {} frames read ({} unreadable), playlist/manifest errors {}",
+        secs(s.glass_p50),
+        secs(s.glass_p95),
+        secs(s.player_p50),
+        last.stalls,
+        s.glass_reads,
+        s.glass_misses,
+        run.failed.len()
+    );
     assert!(
         last.error.is_none(),
         "{case}: the player reported {:?}; console: {:?}",
         last.error,
         run.console
     );
-    // Plays at about real speed once started: over the last 5 s, at least 4 s of media.
+    assert!(
+        run.failed.is_empty(),
+        "{case}: manifest or playlist requests answered with an error: {:?}",
+        run.failed
+    );
+    // Plays at about real speed: over the last 5 s, at least 4 s of media.
     let earlier = run
         .samples
         .iter()
@@ -130,11 +172,14 @@ async fn play(kind: &str, h3: bool) {
         "{case}: playback advanced {advanced:.2} s in 5 s; console: {:?}",
         run.console
     );
-    assert!(last.stalls <= 1, "{case}: {} stalls", last.stalls);
-    let latency = last.latency.unwrap_or(f64::MAX);
-    println!("LATENCY {case}: {latency:.3} s (screenshot {})", shot.display());
-    let bound = if kind == "hls" { 4.0 } else { 3.0 };
-    assert!(latency < bound, "{case}: live latency {latency:.2} s is over {bound} s");
+    assert!(last.stalls <= 1, "{case}: {} stalls in {MEASURED} s", last.stalls);
+    // The measurement itself worked: most frames shown in 30 s (30 per second) were read.
+    assert!(
+        s.glass_reads >= 300,
+        "{case}: only {} frames' capture times were read ({} unreadable): the glass-to-glass measurement failed",
+        s.glass_reads,
+        s.glass_misses
+    );
     let expected = if h3 { "h3" } else { "h2" };
     assert_eq!(
         last.protocol.as_deref(),
@@ -144,21 +189,41 @@ async fn play(kind: &str, h3: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dash_page_plays_at_low_latency_over_http2() {
-    play("dash", false).await;
+async fn dashjs_plays_ll_dash_over_http2() {
+    play("dashjs", "dash", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hls_page_plays_at_low_latency_over_http2() {
-    play("hls", false).await;
+async fn hlsjs_plays_ll_hls_over_http2() {
+    play("hlsjs", "hls", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dash_page_plays_over_http3() {
-    play("dash", true).await;
+async fn shaka_plays_ll_dash_over_http2() {
+    play("shaka", "dash", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hls_page_plays_over_http3() {
-    play("hls", true).await;
+async fn shaka_plays_ll_hls_over_http2() {
+    play("shaka", "hls", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashjs_plays_ll_dash_over_http3() {
+    play("dashjs", "dash", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlsjs_plays_ll_hls_over_http3() {
+    play("hlsjs", "hls", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaka_plays_ll_dash_over_http3() {
+    play("shaka", "dash", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaka_plays_ll_hls_over_http3() {
+    play("shaka", "hls", true).await;
 }

@@ -122,7 +122,14 @@ impl App {
         let conn = req.extensions().get::<ConnInfo>().copied().unwrap_or_default();
         let method = req.method().clone();
         let version = req.version();
-        let log_path = req.uri().path().chars().take(512).collect::<String>();
+        // With the query: a blocking playlist reload is only readable with its _HLS_ directives.
+        let log_path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .chars()
+            .take(512)
+            .collect::<String>();
         let mut response = self.route(req, &conn).await.unwrap_or_else(HttpError::into_response);
         let headers = response.headers_mut();
         headers::add_cors(headers);

@@ -1,6 +1,6 @@
 //! The player page (`GET /ldash/play/{path}`), its scripts (`/ldash/player/...`), and the stream list
 //! (`GET /ldash/` as HTML, `GET /ldash/streams` as JSON). The page's sources live in player/ and are
-//! built into the binary; dash.js and hls.js are served from player/node_modules when
+//! built into the binary; dash.js, hls.js and Shaka Player are served from player/node_modules when
 //! `npm ci --prefix player` has installed them, else the page loads the same pinned versions from a
 //! public CDN and says so.
 
@@ -16,9 +16,14 @@ const SCRIPT: &str = include_str!("../../player/ldash-player.js");
 const PACKAGE: &str = include_str!("../../player/package.json");
 
 /// The libraries the page can load, as (route name, file under node_modules, package name).
-const LIBRARIES: [(&str, &str, &str); 2] = [
+const LIBRARIES: [(&str, &str, &str); 3] = [
     ("dash.all.min.js", "dashjs/dist/modern/umd/dash.all.min.js", "dashjs"),
     ("hls.min.js", "hls.js/dist/hls.min.js", "hls.js"),
+    (
+        "shaka-player.compiled.js",
+        "shaka-player/dist/shaka-player.compiled.js",
+        "shaka-player",
+    ),
 ];
 
 /// The pinned version of an npm package, from player/package.json.
@@ -63,6 +68,7 @@ pub(super) fn page(app: &App, path: &str) -> Result<Response<ResponseBody>, Http
     let manifest = format!("/ldash/download/{path}");
     let (dash_lib, dash_cdn) = library_url(&app.player_dir, 0);
     let (hls_lib, hls_cdn) = library_url(&app.player_dir, 1);
+    let (shaka_lib, shaka_cdn) = library_url(&app.player_dir, 2);
     let body = PAGE
         .replace("{{TITLE}}", &html_escape(path))
         .replace("{{MANIFEST}}", &html_escape(&manifest))
@@ -71,7 +77,15 @@ pub(super) fn page(app: &App, path: &str) -> Result<Response<ResponseBody>, Http
         .replace("{{HLS_PAGE}}", &html_escape(&format!("/ldash/play/{stem}.m3u8")))
         .replace("{{DASH_LIB}}", &html_escape(&dash_lib))
         .replace("{{HLS_LIB}}", &html_escape(&hls_lib))
-        .replace("{{FROM_CDN}}", if dash_cdn || hls_cdn { "true" } else { "false" });
+        .replace("{{SHAKA_LIB}}", &html_escape(&shaka_lib))
+        .replace(
+            "{{FROM_CDN}}",
+            if dash_cdn || hls_cdn || shaka_cdn {
+                "true"
+            } else {
+                "false"
+            },
+        );
     Ok(text(body, "text/html; charset=utf-8"))
 }
 

@@ -172,6 +172,8 @@ impl Live {
         };
         let started = Instant::now();
         let mut deadline: Option<Instant> = None;
+        // Whether the directives were judged against a snapshot yet (they are judged once).
+        let mut judged = false;
         loop {
             // Read before the snapshot is taken, so a snapshot is never older than its version.
             let version = *changed.borrow_and_update();
@@ -184,17 +186,20 @@ impl Live {
                         part: directives.part,
                     });
                     let (rendition, timing) = (&snapshot.rendition, &snapshot.timing);
+                    let first = !std::mem::replace(&mut judged, true);
                     match wanted.map(|w| rendition.block(w, timing)) {
                         None | Some(Block::Ready) => {
                             let max_age = hls::playlist_max_age(timing, wanted.is_some() && !rendition.ended);
                             return Ok(snapshot.playlist(directives.skip, max_age));
                         }
-                        Some(Block::TooFar) => {
+                        // Judged once, on arrival: a request that was acceptable then is held
+                        // until what it asks for exists or the bound, never turned into a 400.
+                        Some(Block::TooFar) if first => {
                             return Err(HlsError::BadRequest(
                                 "_HLS_msn or _HLS_part is too far ahead of the live edge",
                             ))
                         }
-                        Some(Block::Wait) => {
+                        Some(Block::Wait | Block::TooFar) => {
                             deadline.get_or_insert(started + hold(timing));
                         }
                     }
@@ -358,6 +363,12 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
             gap = true;
             continue;
         }
+        // The encoder opens the next segment's upload a moment before it finishes the previous
+        // one: until the older segment completes, the newer one is not listed (only the last
+        // segment of a playlist may grow, and the run must not restart at it).
+        if !gap && segments.last().is_some_and(|s| !s.complete && s.number + 1 == n) {
+            break;
+        }
         let contiguous = !gap && segments.last().is_none_or(|s| s.complete && s.number + 1 == n);
         if !contiguous {
             segments.clear();
@@ -462,7 +473,9 @@ mod tests {
         <SegmentTemplate timescale="1000" duration="1000" media="a-$Number$.m4s" initialization="a-init.m4s"/>
         </Representation></AdaptationSet></Period></MPD>"#;
 
-    fn folder(segments: &[(u64, bool)]) -> Folder {
+    /// A folder with audio segments of five 0.2 s chunks each, ended (`Some(failed)`) or still
+    /// growing (`None`).
+    fn folder(segments: &[(u64, Option<bool>)]) -> Folder {
         let mut f = Folder::default();
         let track = Track {
             id: 1,
@@ -487,7 +500,9 @@ mod tests {
                 })
                 .collect();
             index.push(chunks);
-            index.end(failed);
+            if let Some(failed) = failed {
+                index.end(failed);
+            }
             f.segments.insert(format!("a-{n}.m4s"), Arc::new(index));
         }
         f
@@ -508,7 +523,13 @@ mod tests {
     fn a_failed_segment_restarts_the_playlist_after_it() {
         let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
         let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
-        let f = folder(&[(1, false), (2, false), (3, true), (4, false), (5, false)]);
+        let f = folder(&[
+            (1, Some(false)),
+            (2, Some(false)),
+            (3, Some(true)),
+            (4, Some(false)),
+            (5, Some(false)),
+        ]);
         let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
@@ -516,7 +537,7 @@ mod tests {
             [4, 5],
             "media sequence numbers stay consistent: the run restarts after the gap"
         );
-        let f = folder(&[(1, false), (2, false), (3, true)]);
+        let f = folder(&[(1, Some(false)), (2, Some(false)), (3, Some(true))]);
         let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
@@ -533,5 +554,24 @@ mod tests {
                 part_target: 0.2
             }
         );
+    }
+
+    #[test]
+    fn a_next_segment_opened_before_the_previous_completes_waits_its_turn() {
+        // ffmpeg opens segment 3's upload while segment 2 still grows: the playlist keeps segment 2
+        // as its growing last segment, and a request for segment 3's first part (what Shaka and
+        // hls.js ask for at every boundary) is held, not refused.
+        let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
+        let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
+        let f = folder(&[(1, Some(false)), (2, None), (3, None)]);
+        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
+        let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
+        assert_eq!(numbers, [1, 2], "segment 3 is listed once segment 2 is complete");
+        let timing = stream_timing(&f, &mpd).expect("timing");
+        assert_eq!(r.block(Wanted { msn: 3, part: Some(0) }, &timing), Block::Wait);
+        let f = folder(&[(1, Some(false)), (2, Some(false)), (3, None)]);
+        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
+        let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
+        assert_eq!(numbers, [1, 2, 3]);
     }
 }

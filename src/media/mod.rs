@@ -2,6 +2,7 @@
 //! and low-latency rewriter. No I/O and no clock reads here: bytes and times come in as arguments, so
 //! everything is tested deterministically without sockets.
 
+pub mod clock;
 pub mod cmaf;
 pub mod hls;
 pub mod liveness;

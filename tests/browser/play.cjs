@@ -1,14 +1,23 @@
 // Drives Debian's headless Chromium (playwright-core, no browser download) on the ldash play page:
-// opens the page, samples window.ldash.stats every second, writes a screenshot, and prints one JSON
-// object on stdout for the Rust test to check.
+// opens the page, lets the player settle for WARMUP seconds, then samples window.ldash.stats every
+// second for SECONDS, collects the glass-to-glass readings the page decoded from the frames'
+// barcode in that window, notes every manifest or playlist response with an error status, writes a
+// screenshot, and prints one JSON object on stdout for the Rust test or the benchmark to check.
 //
-//   node tests/browser/play.cjs PLAYER_DIR URL SECONDS SCREENSHOT [CHROMIUM_FLAG...]
+//   node tests/browser/play.cjs PLAYER_DIR URL WARMUP SECONDS SCREENSHOT [CHROMIUM_FLAG...]
 "use strict";
 
 const path = require("path");
 
+function percentile(sorted, p) {
+  if (!sorted.length) {
+    return null;
+  }
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
 async function main() {
-  const [playerDir, url, seconds, screenshot, ...flags] = process.argv.slice(2);
+  const [playerDir, url, warmup, seconds, screenshot, ...flags] = process.argv.slice(2);
   const { chromium } = require(path.resolve(playerDir, "node_modules", "playwright-core"));
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -26,26 +35,50 @@ async function main() {
   });
   const samples = [];
   const console_ = [];
+  const failed = []; // manifest and playlist responses with a 4xx/5xx status
+  let glass = null;
   try {
     const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 720 } });
     const page = await context.newPage();
     page.on("console", (m) => console_.push(m.type() + ": " + m.text()));
     page.on("pageerror", (e) => console_.push("pageerror: " + e.message));
+    page.on("response", (r) => {
+      if (/\.(mpd|m3u8)(\?|$)/.test(r.url()) && r.status() >= 400) {
+        failed.push(r.status() + " " + r.url());
+      }
+    });
     await page.goto(url, { waitUntil: "domcontentloaded", timeout: 60000 });
+    await page.waitForTimeout(1000 * Number(warmup));
+    const from = await page.evaluate(() => performance.now());
+    const before = await page.evaluate(() => (window.ldash ? window.ldash.stats.stalls : 0));
     for (let i = 0; i < Number(seconds); i++) {
       await page.waitForTimeout(1000);
       const stats = await page.evaluate(() => (window.ldash ? JSON.parse(JSON.stringify(window.ldash.stats)) : null));
       if (stats) {
         delete stats.history;
         stats.at = i + 1;
+        stats.stalls -= before;
         samples.push(stats);
       }
     }
+    glass = await page.evaluate((from) => {
+      const g = window.ldash ? window.ldash.glass : { values: [], reads: 0, misses: 0 };
+      return { values: g.values.filter(([t]) => t >= from).map(([, s]) => s), reads: g.reads, misses: g.misses };
+    }, from);
     await page.screenshot({ path: screenshot });
   } finally {
     await browser.close();
   }
-  process.stdout.write(JSON.stringify({ samples, console: console_.slice(-30) }) + "\n");
+  const sorted = glass ? glass.values.slice().sort((a, b) => a - b) : [];
+  const latencies = samples.map((s) => s.latency).filter((l) => l !== null).sort((a, b) => a - b);
+  const summary = {
+    glass_p50: percentile(sorted, 0.5),
+    glass_p95: percentile(sorted, 0.95),
+    glass_reads: sorted.length,
+    glass_misses: glass ? glass.misses : 0,
+    player_p50: percentile(latencies, 0.5),
+  };
+  process.stdout.write(JSON.stringify({ samples, summary, failed, console: console_.slice(-30) }) + "\n");
 }
 
 main().catch((e) => {

@@ -18,6 +18,53 @@ pub fn ffmpeg_command(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32) ->
     let mut command = tokio::process::Command::new(ffmpeg);
     command.args(["-hide_banner", "-loglevel", "warning", "-nostdin", "-re"]);
     command.args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
+    encode(&mut command, url, ingest, seconds, 0.2);
+    command
+}
+
+/// The frame size and rate of the clock source.
+pub const CLOCK_SIZE: &str = "640x360";
+pub const CLOCK_FPS: u32 = 30;
+
+/// ldash-clock piped into ffmpeg: frames that carry their capture time, for glass-to-glass latency.
+/// Both processes are killed when this is dropped.
+pub struct ClockEncoder {
+    clock: std::process::Child,
+    pub ffmpeg: tokio::process::Child,
+}
+
+impl Drop for ClockEncoder {
+    fn drop(&mut self) {
+        let _ = self.clock.kill();
+        let _ = self.clock.wait();
+        let _ = self.ffmpeg.start_kill();
+    }
+}
+
+/// Starts ldash-clock and ffmpeg, the test encoder with `chunk`-second CMAF chunks.
+pub fn clock_encoder(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32, chunk: f64) -> ClockEncoder {
+    let mut clock = std::process::Command::new(env!("CARGO_BIN_EXE_ldash-clock"))
+        .args(["--size", CLOCK_SIZE, "--fps", &CLOCK_FPS.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ldash-clock starts");
+    let frames = clock.stdout.take().expect("ldash-clock's standard output");
+    let mut command = tokio::process::Command::new(ffmpeg);
+    command.args(["-hide_banner", "-loglevel", "warning"]);
+    command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", CLOCK_SIZE]);
+    command.args(["-framerate", &CLOCK_FPS.to_string(), "-i", "pipe:0", "-re"]);
+    encode(&mut command, url, ingest, seconds, chunk);
+    command.stdin(Stdio::from(frames)).stderr(Stdio::inherit());
+    let ffmpeg = command.spawn().expect("ffmpeg starts");
+    ClockEncoder { clock, ffmpeg }
+}
+
+/// The test encoder after its video input: a sine as audio, two video renditions (640x360 at
+/// 800 kbit/s, 320x180 at 300 kbit/s) and AAC, 1 s segments of `chunk`-second CMAF chunks, uploaded
+/// as `ingest` says.
+fn encode(command: &mut tokio::process::Command, url: &str, ingest: Ingest, seconds: u32, chunk: f64) {
     command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
     command.args(["-t", &seconds.to_string()]);
     command.args(["-map", "0:v", "-map", "0:v", "-map", "1:a"]);
@@ -58,7 +105,14 @@ pub fn ffmpeg_command(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32) ->
         "-use_timeline",
         "0",
     ]);
-    command.args(["-seg_duration", "1", "-frag_type", "duration", "-frag_duration", "0.2"]);
+    command.args([
+        "-seg_duration",
+        "1",
+        "-frag_type",
+        "duration",
+        "-frag_duration",
+        &chunk.to_string(),
+    ]);
     command.args([
         "-adaptation_sets",
         "id=0,streams=v id=1,streams=a",
@@ -73,12 +127,8 @@ pub fn ffmpeg_command(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32) ->
         command.args(["-remove_at_exit", "1"]);
     }
     command.arg(url);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
+    command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    command.stdin(Stdio::null());
 }
 
 pub fn xmllint_validates(mpd: &[u8]) -> Result<(), String> {
