@@ -96,13 +96,22 @@
       video.src = config.manifest; // Safari plays LL-HLS natively
       return;
     }
-    // Target the same 1.5 s as the DASH view's ServiceDescription: closer to PART-HOLD-BACK (0.6 s
-    // for 0.2 s parts) hls.js stalls when it catches up. Catch-up at up to 1.1x keeps it there.
+    // Low-latency mode targets the playlist's PART-HOLD-BACK, which ldash derives from the parts it
+    // observed; catch-up at up to 1.5x keeps it there after a start or a stall.
     const hls = new Hls({
       lowLatencyMode: true,
-      liveSyncDuration: 1.5,
-      liveMaxLatencyDuration: 6,
-      maxLiveSyncPlaybackRate: 1.1,
+      maxLiveSyncPlaybackRate: 1.5,
+      liveSyncOnStallIncrease: 0.25,
+    });
+    // hls.js only catches up by rate within one target duration of its target and otherwise stays
+    // where it started (seconds behind after a slow start). A maximum latency a little above
+    // PART-HOLD-BACK makes it jump back to the live edge instead. It can only be set once the
+    // playlist is known (hls.js rejects it in the constructor without a fixed liveSyncDuration).
+    hls.on(Hls.Events.LEVEL_UPDATED, (_, data) => {
+      const hold = data.details.partHoldBack || data.details.holdBack;
+      if (hold) {
+        hls.config.liveMaxLatencyDuration = hold + data.details.targetduration + 0.5;
+      }
     });
     hls.on(Hls.Events.ERROR, (_, data) => {
       if (data.fatal) {

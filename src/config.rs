@@ -113,15 +113,18 @@ pub struct Config {
     #[arg(long, env = "LDASH_PART_TARGET_MS", default_value_t = 0)]
     pub part_target_ms: u64,
 
-    /// Target live latency (milliseconds) written into MPDs that have no ServiceDescription latency.
-    #[arg(long, env = "LDASH_LATENCY_TARGET_MS", default_value_t = 1500)]
+    /// Target live latency (milliseconds) written into MPDs that have no ServiceDescription latency;
+    /// 0 derives it from the longest CMAF chunk observed (four chunks + 200 ms, min half of that,
+    /// max three times: 600 ms for 0.1 s chunks).
+    #[arg(long, env = "LDASH_LATENCY_TARGET_MS", default_value_t = 0)]
     pub latency_target_ms: u64,
 
-    /// Lowest live latency (milliseconds) the ServiceDescription allows.
+    /// Lowest live latency (milliseconds) the ServiceDescription allows, with --latency-target-ms.
     #[arg(long, env = "LDASH_LATENCY_MIN_MS", default_value_t = 1000)]
     pub latency_min_ms: u64,
 
-    /// Highest live latency (milliseconds) the ServiceDescription allows before players catch up.
+    /// Highest live latency (milliseconds) the ServiceDescription allows before players catch up,
+    /// with --latency-target-ms.
     #[arg(long, env = "LDASH_LATENCY_MAX_MS", default_value_t = 3000)]
     pub latency_max_ms: u64,
 
@@ -145,9 +148,11 @@ impl Config {
     /// The ServiceDescription values written into MPDs that lack them.
     pub fn service_defaults(&self) -> crate::media::mpd::ServiceDefaults {
         crate::media::mpd::ServiceDefaults {
-            latency_target: Duration::from_millis(self.latency_target_ms),
-            latency_min: Duration::from_millis(self.latency_min_ms.min(self.latency_target_ms)),
-            latency_max: Duration::from_millis(self.latency_max_ms.max(self.latency_target_ms)),
+            latency: (self.latency_target_ms > 0).then(|| crate::media::mpd::Latency {
+                target: Duration::from_millis(self.latency_target_ms),
+                min: Duration::from_millis(self.latency_min_ms.min(self.latency_target_ms)),
+                max: Duration::from_millis(self.latency_max_ms.max(self.latency_target_ms)),
+            }),
             playback_rate_min: self.playback_rate_min.clamp(0.5, 1.0),
             playback_rate_max: self.playback_rate_max.clamp(1.0, 2.0),
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::encoder::xmllint_validates;
 use common::require_tool;
-use ldash::media::mpd::{parse, rewrite, Observed, Rewrite, ServiceDefaults};
+use ldash::media::mpd::{parse, rewrite, Latency, Observed, Rewrite, ServiceDefaults};
 
 fn specs() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/dash");
@@ -24,9 +24,7 @@ fn specs() -> PathBuf {
 
 fn service() -> ServiceDefaults {
     ServiceDefaults {
-        latency_target: Duration::from_millis(1500),
-        latency_min: Duration::from_millis(1000),
-        latency_max: Duration::from_millis(3000),
+        latency: Some(Latency::UNOBSERVED),
         playback_rate_min: 0.92,
         playback_rate_max: 1.08,
     }

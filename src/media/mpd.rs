@@ -510,15 +510,47 @@ pub struct Observed {
     pub bandwidth: Option<u64>,
 }
 
+/// The ServiceDescription's Latency element: the live latency players aim at, and the range they
+/// keep to before catching up (or slowing down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    /// Latency@target.
+    pub target: Duration,
+    /// Latency@min.
+    pub min: Duration,
+    /// Latency@max.
+    pub max: Duration,
+}
+
+impl Latency {
+    /// Before any chunk is observed (the encoder's first MPD): a target any chunking holds.
+    pub const UNOBSERVED: Latency = Latency {
+        target: Duration::from_millis(1500),
+        min: Duration::from_millis(1000),
+        max: Duration::from_millis(3000),
+    };
+
+    /// The latency a stream of `chunk`-long CMAF chunks holds: four chunks (one being encoded, one
+    /// in flight, two buffered by the player) plus 200 ms for decoding and jitter; min half that,
+    /// max three times. Measured with the glass-to-glass browser tests (README, BENCHMARKS.md): with
+    /// 0.1 s chunks dash.js held a 0.5 s target without a stall on the 2-core machine, and 0.6 s
+    /// leaves room for a loaded one.
+    pub fn for_chunk(chunk: Duration) -> Latency {
+        let target = chunk.saturating_mul(4).saturating_add(Duration::from_millis(200));
+        Latency {
+            target,
+            min: target / 2,
+            max: target.saturating_mul(3),
+        }
+    }
+}
+
 /// The ServiceDescription written into live MPDs that lack one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceDefaults {
-    /// Latency@target.
-    pub latency_target: Duration,
-    /// Latency@min.
-    pub latency_min: Duration,
-    /// Latency@max.
-    pub latency_max: Duration,
+    /// A fixed latency (`--latency-target-ms`), or None to derive it from the longest chunk
+    /// observed in the stream ([`Latency::for_chunk`]).
+    pub latency: Option<Latency>,
     /// PlaybackRate@min.
     pub playback_rate_min: f64,
     /// PlaybackRate@max.
@@ -807,10 +839,14 @@ fn before_child(
 
 fn write_service_children(plan: &Plan<'_>, writer: &mut Out) -> Result<(), MpdError> {
     let s = plan.rewrite.service;
+    let l = s.latency.unwrap_or_else(|| {
+        let longest = plan.rewrite.observed.values().filter_map(|o| o.chunk_duration).max();
+        longest.map_or(Latency::UNOBSERVED, Latency::for_chunk)
+    });
     let mut latency = BytesStart::new("Latency");
-    latency.push_attribute(("target", s.latency_target.as_millis().to_string().as_str()));
-    latency.push_attribute(("min", s.latency_min.as_millis().to_string().as_str()));
-    latency.push_attribute(("max", s.latency_max.as_millis().to_string().as_str()));
+    latency.push_attribute(("target", l.target.as_millis().to_string().as_str()));
+    latency.push_attribute(("min", l.min.as_millis().to_string().as_str()));
+    latency.push_attribute(("max", l.max.as_millis().to_string().as_str()));
     write(writer, Event::Empty(latency))?;
     let mut rate = BytesStart::new("PlaybackRate");
     rate.push_attribute(("min", format!("{:.2}", s.playback_rate_min).as_str()));
@@ -947,9 +983,7 @@ mod tests {
 
     fn service() -> ServiceDefaults {
         ServiceDefaults {
-            latency_target: Duration::from_millis(1500),
-            latency_min: Duration::from_millis(1000),
-            latency_max: Duration::from_millis(3000),
+            latency: Some(Latency::UNOBSERVED),
             playback_rate_min: 0.92,
             playback_rate_max: 1.08,
         }
@@ -1151,5 +1185,41 @@ mod tests {
         );
         assert_eq!(format_duration(Duration::from_millis(200)), "PT0.2S");
         assert_eq!(format_duration(Duration::from_secs(10)), "PT10S");
+    }
+
+    #[test]
+    fn the_latency_target_follows_the_observed_chunk_duration() {
+        let derived = ServiceDefaults {
+            latency: None,
+            ..service()
+        };
+        let text = |observed: &HashMap<(usize, usize, String), Observed>| {
+            let r = Rewrite {
+                clock_url: "x",
+                service: &derived,
+                observed,
+                ended: None,
+            };
+            String::from_utf8(rewrite(STEADY, &r).expect("rewrite").into_owned()).expect("utf-8")
+        };
+        // 0.2 s chunks: four chunks and 200 ms.
+        let out = text(&chunked());
+        assert!(
+            out.contains("<Latency target=\"1000\" min=\"500\" max=\"3000\"/>"),
+            "{out}"
+        );
+        let out = text(&HashMap::new());
+        assert!(
+            out.contains("<Latency target=\"1500\" min=\"1000\" max=\"3000\"/>"),
+            "{out}"
+        );
+        assert_eq!(
+            Latency::for_chunk(Duration::from_millis(100)),
+            Latency {
+                target: Duration::from_millis(600),
+                min: Duration::from_millis(300),
+                max: Duration::from_millis(1800)
+            }
+        );
     }
 }
