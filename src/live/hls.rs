@@ -391,10 +391,18 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
             complete: progress.ended,
         });
     }
+    // A live stream's newest segment is published complete only once the next one has started.
+    let last_closed = !ended && segments.last().is_some_and(|s| s.complete);
+    if let Some(last) = segments.last_mut().filter(|_| last_closed) {
+        last.complete = false;
+    }
+    let next_uri = segments.last().and_then(|s| template.media_path(rep, s.number + 1));
     Some(Rendition {
         uri: media_name(mpd_name, rep),
         init_uri: template.init_path(rep)?,
         segments,
+        last_closed,
+        next_uri,
         ended,
     })
 }

@@ -55,6 +55,13 @@ pub struct Rendition {
     pub init_uri: String,
     /// Contiguous segments, oldest first; only the last may be incomplete.
     pub segments: Vec<Segment>,
+    /// The last segment's upload has ended, but the next has no part yet: the segment is still
+    /// listed as growing (no EXTINF) and the hint names the next segment. Encoders finish a segment
+    /// by starting the next, and hls.js skipped the whole next segment (a 1 s gap, a stall every 10
+    /// to 15 s) when a reload showed the last segment complete with nothing after it.
+    pub last_closed: bool,
+    /// The URI of the segment after the last one, hinted while `last_closed`.
+    pub next_uri: Option<String>,
     /// The ingest has ended: the playlist gets EXT-X-ENDLIST and ignores delivery directives.
     pub ended: bool,
 }
@@ -281,11 +288,16 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
     out
 }
 
-/// The next part to come: the rest of the growing segment.
+/// The next part to come: the rest of the growing segment or, between segments, the start of the
+/// next one.
 fn preload_hint(rendition: &Rendition) -> Option<String> {
     let last = rendition.segments.last()?;
     if last.complete {
         return None;
+    }
+    if rendition.last_closed {
+        let next = rendition.next_uri.as_ref()?;
+        return Some(format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{next}\""));
     }
     Some(format!(
         "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\",BYTERANGE-START={}",
@@ -415,6 +427,8 @@ mod tests {
             uri: "stream.0.m3u8".into(),
             init_uri: "init-stream0.m4s".into(),
             segments,
+            last_closed: false,
+            next_uri: Some(format!("chunk-stream0-{:05}.m4s", complete + 2)),
             ended: false,
         }
     }
@@ -576,5 +590,26 @@ mod tests {
         );
         assert!(text.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"2\",CHANNELS=\"1\",DEFAULT=YES,AUTOSELECT=YES,URI=\"stream.2.m3u8\""));
         assert!(text.contains("#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=30.000,AUDIO=\"audio\"\nstream.0.m3u8\n"));
+    }
+
+    #[test]
+    fn between_segments_the_next_segment_is_hinted() {
+        let mut r = rendition(6, 5);
+        r.last_closed = true;
+        let text = media_playlist(&r, &TIMING, &[], false);
+        check(&text, &TIMING);
+        assert!(
+            text.ends_with("BYTERANGE=\"1000@4000\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"chunk-stream0-00008.m4s\"\n"),
+            "the closed segment is listed by its parts, the hint names the next: {text}"
+        );
+        assert!(
+            !text.contains("chunk-stream0-00007.m4s\n"),
+            "no EXTINF for it yet: {text}"
+        );
+        assert_eq!(
+            r.block(Wanted { msn: 7, part: Some(5) }, &TIMING),
+            Block::Wait,
+            "past its last part waits for the next segment"
+        );
     }
 }

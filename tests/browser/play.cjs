@@ -71,12 +71,14 @@ async function main() {
   }
   const sorted = glass ? glass.values.slice().sort((a, b) => a - b) : [];
   const latencies = samples.map((s) => s.latency).filter((l) => l !== null).sort((a, b) => a - b);
+  const buffers = samples.map((s) => s.buffer).filter((b) => b !== null).sort((a, b) => a - b);
   const summary = {
     glass_p50: percentile(sorted, 0.5),
     glass_p95: percentile(sorted, 0.95),
     glass_reads: sorted.length,
     glass_misses: glass ? glass.misses : 0,
     player_p50: percentile(latencies, 0.5),
+    buffer_p50: percentile(buffers, 0.5),
   };
   process.stdout.write(JSON.stringify({ samples, summary, failed, console: console_.slice(-30) }) + "\n");
 }
