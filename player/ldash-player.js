@@ -97,22 +97,35 @@
       return;
     }
     // Low-latency mode targets the playlist's PART-HOLD-BACK, which ldash derives from the parts it
-    // observed; catch-up at up to 1.5x keeps it there after a start or a stall.
+    // observed; a stall adds 0.25 s to the target (hls.js's default is a whole second).
     const hls = new Hls({
       lowLatencyMode: true,
-      maxLiveSyncPlaybackRate: 1.5,
       liveSyncOnStallIncrease: 0.25,
+      // hls.js's own catch-up only runs with more than 1 s buffered ahead, which a sub-second
+      // latency never has: it stayed wherever its start left it (0.85 to 1.1 s glass-to-glass).
+      // It is off (1 = hls.js leaves the rate alone) and the page catches up itself, below.
+      maxLiveSyncPlaybackRate: 1,
     });
-    // hls.js only catches up by rate within one target duration of its target and otherwise stays
-    // where it started (seconds behind after a slow start). A maximum latency a little above
-    // PART-HOLD-BACK makes it jump back to the live edge instead. It can only be set once the
-    // playlist is known (hls.js rejects it in the constructor without a fixed liveSyncDuration).
+    // hls.js otherwise stays where a slow start left it (3.5 to 4 s behind in the first
+    // measurements): a maximum latency a target duration above PART-HOLD-BACK makes it jump back to
+    // the live edge. It can only be set once the playlist is known (hls.js rejects it in the
+    // constructor without a fixed liveSyncDuration).
     hls.on(Hls.Events.LEVEL_UPDATED, (_, data) => {
       const hold = data.details.partHoldBack || data.details.holdBack;
       if (hold) {
         hls.config.liveMaxLatencyDuration = hold + data.details.targetduration + 0.5;
       }
     });
+    // Catch-up: up to 1.15x while more than 0.1 s behind hls.js's target and more than 0.3 s is
+    // buffered ahead (so that speeding up never empties the buffer), normal speed otherwise.
+    setInterval(() => {
+      const target = hls.targetLatency;
+      const behind = Number.isFinite(target) ? hls.latency - target : 0;
+      const rate = behind > 0.1 && bufferAhead() > 0.3 && !video.paused ? Math.min(1.15, 1 + behind / 2) : 1;
+      if (Math.abs(video.playbackRate - rate) > 0.01) {
+        video.playbackRate = rate;
+      }
+    }, 250);
     hls.on(Hls.Events.ERROR, (_, data) => {
       if (data.fatal) {
         fail("hls.js: " + data.type + " " + data.details);
