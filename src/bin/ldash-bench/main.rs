@@ -4,7 +4,7 @@
 //! tables for BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release --features bench --bin ldash-bench -- [--quick] [--only relay,capacity,fanout,hls,memory]
+//! cargo run --release --features bench --bin ldash-bench -- [--quick] [--only relay,capacity,fanout,hls,memory,glass]
 //! ```
 //!
 //! `ldash-bench serve ROOT [OPTIONS]` is the server side (ldash's library with ldash's options), which
@@ -13,6 +13,7 @@
 mod capacity;
 mod clients;
 mod fanout;
+mod glass;
 mod hls;
 mod memory;
 mod procs;
@@ -32,6 +33,8 @@ pub struct Plan {
     /// Relay: reader counts and chunk sizes instead of the defaults (for profiling one case).
     readers: Option<Vec<usize>>,
     sizes: Option<Vec<usize>>,
+    /// Glass-to-glass: chunk durations (seconds) instead of the defaults.
+    chunks: Option<Vec<f64>>,
 }
 
 impl Plan {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         only: None,
         readers: None,
         sizes: None,
+        chunks: None,
     };
     let numbers = |v: Option<&String>| v.map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
     let mut it = args.iter();
@@ -66,10 +70,18 @@ fn main() -> ExitCode {
             "--only" => plan.only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
             "--readers" => plan.readers = numbers(it.next()),
             "--sizes" => plan.sizes = numbers(it.next()),
+            "--chunks" => {
+                plan.chunks = it.next().map(|v| {
+                    v.split(',')
+                        .filter_map(|n| n.parse().ok())
+                        .filter(|c| *c > 0.0)
+                        .collect()
+                })
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory] \\\n  \
-                     [--readers 1,100] [--sizes 1024,65536] (relay cases)"
+                    "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory,glass] \\\n  \
+                     [--readers 1,100] [--sizes 1024,65536] (relay cases) [--chunks 0.2,0.1] (glass cases)"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -126,6 +138,9 @@ async fn run(plan: Plan) -> usize {
     }
     if plan.wants("memory") {
         item("memory", memory::run(&plan, &work.join("memory")).await);
+    }
+    if plan.wants("glass") {
+        item("glass", glass::run(&plan, &work.join("glass")).await);
     }
     let _ = std::fs::remove_dir_all(&work);
     failed
