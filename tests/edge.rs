@@ -314,6 +314,7 @@ async fn play(node: &Path, page: &str, case: &str) -> (f64, u32) {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.cjs"))
         .arg(player_dir())
         .arg(page)
+        .arg("0") // seconds to settle before the measurement: none, every sample counts
         .arg("15")
         .arg(&shot)
         .kill_on_drop(true)

@@ -70,7 +70,10 @@ pub fn access_log() -> &'static watch::Sender<Vec<Access>> {
 /// own direct requests use HTTP/2, so they are not counted.
 pub fn edge_requests(log: &[Access], route: &str) -> usize {
     log.iter()
-        .filter(|a| a.path == route && a.version == "HTTP/1.1")
+        // The log shows the query too; an object here is its path, whatever the query.
+        .filter(|a| {
+            a.path.split_once('?').map_or(a.path.as_str(), |(path, _)| path) == route && a.version == "HTTP/1.1"
+        })
         .count()
 }
 
