@@ -316,8 +316,13 @@ async fn metrics_show_held_early_requests_and_blocking_playlist_reloads() {
         "one early request held"
     );
 
-    // A blocking reload for segment 3 waits too.
-    let blocking = tokio::spawn(client.get("/ldash/download/live/stream.0.m3u8?_HLS_msn=3").send());
+    // A blocking reload for segment 3's first part waits too. (One for the whole segment would
+    // wait for segment 4: the newest segment is published complete when the next one starts.)
+    let blocking = tokio::spawn(
+        client
+            .get("/ldash/download/live/stream.0.m3u8?_HLS_msn=3&_HLS_part=0")
+            .send(),
+    );
     until_sample(metrics, "ldash_hls_blocking_requests", 1.0, || blocking.is_finished()).await;
 
     assert_eq!(
@@ -335,7 +340,7 @@ async fn metrics_show_held_early_requests_and_blocking_playlist_reloads() {
     let blocking = blocking.await.expect("blocking task").expect("playlist response");
     assert_eq!(
         blocking.status, 200,
-        "the blocking reload is answered once segment 3 exists"
+        "the blocking reload is answered once segment 3's first part exists"
     );
     let after = scrape(metrics).await;
     assert_eq!(

@@ -532,10 +532,13 @@ impl Live {
 
     /// The last parsed version of a manifest the encoder deleted, marked static (ended).
     fn ended_manifest(&self, path: &str) -> Option<Arc<Mpd>> {
+        // Gone from the store is ended, even before this index has handled the removal event (a
+        // request right after the encoder's DELETE got a 404 in that moment).
+        let gone = self.store.get(path).is_none();
         let (folder, name) = split(path);
         let folders = lock(&self.folders);
         let f = folders.get(folder)?;
-        if !f.ended.contains(name) {
+        if !gone && !f.ended.contains(name) {
             return None;
         }
         let (_, mpd) = f.mpds.get(name)?;
