@@ -46,7 +46,7 @@
   }
   if (config.fromCdn) {
     document.getElementById("libraries").textContent =
-      "The player libraries are not installed on this server (npm ci --prefix player): loading the same pinned versions from a public CDN.";
+      "This ldash was built without access to the npm registry, so the player libraries are not built in: loading the same pinned versions from a public CDN (rebuild with the registry reachable to embed them).";
   }
 
   function fail(message) {

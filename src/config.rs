@@ -9,7 +9,12 @@ use clap::Parser;
 
 /// ldash: a low-latency live origin for chunked CMAF ingest, LL-DASH and LL-HLS.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ldash", version, about)]
+#[command(
+    name = "ldash",
+    version,
+    long_version = concat!(env!("CARGO_PKG_VERSION"), "\nplay page: ", env!("LDASH_PLAYER_LIBRARIES")),
+    about
+)]
 pub struct Config {
     /// Folder where completed uploads are persisted and served from after a restart.
     #[arg(env = "LDASH_ROOT", default_value = "./www")]

@@ -167,6 +167,13 @@ impl Server {
             Some(metrics) => tracing::info!("metrics (Prometheus): http://{metrics}/metrics"),
             None => tracing::info!("metrics are off (--metrics off)"),
         }
+        for (line, source) in crate::http::describe_libraries(&self.config.player_dir) {
+            if source == crate::http::LibrarySource::Cdn {
+                tracing::warn!("play page: {line}");
+            } else {
+                tracing::info!("play page: {line}");
+            }
+        }
         tracing::info!(
             certificate = %self.identity.source.display(),
             "certificate SPKI sha256 (for chromium --ignore-certificate-errors-spki-list): {}",

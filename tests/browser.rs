@@ -8,69 +8,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::browser::{drive, screenshot};
 use common::encoder::{clock_encoder, Ingest};
-use common::{require_tool, Proto, TestServer};
-
-#[derive(Debug, serde::Deserialize)]
-struct Sample {
-    at: u32,
-    stalls: u32,
-    protocol: Option<String>,
-    #[serde(rename = "currentTime")]
-    current_time: f64,
-    error: Option<String>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct Summary {
-    glass_p50: Option<f64>,
-    glass_p95: Option<f64>,
-    glass_reads: usize,
-    glass_misses: usize,
-    player_p50: Option<f64>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Run {
-    #[serde(default)]
-    samples: Vec<Sample>,
-    #[serde(default)]
-    summary: Summary,
-    #[serde(default)]
-    failed: Vec<String>,
-    #[serde(default)]
-    console: Vec<String>,
-    error: Option<String>,
-}
+use common::{browser_driver, require_tool, Proto, TestServer};
 
 /// Seconds the player gets to reach its steady latency before the measurement starts.
 const WARMUP: u32 = 10;
 /// Seconds of playback measured (the "at least 30 s").
 const MEASURED: u32 = 30;
-
-fn player_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("player")
-}
-
-/// Whether the npm packages are installed (`npm ci --prefix player`); required in CI.
-fn require_player_packages() -> bool {
-    let installed = player_dir().join("node_modules/playwright-core").is_dir()
-        && player_dir().join("node_modules/dashjs").is_dir()
-        && player_dir().join("node_modules/hls.js").is_dir()
-        && player_dir().join("node_modules/shaka-player").is_dir();
-    if !installed {
-        let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "the player's npm packages are required: run npm ci --prefix player"
-        );
-        eprintln!("SKIPPED: player/node_modules is missing (npm ci --prefix player)");
-    }
-    installed
-}
 
 /// One browser run at a time: four encoders and four Chromiums at once starve a 2-core machine, and
 /// the stalls measured would be the machine's, not the server's.
@@ -86,10 +33,11 @@ async fn play(engine: &str, kind: &str, h3: bool) {
     else {
         return;
     };
-    if !require_player_packages() {
+    let Some(driver) = browser_driver() else {
         return;
-    }
-    let server = TestServer::start_with(|c| c.player_dir = player_dir()).await;
+    };
+    // No player folder: the page loads the libraries built into the binary.
+    let server = TestServer::start_with(|c| c.player_dir = c.root.join("no-player-dir")).await;
     let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
     let _encoder = clock_encoder(&ffmpeg, &url, Ingest::PutPersistent, WARMUP + MEASURED + 60, 0.1);
     let mut events = server.store.subscribe();
@@ -101,37 +49,15 @@ async fn play(engine: &str, kind: &str, h3: bool) {
     let port = server.https.port();
     let manifest = if kind == "hls" { "stream.m3u8" } else { "stream.mpd" };
     let page = format!("https://127.0.0.1:{port}/ldash/play/live/{manifest}?engine={engine}");
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
-    std::fs::create_dir_all(&shots).expect("screenshot folder");
-    let shot = shots.join(format!("{engine}-{kind}-{}.png", if h3 { "h3" } else { "h2" }));
-    let mut command = tokio::process::Command::new(node);
-    command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.cjs"))
-        .arg(player_dir())
-        .arg(&page)
-        .arg(WARMUP.to_string())
-        .arg(MEASURED.to_string())
-        .arg(&shot);
+    let shot = screenshot(&format!("{engine}-{kind}-{}", if h3 { "h3" } else { "h2" }));
+    let mut flags = Vec::new();
     if h3 {
-        command
-            .arg(format!("--origin-to-force-quic-on=127.0.0.1:{port}"))
-            .arg(format!("--ignore-certificate-errors-spki-list={}", server.spki));
+        flags.push(format!("--origin-to-force-quic-on=127.0.0.1:{port}"));
+        flags.push(format!("--ignore-certificate-errors-spki-list={}", server.spki));
     }
-    command.kill_on_drop(true).stdin(std::process::Stdio::null());
-    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
-        .await
-        .expect("the browser run ends within 180 s")
-        .expect("node runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let run: Run = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("driver output ({e}): {text}"));
     let format = if kind == "hls" { "LL-HLS" } else { "LL-DASH" };
     let case = format!("{engine} {format} over {}", if h3 { "HTTP/3" } else { "HTTP/2" });
-    assert!(
-        run.error.is_none(),
-        "{case}: the driver failed: {:?}\n{:?}",
-        run.error,
-        run.console
-    );
+    let run = drive(&node, &driver, &page, (WARMUP, MEASURED), &shot, &flags, &case).await;
     let last = run
         .samples
         .last()

@@ -9,12 +9,13 @@ mod common;
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::browser::{drive, screenshot};
 use common::edge::{assert_collapsed, crowd, live_origin, max_byte_lag, ms, next_part, next_upload, spread, VIEWERS};
-use common::{require_tool, Proto};
+use common::{browser_driver, require_tool, Proto};
 use tokio::sync::mpsc;
 
 /// nginx running the repository's edge configuration, started for one test.
@@ -265,72 +266,10 @@ async fn two_hundred_viewers_through_the_edge_cost_the_origin_one_request_per_ob
     let _ = encoder.start_kill();
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Sample {
-    at: u32,
-    latency: Option<f64>,
-    stalls: u32,
-    #[serde(rename = "currentTime")]
-    current_time: f64,
-    error: Option<String>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Run {
-    #[serde(default)]
-    samples: Vec<Sample>,
-    #[serde(default)]
-    console: Vec<String>,
-    error: Option<String>,
-}
-
-fn player_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("player")
-}
-
-/// Whether the npm packages are installed (`npm ci --prefix player`); required in CI.
-fn require_player_packages() -> bool {
-    let installed = ["playwright-core", "dashjs", "hls.js"]
-        .iter()
-        .all(|p| player_dir().join("node_modules").join(p).is_dir());
-    if !installed {
-        let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "the player's npm packages are required: run npm ci --prefix player"
-        );
-        eprintln!("SKIPPED: player/node_modules is missing (npm ci --prefix player)");
-    }
-    installed
-}
-
 /// Plays `page` for 15 s in headless Chromium; returns the last sample's latency and stalls.
-async fn play(node: &Path, page: &str, case: &str) -> (f64, u32) {
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
-    std::fs::create_dir_all(&shots).expect("screenshot folder");
-    let shot = shots.join(format!("{}.png", case.replace(' ', "-")));
-    let mut command = tokio::process::Command::new(node);
-    command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.cjs"))
-        .arg(player_dir())
-        .arg(page)
-        .arg("0") // seconds to settle before the measurement: none, every sample counts
-        .arg("15")
-        .arg(&shot)
-        .kill_on_drop(true)
-        .stdin(std::process::Stdio::null());
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("the browser run ends within 120 s")
-        .expect("node runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let run: Run = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("driver output ({e}): {text}"));
-    assert!(
-        run.error.is_none(),
-        "{case}: the driver failed: {:?}\n{:?}",
-        run.error,
-        run.console
-    );
+async fn play(node: &Path, driver: &Path, page: &str, case: &str) -> (f64, u32) {
+    // No time to settle before the measurement: every sample counts.
+    let run = drive(node, driver, page, (0, 15), &screenshot(case), &[], case).await;
     let last = run
         .samples
         .last()
@@ -369,17 +308,29 @@ async fn play_page_plays_through_the_edge() {
     ) else {
         return;
     };
-    if !require_player_packages() {
+    let Some(driver) = browser_driver() else {
         return;
-    }
-    let (server, mut encoder) = live_origin(&ffmpeg, 150, |c| c.player_dir = player_dir()).await;
+    };
+    // No player folder: the libraries built into the binary, through the edge.
+    let (server, mut encoder) = live_origin(&ffmpeg, 150, |c| c.player_dir = c.root.join("no-player-dir")).await;
     let edge = Edge::start(&nginx, server.http).await;
     for kind in ["m3u8", "mpd"] {
         let route = format!("/ldash/play/live/stream.{kind}");
         let player = if kind == "mpd" { "LL-DASH" } else { "LL-HLS" };
-        let (direct, direct_stalls) =
-            play(&node, &server.url(Proto::H1, &route), &format!("edge {player} direct")).await;
-        let (through, edge_stalls) = play(&node, &edge.url(&route), &format!("edge {player} through nginx")).await;
+        let (direct, direct_stalls) = play(
+            &node,
+            &driver,
+            &server.url(Proto::H1, &route),
+            &format!("edge {player} direct"),
+        )
+        .await;
+        let (through, edge_stalls) = play(
+            &node,
+            &driver,
+            &edge.url(&route),
+            &format!("edge {player} through nginx"),
+        )
+        .await;
         println!(
             "EDGE {player} play page, HTTP/1.1: latency {direct:.3} s from the origin ({direct_stalls} stalls), \
              {through:.3} s through the edge ({edge_stalls} stalls): the edge adds {:.3} s",

@@ -23,6 +23,7 @@ use http::{Method, Request, Response, StatusCode};
 
 pub use body::{BodyError, ResponseBody};
 pub use error::HttpError;
+pub use play::{describe_libraries, LibrarySource};
 
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -204,7 +205,7 @@ impl App {
                 _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
             },
             "player" => match *req.method() {
-                Method::GET | Method::HEAD => play::asset(self, tail).await,
+                Method::GET | Method::HEAD => play::asset(self, tail, req.headers()).await,
                 _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
             },
             "time" if tail.is_empty() => match *req.method() {

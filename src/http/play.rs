@@ -1,48 +1,105 @@
 //! The player page (`GET /ldash/play/{path}`), its scripts (`/ldash/player/...`), and the stream list
 //! (`GET /ldash/` as HTML, `GET /ldash/streams` as JSON). The page's sources live in player/ and are
-//! built into the binary; dash.js, hls.js and Shaka Player are served from player/node_modules when
-//! `npm ci --prefix player` has installed them, else the page loads the same pinned versions from a
-//! public CDN and says so.
+//! built into the binary, and so are dash.js, hls.js and Shaka Player: build.rs fetches the versions
+//! pinned in player/package-lock.json from the npm registry (checked against the lock file's
+//! integrity hashes) and embeds them gzipped. A library found under `{--player-dir}/node_modules`
+//! (after `npm ci --prefix player`, e.g. to try another version) is served instead; one that is
+//! neither embedded (a build without the registry) nor installed is loaded from a public CDN, and the
+//! page says so.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use http::header::{self, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::{App, HttpError, ResponseBody};
 
 const PAGE: &str = include_str!("../../player/index.html");
 const SCRIPT: &str = include_str!("../../player/ldash-player.js");
-const PACKAGE: &str = include_str!("../../player/package.json");
 
-/// The libraries the page can load, as (route name, file under node_modules, package name).
-const LIBRARIES: [(&str, &str, &str); 3] = [
-    ("dash.all.min.js", "dashjs/dist/modern/umd/dash.all.min.js", "dashjs"),
-    ("hls.min.js", "hls.js/dist/hls.min.js", "hls.js"),
-    (
-        "shaka-player.compiled.js",
-        "shaka-player/dist/shaka-player.compiled.js",
-        "shaka-player",
-    ),
-];
+/// One library the page can load.
+pub(super) struct Library {
+    /// Its name under `/ldash/player/`.
+    route: &'static str,
+    /// The npm package.
+    package: &'static str,
+    /// The file inside the package.
+    file: &'static str,
+    /// The version pinned in player/package-lock.json.
+    version: &'static str,
+    /// The file built into the binary, unless the build could not fetch it.
+    embedded: Option<Embedded>,
+}
 
-/// The pinned version of an npm package, from player/package.json.
-fn pinned(package: &str) -> Option<&'static str> {
-    let key = format!("\"{package}\": \"");
-    let at = PACKAGE.find(&key)? + key.len();
-    PACKAGE[at..].split('"').next()
+/// A library file built into the binary.
+struct Embedded {
+    gzip: &'static [u8],
+    /// A strong validator (the start of the file's SHA-256), quoted.
+    etag: &'static str,
+    /// Where build.rs took it from: "registry" (the tarball, checked) or "node_modules".
+    from: &'static str,
+}
+
+// LIBRARIES: [Library; 3], dash.js, hls.js, Shaka Player, in the page's order.
+include!(concat!(env!("OUT_DIR"), "/player_libraries.rs"));
+
+/// The embedded libraries, decompressed once for the rare client that does not take gzip.
+static PLAIN: [OnceLock<Option<Bytes>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+
+/// Where the page loads each library from: an installed copy under the player folder, the
+/// embedded one, or the CDN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibrarySource {
+    /// `{--player-dir}/node_modules`.
+    PlayerDir,
+    /// Built into the binary.
+    Embedded,
+    /// cdn.jsdelivr.net (a build without the registry and nothing installed).
+    Cdn,
+}
+
+fn installed(player_dir: &Path, library: &Library) -> PathBuf {
+    player_dir.join("node_modules").join(library.package).join(library.file)
+}
+
+fn source(player_dir: &Path, library: &Library) -> LibrarySource {
+    if installed(player_dir, library).is_file() {
+        LibrarySource::PlayerDir
+    } else if library.embedded.is_some() {
+        LibrarySource::Embedded
+    } else {
+        LibrarySource::Cdn
+    }
+}
+
+/// One line per library for the start-up log: version and where the page loads it from.
+pub fn describe_libraries(player_dir: &Path) -> Vec<(String, LibrarySource)> {
+    LIBRARIES
+        .iter()
+        .map(|library| {
+            let source = source(player_dir, library);
+            let at = match (source, &library.embedded) {
+                (LibrarySource::PlayerDir, _) => format!("from {}", installed(player_dir, library).display()),
+                (LibrarySource::Embedded, Some(e)) => format!("embedded (from the {})", e.from),
+                _ => "NOT embedded: the page loads it from cdn.jsdelivr.net".to_owned(),
+            };
+            (format!("{} {} {at}", library.package, library.version), source)
+        })
+        .collect()
 }
 
 fn library_url(player_dir: &Path, index: usize) -> (String, bool) {
-    let (name, file, package) = LIBRARIES[index];
-    if player_dir.join("node_modules").join(file).is_file() {
-        return (format!("/ldash/player/{name}"), false);
+    let library = &LIBRARIES[index];
+    if source(player_dir, library) != LibrarySource::Cdn {
+        return (format!("/ldash/player/{}", library.route), false);
     }
-    let version = pinned(package).unwrap_or("latest");
     (
         format!(
-            "https://cdn.jsdelivr.net/npm/{package}@{version}/{}",
-            file.split_once('/').map_or(file, |(_, f)| f)
+            "https://cdn.jsdelivr.net/npm/{}@{}/{}",
+            library.package, library.version, library.file
         ),
         true,
     )
@@ -89,24 +146,88 @@ pub(super) fn page(app: &App, path: &str) -> Result<Response<ResponseBody>, Http
     Ok(text(body, "text/html; charset=utf-8"))
 }
 
-/// `/ldash/player/{name}`: the page's own script, or an installed library.
-pub(super) async fn asset(app: &App, name: &str) -> Result<Response<ResponseBody>, HttpError> {
+/// `/ldash/player/{name}`: the page's own script, or a library (installed copy first, else the
+/// embedded one: gzip as built when the client takes it, with a strong ETag).
+pub(super) async fn asset(app: &App, name: &str, request: &HeaderMap) -> Result<Response<ResponseBody>, HttpError> {
     if name == "ldash-player.js" {
         return Ok(text(SCRIPT.to_owned(), "text/javascript; charset=utf-8"));
     }
-    let (_, file, _) = LIBRARIES
+    let index = LIBRARIES
         .iter()
-        .find(|(route, _, _)| *route == name)
+        .position(|library| library.route == name)
         .ok_or(HttpError::NotFound)?;
-    let path: PathBuf = app.player_dir.join("node_modules").join(file);
-    let bytes = tokio::fs::read(&path).await.map_err(|_| HttpError::NotFound)?;
-    let mut response = Response::new(ResponseBody::full(bytes));
+    let library = &LIBRARIES[index];
+    let path = installed(&app.player_dir, library);
+    let mut response = match (tokio::fs::read(&path).await, &library.embedded) {
+        (Ok(bytes), _) => Response::new(ResponseBody::full(bytes)),
+        (Err(_), Some(embedded)) => embedded_response(index, embedded, request)?,
+        (Err(_), None) => return Err(HttpError::NotFound),
+    };
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/javascript; charset=utf-8"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    Ok(response)
+}
+
+fn embedded_response(
+    index: usize,
+    embedded: &Embedded,
+    request: &HeaderMap,
+) -> Result<Response<ResponseBody>, HttpError> {
+    let matches = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.trim_start_matches("W/") == embedded.etag
+        });
+    let gzip = request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                matches!(
+                    p.trim().replace(' ', "").as_str(),
+                    "q=0" | "q=0.0" | "q=0.00" | "q=0.000"
+                )
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        });
+    let mut response = if matches {
+        let mut response = Response::new(ResponseBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else if gzip {
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(embedded.gzip)));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        let plain = PLAIN[index].get_or_init(|| {
+            let mut bytes = Vec::new();
+            flate2::read::GzDecoder::new(embedded.gzip)
+                .read_to_end(&mut bytes)
+                .ok()
+                .map(|_| Bytes::from(bytes))
+        });
+        let plain = plain
+            .clone()
+            .ok_or(HttpError::Internal("the embedded library does not decompress"))?;
+        Response::new(ResponseBody::full(plain))
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    headers.insert(header::ETAG, HeaderValue::from_static(embedded.etag));
     Ok(response)
 }
 

@@ -5,6 +5,10 @@
 // screenshot, and prints one JSON object on stdout for the Rust test or the benchmark to check.
 //
 //   node tests/browser/play.cjs PLAYER_DIR URL WARMUP SECONDS SCREENSHOT [CHROMIUM_FLAG...]
+//
+// PLAYER_DIR is where playwright-core is installed (the driver's own dependency). `outside` lists
+// every request the page made to a host other than the loopback; `libraries` the status and URL of
+// every player library it loaded.
 "use strict";
 
 const path = require("path");
@@ -36,15 +40,26 @@ async function main() {
   const samples = [];
   const console_ = [];
   const failed = []; // manifest and playlist responses with a 4xx/5xx status
+  const outside = []; // requests to anything but the loopback
+  const libraries = []; // "status url" of each player library loaded
   let glass = null;
   try {
     const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 720 } });
     const page = await context.newPage();
     page.on("console", (m) => console_.push(m.type() + ": " + m.text()));
     page.on("pageerror", (e) => console_.push("pageerror: " + e.message));
+    const loopback = /^(https?|wss?):\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//;
+    page.on("request", (r) => {
+      if (!loopback.test(r.url()) && !/^(data|blob):/.test(r.url())) {
+        outside.push(r.url());
+      }
+    });
     page.on("response", (r) => {
       if (/\.(mpd|m3u8)(\?|$)/.test(r.url()) && r.status() >= 400) {
         failed.push(r.status() + " " + r.url());
+      }
+      if (/(dash\.all\.min|hls\.min|shaka-player\.compiled)\.js(\?|$)/.test(r.url())) {
+        libraries.push(r.status() + " " + r.url());
       }
     });
     await page.goto(url, { waitUntil: "domcontentloaded", timeout: 60000 });
@@ -80,7 +95,7 @@ async function main() {
     player_p50: percentile(latencies, 0.5),
     buffer_p50: percentile(buffers, 0.5),
   };
-  process.stdout.write(JSON.stringify({ samples, summary, failed, console: console_.slice(-30) }) + "\n");
+  process.stdout.write(JSON.stringify({ samples, summary, failed, outside, libraries, console: console_.slice(-30) }) + "\n");
 }
 
 main().catch((e) => {

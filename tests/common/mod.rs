@@ -2,6 +2,7 @@
 //! clients for every HTTP version it speaks.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod client;
 pub mod edge;
 pub mod encoder;
@@ -252,4 +253,21 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {name} is not installed (CI installs it; set LDASH_REQUIRE_TOOLS=1 to fail instead)");
     }
     found
+}
+
+/// The folder whose node_modules holds the browser driver (playwright-core, from `npm ci --prefix
+/// player`): the tests' own dependency, not the server's (its player libraries are built in).
+/// None (the test skips) when it is not installed, unless LDASH_REQUIRE_TOOLS=1, where it fails.
+pub fn browser_driver() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("player");
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return Some(dir);
+    }
+    let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "the browser driver (playwright-core) is required: npm ci --prefix player"
+    );
+    eprintln!("SKIPPED: player/node_modules/playwright-core is missing (npm ci --prefix player)");
+    None
 }

@@ -131,12 +131,10 @@ async fn case(
     warmup: u32,
     measured: u32,
 ) -> Result<Run, String> {
-    let player = player_dir.to_string_lossy().into_owned();
-    let server = procs::start_ldash(
-        &dir.join(format!("{engine}-{format}-{chunk}-{h3}")),
-        &["--player-dir", &player],
-    )
-    .await?;
+    // No player folder: the libraries built into the binary, as users get them.
+    let root = dir.join(format!("{engine}-{format}-{chunk}-{h3}"));
+    let no_player = root.join("no-player-dir").to_string_lossy().into_owned();
+    let server = procs::start_ldash(&root, &["--player-dir", &no_player]).await?;
     let seconds = warmup + measured + 40;
     let mut encoder = encoder(
         &format!("http://{}/ldash/upload/live/stream.mpd", server.http),
