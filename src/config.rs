@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Parser;
 
@@ -109,7 +108,8 @@ pub struct Config {
     #[arg(long, env = "LDASH_DRAIN_TIMEOUT", default_value_t = 5)]
     pub drain_timeout: u64,
 
-    /// Folder with the play page's sources and, after `npm ci --prefix player`, dash.js and hls.js.
+    /// A folder whose node_modules (after `npm ci --prefix player`, or `npm install` of other
+    /// versions) overrides the dash.js, hls.js and Shaka Player built into the binary.
     #[arg(long, env = "LDASH_PLAYER_DIR", default_value = "./player")]
     pub player_dir: PathBuf,
 
@@ -148,24 +148,6 @@ impl Config {
         let mut config = Config::parse_from(["ldash"]);
         config.root = root.into();
         config
-    }
-
-    /// The ServiceDescription values written into MPDs that lack them.
-    pub fn service_defaults(&self) -> crate::media::mpd::ServiceDefaults {
-        crate::media::mpd::ServiceDefaults {
-            latency: (self.latency_target_ms > 0).then(|| crate::media::mpd::Latency {
-                target: Duration::from_millis(self.latency_target_ms),
-                min: Duration::from_millis(self.latency_min_ms.min(self.latency_target_ms)),
-                max: Duration::from_millis(self.latency_max_ms.max(self.latency_target_ms)),
-            }),
-            playback_rate_min: self.playback_rate_min.clamp(0.5, 1.0),
-            playback_rate_max: self.playback_rate_max.clamp(1.0, 2.0),
-        }
-    }
-
-    /// Garbage-collection age, or None when GC is off.
-    pub fn ttl(&self) -> Option<Duration> {
-        (self.ttl > 0).then(|| Duration::from_secs(self.ttl))
     }
 }
 
@@ -249,7 +231,7 @@ mod tests {
         let config = Config::with_root("www");
         assert_eq!(config.http.port(), 8080);
         assert_eq!(config.https.port(), 8443);
-        assert_eq!(config.ttl(), Some(Duration::from_secs(300)));
+        assert_eq!(config.ttl, 300);
         assert_eq!(config.metrics, Listen::At("127.0.0.1:9464".parse().expect("address")));
     }
 

@@ -14,6 +14,7 @@ pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod transport;
 

@@ -14,11 +14,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::http::App;
-use crate::live::{Live, LiveOptions};
-use crate::metrics::Metrics;
-use crate::store::{Limits, Store};
+use crate::live::Live;
+use crate::settings::Settings;
+use crate::store::Store;
 use crate::transport::quic::{self, QuicError};
-use crate::transport::tcp::{self, TcpSettings};
+use crate::transport::tcp;
 use crate::transport::tls::{Identity, TlsError};
 
 /// Why the server could not start.
@@ -51,7 +51,7 @@ pub enum ServerError {
 /// A bound server, ready to run.
 #[derive(Debug)]
 pub struct Server {
-    config: Config,
+    settings: Settings,
     app: Arc<App>,
     identity: Identity,
     http: TcpListener,
@@ -61,29 +61,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store and binds every listener.
+    /// Resolves the options ([`Settings::from_config`]), opens the store and binds every listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let identity = Identity::load(config.cert.as_deref(), config.key.as_deref(), &config.cert_dir)?;
-        let limits = Limits {
-            max_uploads: config.max_uploads,
-            max_paths: config.max_paths,
-            max_memory: config.max_memory,
-            max_upload_bytes: config.max_upload_bytes,
-            ttl: config.ttl(),
-        };
-        let store = Store::open(&config.root, limits).map_err(|source| ServerError::Root {
-            root: config.root.clone(),
+        Self::bind_settings(Settings::from_config(&config)).await
+    }
+
+    /// Opens the store and binds every listener, as `settings` say.
+    pub async fn bind_settings(settings: Settings) -> Result<Server, ServerError> {
+        let files = settings.tls.files.as_ref();
+        let identity = Identity::load(
+            files.map(|(cert, _)| cert.as_path()),
+            files.map(|(_, key)| key.as_path()),
+            &settings.tls.cert_dir,
+        )?;
+        let store = Store::open(&settings.root, settings.limits.clone()).map_err(|source| ServerError::Root {
+            root: settings.root.clone(),
             source,
         })?;
-        let part_target = (config.part_target_ms > 0).then(|| config.part_target_ms as f64 / 1000.0);
-        let options = LiveOptions {
-            part_target,
-            end_after_segments: config.end_after_segments,
-        };
-        let live = Live::start_with_options(store.clone(), config.service_defaults(), options);
-        let http = bind_tcp(config.http).await?;
-        let (https, quic) = bind_tls_pair(&config, &identity).await?;
-        let metrics = match config.metrics.addr() {
+        let live = Live::start(store.clone(), settings.service.clone(), settings.live);
+        let http = bind_tcp(settings.listen.http).await?;
+        let (https, quic) = bind_tls_pair(&settings, &identity).await?;
+        let metrics = match settings.listen.metrics {
             Some(addr) => Some(bind_tcp(addr).await?),
             None => None,
         };
@@ -91,21 +89,9 @@ impl Server {
             .as_ref()
             .and_then(|q| q.local_addr().ok())
             .and_then(|addr| alt_svc(addr.port()));
-        let app = Arc::new(App {
-            metrics: Arc::new(Metrics::new(&store)),
-            store,
-            live,
-            upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
-            upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout.max(1)),
-            max_upload_bytes: config.max_upload_bytes,
-            media_max_age: config.ttl().map_or(86_400, |ttl| ttl.as_secs()),
-            alt_svc,
-            player_dir: config.player_dir.clone(),
-            connections: Default::default(),
-            reader_lag_limit: (config.reader_lag_limit > 0).then_some(config.reader_lag_limit),
-        });
+        let app = Arc::new(App::new(store, live, settings.routes.clone(), alt_svc));
         Ok(Server {
-            config,
+            settings,
             app,
             identity,
             http,
@@ -117,12 +103,12 @@ impl Server {
 
     /// The cleartext listener's address.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().unwrap_or(self.config.http)
+        self.http.local_addr().unwrap_or(self.settings.listen.http)
     }
 
     /// The TLS listener's address.
     pub fn https_addr(&self) -> SocketAddr {
-        self.https.local_addr().unwrap_or(self.config.https)
+        self.https.local_addr().unwrap_or(self.settings.listen.https)
     }
 
     /// The HTTP/3 listener's address, when it is on.
@@ -154,7 +140,7 @@ impl Server {
     pub fn announce(&self) {
         let http = self.http_addr();
         let https = self.https_addr();
-        tracing::info!(root = %self.config.root.display(), "serving files under the root");
+        tracing::info!(root = %self.settings.root.display(), "serving files under the root");
         tracing::info!("ingest (cleartext HTTP/1.1, h2c): http://{http}/ldash/upload/{{path}}");
         tracing::info!("players (TLS HTTP/1.1, HTTP/2): https://{https}/ldash/download/{{path}}");
         match self.quic_addr() {
@@ -167,7 +153,7 @@ impl Server {
             Some(metrics) => tracing::info!("metrics (Prometheus): http://{metrics}/metrics"),
             None => tracing::info!("metrics are off (--metrics off)"),
         }
-        for (line, source) in crate::http::describe_libraries(&self.config.player_dir) {
+        for (line, source) in crate::http::describe_libraries(&self.settings.routes.player_dir) {
             if source == crate::http::LibrarySource::Cdn {
                 tracing::warn!("play page: {line}");
             } else {
@@ -179,7 +165,7 @@ impl Server {
             "certificate SPKI sha256 (for chromium --ignore-certificate-errors-spki-list): {}",
             self.spki_sha256()
         );
-        if self.app.upload_token.is_some() {
+        if self.app.settings.upload_token.is_some() {
             tracing::info!("uploads need the upload token");
         } else {
             tracing::warn!("no --upload-token: uploads and deletes are accepted from loopback peers only");
@@ -190,11 +176,7 @@ impl Server {
     /// waits for persistence to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop, stopped) = watch::channel(false);
-        let settings = TcpSettings {
-            header_timeout: Duration::from_secs(self.config.header_timeout.max(1)),
-            drain_timeout: Duration::from_secs(self.config.drain_timeout),
-            send_buffer: (self.config.tcp_send_buffer > 0).then_some(self.config.tcp_send_buffer as usize),
-        };
+        let settings = self.settings.connections;
         let tls = match self.identity.tcp_config() {
             Ok(config) => TlsAcceptor::from(config),
             Err(err) => {
@@ -207,20 +189,20 @@ impl Server {
             self.http,
             None,
             Arc::clone(&self.app),
-            settings.clone(),
+            settings,
             stopped.clone(),
         ));
         if let Some(listener) = self.metrics {
             tasks.spawn(tcp::serve_metrics(
                 listener,
                 Arc::clone(&self.app),
-                settings.clone(),
+                settings,
                 stopped.clone(),
             ));
         }
         if let Some(endpoint) = self.quic {
             let app = Arc::clone(&self.app);
-            tasks.spawn(quic::serve(endpoint, app, settings.drain_timeout, stopped.clone()));
+            tasks.spawn(quic::serve(endpoint, app, settings, stopped.clone()));
         }
         tasks.spawn(tcp::serve(
             self.https,
@@ -246,23 +228,23 @@ impl Server {
 /// Binds the TLS listener and, unless --no-h3, the QUIC endpoint on UDP at the same port number.
 /// With port 0 the system picks the TCP port, whose UDP twin may be taken: then another pair is tried.
 async fn bind_tls_pair(
-    config: &Config,
+    settings: &Settings,
     identity: &Identity,
 ) -> Result<(TcpListener, Option<quinn::Endpoint>), ServerError> {
+    let addr = settings.listen.https;
     let mut attempts = 0;
     loop {
-        let https = bind_tcp(config.https).await?;
-        if config.no_h3 {
+        let https = bind_tcp(addr).await?;
+        if !settings.listen.h3 {
             return Ok((https, None));
         }
-        let tcp = https.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.https,
-            source,
-        })?;
-        match quic::endpoint(identity, tcp, config.quic_congestion) {
+        let tcp = https
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        match quic::endpoint(identity, tcp, settings.connections.quic_congestion) {
             Ok(endpoint) => return Ok((https, Some(endpoint))),
             Err(QuicError::Bind { source, .. })
-                if config.https.port() == 0 && source.kind() == std::io::ErrorKind::AddrInUse && attempts < 10 =>
+                if addr.port() == 0 && source.kind() == std::io::ErrorKind::AddrInUse && attempts < 10 =>
             {
                 attempts += 1;
             }

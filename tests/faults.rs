@@ -644,7 +644,9 @@ async fn drain(reader: &mut ldash::store::Reader) -> Result<Vec<u8>, ldash::stor
 async fn lag_limit_cuts_a_reader_that_falls_behind_but_not_one_that_joined_late() {
     let dir = tempfile::tempdir().expect("root");
     let store = Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
-    let mut upload = store.begin_upload("s/seg.m4s").expect("upload");
+    let mut upload = store
+        .begin_upload("s/seg.m4s", ldash::store::UploadOptions::default())
+        .expect("upload");
     upload.append(Bytes::from(vec![1u8; 10_000])).expect("append");
     let entry = Arc::clone(upload.entry());
     // Joins 10 KB behind the edge with a 4 KB window: its starting lag is not held against it.
@@ -678,12 +680,20 @@ async fn lag_limit_cuts_a_reader_that_falls_behind_but_not_one_that_joined_late(
 async fn a_segment_uploaded_at_once_over_a_complete_one_is_streamed_while_it_grows() {
     let dir = tempfile::tempdir().expect("root");
     let store = Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
-    let mut old = store.begin_upload("s/seg.m4s").expect("upload");
+    let mut old = store
+        .begin_upload("s/seg.m4s", ldash::store::UploadOptions::default())
+        .expect("upload");
     old.append(Bytes::from_static(b"old run")).expect("append");
     old.finish().expect("finish");
     let mut reader_of_old = store.get("s/seg.m4s").expect("old").reader(0, None);
     let mut new = store
-        .begin_upload_with("s/seg.m4s", None, ldash::store::Replace::AtOnce)
+        .begin_upload(
+            "s/seg.m4s",
+            ldash::store::UploadOptions {
+                arrival: None,
+                replace: ldash::store::Replace::AtOnce,
+            },
+        )
         .expect("upload");
     new.append(Bytes::from_static(b"new ")).expect("append");
     let current = store.get("s/seg.m4s").expect("current");
@@ -704,17 +714,27 @@ async fn a_segment_uploaded_at_once_over_a_complete_one_is_streamed_while_it_gro
         b"old run"
     );
     // A manifest keeps the atomic replace.
-    let mut mpd = store.begin_upload("s/m.mpd").expect("upload");
+    let mut mpd = store
+        .begin_upload("s/m.mpd", ldash::store::UploadOptions::default())
+        .expect("upload");
     mpd.append(Bytes::from_static(b"v1")).expect("append");
     mpd.finish().expect("finish");
-    let mut v2 = store.begin_upload("s/m.mpd").expect("upload");
+    let mut v2 = store
+        .begin_upload("s/m.mpd", ldash::store::UploadOptions::default())
+        .expect("upload");
     v2.append(Bytes::from_static(b"v2")).expect("append");
     assert_eq!(store.get("s/m.mpd").expect("v1").state(), EntryState::Complete);
     // And an at-once replacement that fails leaves nothing behind, in memory or on disk.
     store.flush().await;
     assert!(dir.path().join("s/seg.m4s").is_file());
     let broken = store
-        .begin_upload_with("s/seg.m4s", None, ldash::store::Replace::AtOnce)
+        .begin_upload(
+            "s/seg.m4s",
+            ldash::store::UploadOptions {
+                arrival: None,
+                replace: ldash::store::Replace::AtOnce,
+            },
+        )
         .expect("upload");
     broken.abort();
     store.flush().await;

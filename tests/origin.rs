@@ -488,19 +488,11 @@ async fn without_a_token_only_loopback_peers_may_upload() {
     use ldash::http::{ConnInfo, Transport};
     let server = TestServer::start().await;
     assert_eq!(server.put("a.txt", "from loopback").await, 201, "loopback may upload");
-    let app = ldash::http::App {
-        store: server.store.clone(),
-        live: ldash::live::Live::start(server.store.clone(), ldash::Config::with_root(".").service_defaults()),
-        upload_token: None,
-        upload_idle_timeout: Duration::from_secs(5),
-        max_upload_bytes: 1 << 20,
-        media_max_age: 300,
-        alt_svc: None,
-        player_dir: "player".into(),
-        connections: Default::default(),
-        metrics: std::sync::Arc::new(ldash::metrics::Metrics::new(&server.store)),
-        reader_lag_limit: None,
-    };
+    // The routes as the server builds them, without an upload token.
+    let settings = ldash::settings::Settings::from_config(&ldash::Config::with_root("."));
+    let live = ldash::live::Live::start(server.store.clone(), settings.service, settings.live);
+    let app = ldash::http::App::new(server.store.clone(), live, settings.routes, None);
+    assert_eq!(app.settings.upload_token, None);
     for method in [http::Method::PUT, http::Method::DELETE] {
         let mut request = http::Request::builder()
             .method(method.clone())

@@ -13,7 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ldash::store::{Entry, EntryState, Landed, Limits, ReadError, Reader, Store, StoreError, Upload};
+use ldash::store::{Entry, EntryState, Landed, Limits, ReadError, Reader, Store, StoreError, Upload, UploadOptions};
 use tempfile::TempDir;
 use tokio::sync::{mpsc, Barrier};
 
@@ -121,7 +121,7 @@ fn assert_bytes(what: &str, got: &[u8], want: &[u8]) {
 /// Uploads `chunks` to `path` and completes the upload.
 fn put(store: &Store, path: &str, chunks: &[&[u8]]) -> Landed {
     let mut upload = store
-        .begin_upload(path)
+        .begin_upload(path, UploadOptions::default())
         .unwrap_or_else(|e| panic!("begin_upload({path:?}) refused: {e}"));
     for chunk in chunks {
         upload
@@ -135,7 +135,7 @@ fn put(store: &Store, path: &str, chunks: &[&[u8]]) -> Landed {
 
 fn begin(store: &Store, path: &str) -> Upload {
     store
-        .begin_upload(path)
+        .begin_upload(path, UploadOptions::default())
         .unwrap_or_else(|e| panic!("begin_upload({path:?}) refused: {e}"))
 }
 
@@ -681,7 +681,7 @@ async fn delete_removes_from_memory_and_disk_and_reports_missing_paths() {
         "precondition: the file is on disk after flush"
     );
 
-    assert!(store.delete(path), "delete of a stored path must return true");
+    assert!(store.delete(path, None), "delete of a stored path must return true");
     assert!(store.get(path).is_none(), "get after delete must be None");
     assert_eq!(store.len(), 0, "the store must hold no path after the delete");
     assert_eq!(store.memory_used(), 0, "delete must free the entry's memory");
@@ -697,11 +697,11 @@ async fn delete_removes_from_memory_and_disk_and_reports_missing_paths() {
     assert!(root.path().exists(), "the root itself must never be removed");
 
     assert!(
-        !store.delete(path),
+        !store.delete(path, None),
         "a second delete of the same path must return false"
     );
     assert!(
-        !store.delete("never/stored.m4s"),
+        !store.delete("never/stored.m4s", None),
         "delete of a path never stored must return false"
     );
 }
@@ -715,7 +715,7 @@ async fn delete_of_a_growing_upload_aborts_it() {
     append(&mut upload, b"partial");
     let entry = store.get(path).expect("growing upload readable");
     let mut reader = entry.reader(0, None);
-    assert!(store.delete(path), "delete of a growing path must return true");
+    assert!(store.delete(path, None), "delete of a growing path must return true");
     let (_, ending) = within("reader of a deleted upload", drain(&mut reader)).await;
     assert!(
         matches!(ending, Ending::Failed(ReadError::Aborted)),
@@ -877,7 +877,9 @@ async fn stats_count_uploads_in_progress_and_gc_purges() {
     let root = temp_root();
     let store = open(root.path(), gc_limits());
     put(&store, "live/seg-1.m4s", &[b"segment"]);
-    let open_upload = store.begin_upload("live/seg-2.m4s").expect("begin_upload");
+    let open_upload = store
+        .begin_upload("live/seg-2.m4s", UploadOptions::default())
+        .expect("begin_upload");
     let stats = store.stats();
     assert_eq!(stats.uploads, 1, "one upload is open: {stats:?}");
     assert_eq!(stats.entries, 2, "two paths are stored: {stats:?}");
@@ -1118,12 +1120,12 @@ async fn max_uploads_refuses_extra_uploads_with_busy_and_releases_slots() {
     let mut first = begin(&store, "a.m4s");
     append(&mut first, b"a");
     assert_eq!(
-        store.begin_upload("b.m4s").err(),
+        store.begin_upload("b.m4s", UploadOptions::default()).err(),
         Some(StoreError::Busy { limit: 1 }),
         "a second concurrent upload must be refused with Busy"
     );
     assert_eq!(
-        store.begin_upload("b.m4s").err(),
+        store.begin_upload("b.m4s", UploadOptions::default()).err(),
         Some(StoreError::Busy { limit: 1 }),
         "a refused upload must not release (or leak) the slot held by the first"
     );
@@ -1133,16 +1135,16 @@ async fn max_uploads_refuses_extra_uploads_with_busy_and_releases_slots() {
     );
     first.finish().expect("first upload must finish");
 
-    let second = store.begin_upload("b.m4s");
+    let second = store.begin_upload("b.m4s", UploadOptions::default());
     assert!(
         second.is_ok(),
         "finishing the first upload must release its slot: {second:?}"
     );
     drop(second);
-    let third = store.begin_upload("c.m4s");
+    let third = store.begin_upload("c.m4s", UploadOptions::default());
     assert!(third.is_ok(), "dropping an upload must release its slot: {third:?}");
     third.expect("checked").abort();
-    let fourth = store.begin_upload("d.m4s");
+    let fourth = store.begin_upload("d.m4s", UploadOptions::default());
     assert!(fourth.is_ok(), "aborting an upload must release its slot: {fourth:?}");
 }
 
@@ -1160,7 +1162,7 @@ async fn max_paths_refuses_new_paths_with_too_many_paths_but_allows_replacing() 
     put(&store, "a.m4s", &[b"a"]);
     put(&store, "b.m4s", &[b"b"]);
     assert_eq!(
-        store.begin_upload("c.m4s").err(),
+        store.begin_upload("c.m4s", UploadOptions::default()).err(),
         Some(StoreError::TooManyPaths { limit: 2 }),
         "a third path must be refused with TooManyPaths"
     );
@@ -1173,8 +1175,8 @@ async fn max_paths_refuses_new_paths_with_too_many_paths_but_allows_replacing() 
     let one = begin(&store, "a.m4s");
     let two = begin(&store, "b.m4s");
     drop((one, two));
-    assert!(store.delete("b.m4s"), "delete b");
-    let c = store.begin_upload("c.m4s");
+    assert!(store.delete("b.m4s", None), "delete b");
+    let c = store.begin_upload("c.m4s", UploadOptions::default());
     assert!(c.is_ok(), "after a delete, a new path must be accepted: {c:?}");
     drop(c);
     assert_bytes("a after the limit tests", &read_path(&store, "a.m4s").await, b"a2");
@@ -1220,13 +1222,13 @@ async fn memory_full_of_unpersisted_data_refuses_new_uploads_until_it_can_be_evi
     let bytes = pattern(91, 100 * KIB);
     append(&mut growing, &bytes);
     assert_eq!(
-        store.begin_upload("live/next.m4s").err(),
+        store.begin_upload("live/next.m4s", UploadOptions::default()).err(),
         Some(StoreError::MemoryFull { limit: 64 * KIB as u64 }),
         "with memory over the limit and nothing persisted, a new upload must be refused with MemoryFull"
     );
     growing.finish().expect("finish refused");
     store.flush().await;
-    let next = store.begin_upload("live/next.m4s");
+    let next = store.begin_upload("live/next.m4s", UploadOptions::default());
     assert!(
         next.is_ok(),
         "once the data is persisted it can be evicted, so uploads resume: {next:?}"
@@ -1376,7 +1378,7 @@ async fn memory_gauge_never_wraps_while_uploads_of_one_path_supersede_each_other
         writers.push(std::thread::spawn(move || {
             let chunk = Bytes::from(vec![7u8; CHUNK]);
             while !stop.load(Ordering::Relaxed) {
-                let mut upload = match store.begin_upload("live/restarting.m4s") {
+                let mut upload = match store.begin_upload("live/restarting.m4s", UploadOptions::default()) {
                     Ok(upload) => upload,
                     Err(err) => {
                         stop.store(true, Ordering::Relaxed);
@@ -1437,39 +1439,41 @@ async fn an_upload_that_arrived_earlier_never_replaces_one_that_arrived_later() 
     let dir = tempfile::tempdir().expect("dir");
     let store = ldash::store::Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
     let mut newer = store
-        .begin_upload_at("live/stream.mpd", Some(20))
+        .begin_upload("live/stream.mpd", UploadOptions::arrived(20))
         .expect("newer upload");
     newer.append(bytes::Bytes::from_static(b"static")).expect("append");
     newer.finish().expect("finish");
-    let stale = store.begin_upload_at("live/stream.mpd", Some(10));
+    let stale = store.begin_upload("live/stream.mpd", UploadOptions::arrived(10));
     assert!(
         matches!(stale, Err(ldash::store::StoreError::Stale)),
         "an earlier arrival is refused as stale"
     );
     let mut later = store
-        .begin_upload_at("live/stream.mpd", Some(30))
+        .begin_upload("live/stream.mpd", UploadOptions::arrived(30))
         .expect("a later arrival replaces");
     later.append(bytes::Bytes::from_static(b"v3")).expect("append");
     assert!(
         matches!(
-            store.begin_upload_at("live/stream.mpd", Some(25)),
+            store.begin_upload("live/stream.mpd", UploadOptions::arrived(25)),
             Err(ldash::store::StoreError::Stale)
         ),
         "older than the pending one"
     );
     later.finish().expect("finish");
     assert!(
-        store.begin_upload("live/stream.mpd").is_ok(),
+        store.begin_upload("live/stream.mpd", UploadOptions::default()).is_ok(),
         "without an arrival an upload is the newest"
     );
     // A delete is remembered: an upload that arrived before it cannot bring the path back.
-    assert!(store.delete_at("live/stream.mpd", Some(100)));
+    assert!(store.delete("live/stream.mpd", Some(100)));
     assert!(matches!(
-        store.begin_upload_at("live/stream.mpd", Some(90)),
+        store.begin_upload("live/stream.mpd", UploadOptions::arrived(90)),
         Err(ldash::store::StoreError::Stale)
     ));
     assert!(
-        store.begin_upload_at("live/stream.mpd", Some(110)).is_ok(),
+        store
+            .begin_upload("live/stream.mpd", UploadOptions::arrived(110))
+            .is_ok(),
         "a later upload starts the path again"
     );
 }

@@ -56,7 +56,7 @@ fn typed(app: &App, path: &str, growing: bool, body: ResponseBody) -> Response<R
     );
     headers.insert(
         header::CACHE_CONTROL,
-        headers::cache_control(path, growing, app.media_max_age),
+        headers::cache_control(path, growing, app.settings.media_max_age),
     );
     response
 }
@@ -172,7 +172,7 @@ fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> 
         ResponseBody::empty()
     } else {
         let mut reader = entry.reader(0, None);
-        if let Some(limit) = app.reader_lag_limit {
+        if let Some(limit) = app.settings.reader_lag_limit {
             reader = reader.with_lag_limit(limit);
         }
         ResponseBody::reader(reader, None).attached(app.metrics.growing_reader())

@@ -2,10 +2,11 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use crate::media::kind::{extension, FileKind};
+
 /// The Content-Type for a stored path, by its extension.
 pub fn content_type(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
-    match ext.as_deref() {
+    match extension(path).as_deref() {
         Some("mpd") => "application/dash+xml",
         Some("m3u8") => "application/vnd.apple.mpegurl",
         Some("m4s") => "video/iso.segment",
@@ -20,27 +21,13 @@ pub fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// True for manifests and playlists, which change while a stream is live.
-pub fn is_manifest(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    lower.ends_with(".mpd") || lower.ends_with(".m3u8")
-}
-
-/// True for media segments, which do not change once complete.
-pub fn is_media(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    [".m4s", ".mp4", ".m4v", ".m4a", ".ts", ".cmfv", ".cmfa", ".aac"]
-        .iter()
-        .any(|ext| lower.ends_with(ext))
-}
-
 /// Cache-Control for a stored path. Growing entries must not be cached as if whole; complete media
 /// segments may be cached for as long as the origin keeps them (`media_max_age`, the GC age).
 pub fn cache_control(path: &str, growing: bool, media_max_age: u64) -> HeaderValue {
     if growing {
         return HeaderValue::from_static("no-store");
     }
-    if is_media(path) && !is_manifest(path) {
+    if FileKind::of(path) == FileKind::Media {
         return HeaderValue::from_str(&format!("public, max-age={media_max_age}"))
             .unwrap_or(HeaderValue::from_static("no-cache"));
     }

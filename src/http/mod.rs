@@ -15,7 +15,7 @@ mod scrape;
 mod upload;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -27,6 +27,7 @@ pub use play::{describe_libraries, LibrarySource};
 
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::settings::RouteSettings;
 use crate::store::Store;
 
 /// The route prefix of every endpoint.
@@ -85,27 +86,29 @@ pub struct App {
     pub store: Store,
     /// The live stream index over the store.
     pub live: Live,
-    /// Token uploads must carry; None means loopback peers only.
-    pub upload_token: Option<String>,
-    /// How long an upload may send nothing before it is aborted.
-    pub upload_idle_timeout: Duration,
-    /// Largest upload.
-    pub max_upload_bytes: u64,
-    /// max-age for complete media segments.
-    pub media_max_age: u64,
+    /// The routes' settings.
+    pub settings: RouteSettings,
     /// Alt-Svc advertised on the TLS TCP listener when HTTP/3 is on.
     pub alt_svc: Option<HeaderValue>,
-    /// Folder with the player's sources and, after `npm ci --prefix player`, its libraries.
-    pub player_dir: std::path::PathBuf,
     /// Connections accepted so far, for the arrival order.
-    pub connections: std::sync::atomic::AtomicU64,
+    connections: std::sync::atomic::AtomicU64,
     /// The server's metrics, served on the metrics listener.
     pub metrics: std::sync::Arc<Metrics>,
-    /// Bytes a download of a growing entry may fall behind its upload before it is cut off.
-    pub reader_lag_limit: Option<u64>,
 }
 
 impl App {
+    /// The routes over `store` and `live`, with their settings and the Alt-Svc value to advertise.
+    pub fn new(store: Store, live: Live, settings: RouteSettings, alt_svc: Option<HeaderValue>) -> App {
+        App {
+            metrics: std::sync::Arc::new(Metrics::new(&store)),
+            store,
+            live,
+            settings,
+            alt_svc,
+            connections: Default::default(),
+        }
+    }
+
     /// Called by a transport's accept loop, in accept order: the arrival base of the new connection.
     /// Requests on it are numbered from there ([`ConnInfo::request`]), so uploads of one path on
     /// different connections are ordered as the client sent them.

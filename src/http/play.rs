@@ -123,9 +123,9 @@ pub(super) fn page(app: &App, path: &str) -> Result<Response<ResponseBody>, Http
         return Err(HttpError::BadRequest("the play page takes a .mpd or .m3u8 path".into()));
     };
     let manifest = format!("/ldash/download/{path}");
-    let (dash_lib, dash_cdn) = library_url(&app.player_dir, 0);
-    let (hls_lib, hls_cdn) = library_url(&app.player_dir, 1);
-    let (shaka_lib, shaka_cdn) = library_url(&app.player_dir, 2);
+    let (dash_lib, dash_cdn) = library_url(&app.settings.player_dir, 0);
+    let (hls_lib, hls_cdn) = library_url(&app.settings.player_dir, 1);
+    let (shaka_lib, shaka_cdn) = library_url(&app.settings.player_dir, 2);
     let body = PAGE
         .replace("{{TITLE}}", &html_escape(path))
         .replace("{{MANIFEST}}", &html_escape(&manifest))
@@ -157,7 +157,7 @@ pub(super) async fn asset(app: &App, name: &str, request: &HeaderMap) -> Result<
         .position(|library| library.route == name)
         .ok_or(HttpError::NotFound)?;
     let library = &LIBRARIES[index];
-    let path = installed(&app.player_dir, library);
+    let path = installed(&app.settings.player_dir, library);
     let mut response = match (tokio::fs::read(&path).await, &library.embedded) {
         (Ok(bytes), _) => Response::new(ResponseBody::full(bytes)),
         (Err(_), Some(embedded)) => embedded_response(index, embedded, request)?,
@@ -177,31 +177,21 @@ fn embedded_response(
     embedded: &Embedded,
     request: &HeaderMap,
 ) -> Result<Response<ResponseBody>, HttpError> {
-    let matches = request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| {
-            let tag = tag.trim();
-            tag == "*" || tag.trim_start_matches("W/") == embedded.etag
+    let matches = list(request, header::IF_NONE_MATCH).any(|tag| {
+        let tag = tag.trim();
+        tag == "*" || tag.trim_start_matches("W/") == embedded.etag
+    });
+    let gzip = list(request, header::ACCEPT_ENCODING).any(|coding| {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            matches!(
+                p.trim().replace(' ', "").as_str(),
+                "q=0" | "q=0.0" | "q=0.00" | "q=0.000"
+            )
         });
-    let gzip = request
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|p| {
-                matches!(
-                    p.trim().replace(' ', "").as_str(),
-                    "q=0" | "q=0.0" | "q=0.00" | "q=0.000"
-                )
-            });
-            name.eq_ignore_ascii_case("gzip") && !refused
-        });
+        name.eq_ignore_ascii_case("gzip") && !refused
+    });
     let mut response = if matches {
         let mut response = Response::new(ResponseBody::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -229,6 +219,15 @@ fn embedded_response(
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     headers.insert(header::ETAG, HeaderValue::from_static(embedded.etag));
     Ok(response)
+}
+
+/// The items of a comma-separated header, over all its lines.
+fn list(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
 }
 
 fn text(body: String, content_type: &'static str) -> Response<ResponseBody> {

@@ -9,7 +9,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::{App, ConnInfo, HttpError, ResponseBody};
-use crate::store::{Landed, Replace};
+use crate::media::kind::FileKind;
+use crate::store::{Landed, Replace, UploadOptions};
 
 pub(super) async fn put<B>(
     app: &App,
@@ -23,25 +24,31 @@ where
 {
     authorize(app, req.headers(), conn)?;
     if let Some(declared) = content_length(req.headers())? {
-        if declared > app.max_upload_bytes {
-            return Err(HttpError::PayloadTooLarge(app.max_upload_bytes));
+        if declared > app.store.limits().max_upload_bytes {
+            return Err(HttpError::PayloadTooLarge(app.store.limits().max_upload_bytes));
         }
     }
     let received = app.metrics.received(req.version());
     // A media segment re-uploaded over a complete one comes from a restarted encoder reusing its
     // names: the new segment streams at once. Anything else is replaced when its upload completes.
-    let replace = if super::headers::is_media(path) && !super::headers::is_manifest(path) {
+    let replace = if FileKind::of(path) == FileKind::Media {
         Replace::AtOnce
     } else {
         Replace::OnComplete
     };
-    let mut upload = app.store.begin_upload_with(path, Some(conn.arrival), replace)?;
+    let mut upload = app.store.begin_upload(
+        path,
+        UploadOptions {
+            arrival: Some(conn.arrival),
+            replace,
+        },
+    )?;
     let mut body = req.into_body();
     loop {
         // Dropping `upload` on any early return aborts it: readers see an error, a previous complete
         // version stays.
-        let frame = match tokio::time::timeout(app.upload_idle_timeout, body.frame()).await {
-            Err(_) => return Err(HttpError::UploadTimeout(app.upload_idle_timeout.as_secs())),
+        let frame = match tokio::time::timeout(app.settings.upload_idle_timeout, body.frame()).await {
+            Err(_) => return Err(HttpError::UploadTimeout(app.settings.upload_idle_timeout.as_secs())),
             Ok(None) => break,
             Ok(Some(Err(err))) => return Err(HttpError::UploadBody(err.into().to_string())),
             Ok(Some(Ok(frame))) => frame,
@@ -77,7 +84,7 @@ pub(super) fn delete<B>(
     // ffmpeg sends DELETE with `Transfer-Encoding: chunked` and an empty body; the body is not read,
     // which is harmless for an empty one.
     authorize(app, req.headers(), conn)?;
-    if app.store.delete_at(path, Some(conn.arrival)) {
+    if app.store.delete(path, Some(conn.arrival)) {
         Ok(no_content())
     } else {
         Err(HttpError::NotFound)
@@ -105,7 +112,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HttpError> {
 /// Uploads need the token (Bearer, or the password or user name of Basic credentials, which is how
 /// `ffmpeg -headers` or a URL's user:password carry it), or a loopback peer when there is no token.
 fn authorize(app: &App, headers: &HeaderMap, conn: &ConnInfo) -> Result<(), HttpError> {
-    let Some(token) = &app.upload_token else {
+    let Some(token) = &app.settings.upload_token else {
         if conn.peer.ip().to_canonical().is_loopback() {
             return Ok(());
         }

@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use tokio::time::Instant;
 
-use super::{lock, numbered, split, Folder, Live, Progress};
+use super::state::{lock, numbered, split, Folder, State};
+use super::{Live, Progress};
 use crate::media::hls::{self, Audio, Block, Part, Rendition, Report, Segment, Timing, Variant, Wanted};
 use crate::media::mpd::{Mpd, Representation};
 
@@ -166,10 +167,7 @@ impl Live {
             return Err(HlsError::NotFound);
         }
         let (folder, mpd_name) = split(mpd_path);
-        let mut changed = {
-            let mut folders = lock(&self.folders);
-            folders.entry(folder.to_owned()).or_default().changed.subscribe()
-        };
+        let mut changed = { lock(&self.state).changes(folder, Instant::now()) };
         let started = Instant::now();
         let mut deadline: Option<Instant> = None;
         // Whether the directives were judged against a snapshot yet (they are judged once).
@@ -177,7 +175,14 @@ impl Live {
         loop {
             // Read before the snapshot is taken, so a snapshot is never older than its version.
             let version = *changed.borrow_and_update();
-            let (snapshot, ends_at) = self.snapshot(folder, mpd_name, &mpd, rep_id, version);
+            let (snapshot, ends_at) = snapshot(
+                &mut lock(&self.state),
+                (folder, mpd_name),
+                &mpd,
+                rep_id,
+                version,
+                Instant::now(),
+            );
             let hold = |timing: &Timing| Duration::from_secs(3 * timing.target_duration).min(Duration::from_secs(8));
             match snapshot {
                 Some(snapshot) => {
@@ -223,81 +228,88 @@ impl Live {
             }
         }
     }
+}
 
-    /// A snapshot of one rendition with the stream's timing and the other renditions' reports (the
-    /// shared one when it was taken at `version` or later, from the same manifest, in the same
-    /// ended state), and when the live stream ends if nothing more is uploaded.
-    fn snapshot(
-        &self,
-        folder: &str,
-        mpd_name: &str,
-        mpd: &Arc<Mpd>,
-        rep_id: &str,
-        version: u64,
-    ) -> (Option<Arc<Snapshot>>, Option<Instant>) {
-        let mut folders = lock(&self.folders);
-        let Some(f) = folders.get_mut(folder) else {
-            return (None, None);
-        };
-        let ended = self.has_ended(f, mpd, Instant::now());
-        let ends_at = if ended { None } else { self.ends_at(f, mpd) };
-        let key = (mpd_name.to_owned(), rep_id.to_owned());
-        if let Some(shared) = f.snapshots.get(&key) {
-            if shared.version >= version && shared.ended == ended && Arc::ptr_eq(&shared.mpd, mpd) {
-                return (Some(Arc::clone(shared)), ends_at);
-            }
+/// A snapshot of one rendition with the stream's timing and the other renditions' reports (the
+/// shared one when it was taken at `version` or later, from the same manifest, in the same
+/// ended state), and when the live stream ends if nothing more is uploaded.
+fn snapshot(
+    state: &mut State,
+    (folder, mpd_name): (&str, &str),
+    mpd: &Arc<Mpd>,
+    rep_id: &str,
+    version: u64,
+    now: Instant,
+) -> (Option<Arc<Snapshot>>, Option<Instant>) {
+    let options = state.options;
+    let Some(f) = state.folders.get_mut(folder) else {
+        return (None, None);
+    };
+    let ended = options.has_ended(f, mpd, now);
+    let ends_at = if ended { None } else { options.ends_at(f, mpd) };
+    let key = (mpd_name.to_owned(), rep_id.to_owned());
+    if let Some(shared) = f.snapshots.get(&key) {
+        if shared.version >= version && shared.ended == ended && Arc::ptr_eq(&shared.mpd, mpd) {
+            return (Some(Arc::clone(shared)), ends_at);
         }
-        let Some((rendition, timing, reports)) = self.snapshot_of(f, mpd_name, mpd, rep_id, ended) else {
-            return (None, ends_at);
-        };
-        let snapshot = Arc::new(Snapshot {
-            version,
-            ended,
-            mpd: Arc::clone(mpd),
-            rendition,
-            timing,
-            reports,
-            rendered: Default::default(),
-        });
-        f.snapshots.insert(key, Arc::clone(&snapshot));
-        (Some(snapshot), ends_at)
     }
+    let Some((rendition, timing, reports)) = snapshot_of(f, options.part_target, mpd_name, mpd, rep_id, ended) else {
+        return (None, ends_at);
+    };
+    let snapshot = Arc::new(Snapshot {
+        version,
+        ended,
+        mpd: Arc::clone(mpd),
+        rendition,
+        timing,
+        reports,
+        rendered: Default::default(),
+    });
+    f.snapshots.insert(key, Arc::clone(&snapshot));
+    (Some(snapshot), ends_at)
+}
 
-    fn snapshot_of(&self, f: &mut Folder, mpd_name: &str, mpd: &Mpd, rep_id: &str, ended: bool) -> Option<View> {
-        let timing = match f.hls_timing.get(mpd_name) {
-            Some(timing) => *timing,
-            None => match stream_timing(f, mpd) {
-                Some(mut timing) => {
-                    if let Some(part_target) = self.part_target {
-                        timing.part_target = part_target;
-                    }
-                    // Fixed for the stream's life: players reject a PART-TARGET that changes.
-                    f.hls_timing.insert(mpd_name.to_owned(), timing);
-                    timing
+fn snapshot_of(
+    f: &mut Folder,
+    part_target: Option<f64>,
+    mpd_name: &str,
+    mpd: &Mpd,
+    rep_id: &str,
+    ended: bool,
+) -> Option<View> {
+    let timing = match f.hls_timing.get(mpd_name) {
+        Some(timing) => *timing,
+        None => match stream_timing(f, mpd) {
+            Some(mut timing) => {
+                if let Some(part_target) = part_target {
+                    timing.part_target = part_target;
                 }
-                // An ended stream whose chunks are gone still gets its (empty, ended) playlist;
-                // this timing is not kept, so a stream that resumes gets its real one.
-                None if ended => ended_timing(mpd),
-                None => return None,
-            },
-        };
-        let mut this = None;
-        let mut reports = Vec::new();
-        for (_, rep) in reps(mpd) {
-            let Some(rendition) = rendition(f, mpd, mpd_name, rep, ended) else {
-                continue;
-            };
-            if rep.id == rep_id {
-                this = Some(rendition);
-            } else if let Some(edge) = rendition.edge() {
-                reports.push(Report {
-                    uri: rendition.uri.clone(),
-                    edge,
-                });
+                // Fixed for the stream's life: players reject a PART-TARGET that changes.
+                f.hls_timing.insert(mpd_name.to_owned(), timing);
+                timing
             }
+            // An ended stream whose chunks are gone still gets its (empty, ended) playlist;
+            // this timing is not kept, so a stream that resumes gets its real one.
+            None if ended => ended_timing(mpd),
+            None => return None,
+        },
+    };
+    let mut this = None;
+    let mut reports = Vec::new();
+    for (_, rep) in reps(mpd) {
+        let Some(rendition) = rendition(f, mpd, mpd_name, rep, ended) else {
+            continue;
+        };
+        if rep.id == rep_id {
+            this = Some(rendition);
+        } else if let Some(edge) = rendition.edge() {
+            reports.push(Report {
+                uri: rendition.uri.clone(),
+                edge,
+            });
         }
-        Some((this?, timing, reports))
     }
+    Some((this?, timing, reports))
 }
 
 /// TARGETDURATION from the templates, PART-TARGET from the longest chunk seen so far in any
@@ -351,7 +363,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
         .unwrap_or(SystemTime::UNIX_EPOCH)
         .checked_add(mpd.periods.first().and_then(|p| p.start).unwrap_or_default())?;
     let mut numbered: Vec<(u64, Vec<crate::media::cmaf::Chunk>, Progress)> = numbered(f, rep, template)
-        .map(|(n, index)| (n, index.chunks(), *index.progress.borrow()))
+        .map(|(n, index)| (n, index.chunks(), index.progress()))
         .collect();
     numbered.sort_by_key(|(n, _, _)| *n);
     let mut segments: Vec<Segment> = Vec::new();
@@ -484,7 +496,7 @@ mod tests {
     /// A folder with audio segments of five 0.2 s chunks each, ended (`Some(failed)`) or still
     /// growing (`None`).
     fn folder(segments: &[(u64, Option<bool>)]) -> Folder {
-        let mut f = Folder::default();
+        let mut f = Folder::new(Instant::now());
         let track = Track {
             id: 1,
             timescale: 1000,
@@ -507,7 +519,7 @@ mod tests {
                     independent: true,
                 })
                 .collect();
-            index.push(chunks);
+            index.push(chunks, Instant::now());
             if let Some(failed) = failed {
                 index.end(failed);
             }

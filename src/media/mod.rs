@@ -5,5 +5,6 @@
 pub mod clock;
 pub mod cmaf;
 pub mod hls;
+pub mod kind;
 pub mod liveness;
 pub mod mpd;

@@ -41,6 +41,21 @@ pub enum ReadError {
     /// The file behind an entry that was moved out of memory could not be read.
     #[error("the stored file could not be read: {0}")]
     Disk(String),
+    /// The entry left memory and has no copy on disk (its persistence failed).
+    #[error("the file is neither in memory nor on disk")]
+    NoCopy,
+    /// The file on disk was replaced by a newer version while this reader was on the old one.
+    #[error("the file was replaced by a newer version")]
+    Replaced,
+    /// A read position fell outside the entry's chunks: an internal inconsistency, not the disk.
+    #[error("the read position is outside the file's chunks")]
+    OutOfRange,
+    /// The whole entry was asked for, and it is larger than the reader takes.
+    #[error("the file is larger than the {limit} bytes read whole")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The reader fell further behind the live edge of a growing entry than its lag limit allows
     /// (see [`Reader::with_lag_limit`]).
     #[error("the client fell more than {limit} bytes behind the live upload and was cut off")]
@@ -92,6 +107,22 @@ struct Body {
     in_memory: bool,
 }
 
+impl Body {
+    /// No chunks in memory: a new upload (`len` 0, no disk copy), or a file found on disk.
+    fn empty(state: EntryState, len: u64, modified: SystemTime, disk: Option<DiskCopy>) -> Body {
+        Body {
+            chunks: Vec::new(),
+            offsets: Vec::new(),
+            appended: Vec::new(),
+            len,
+            state,
+            modified,
+            in_memory: disk.is_none(),
+            disk,
+        }
+    }
+}
+
 /// One version of one path.
 #[derive(Debug)]
 pub struct Entry {
@@ -109,24 +140,8 @@ pub struct Entry {
 
 impl Entry {
     pub(crate) fn growing(path: Arc<str>, gauge: Arc<MemoryGauge>, epoch: Instant, arrival: u64) -> Arc<Self> {
-        Arc::new(Entry {
-            path,
-            body: Mutex::new(Body {
-                chunks: Vec::new(),
-                offsets: Vec::new(),
-                appended: Vec::new(),
-                len: 0,
-                state: EntryState::Growing,
-                modified: SystemTime::now(),
-                disk: None,
-                in_memory: true,
-            }),
-            notify: Notify::new(),
-            gauge,
-            touched: AtomicU64::new(millis_since(epoch)),
-            epoch,
-            arrival,
-        })
+        let body = Body::empty(EntryState::Growing, 0, SystemTime::now(), None);
+        Self::new(path, body, gauge, (epoch, millis_since(epoch)), arrival)
     }
 
     pub(crate) fn on_disk(
@@ -138,23 +153,26 @@ impl Entry {
         gauge: Arc<MemoryGauge>,
         epoch: Instant,
     ) -> Arc<Self> {
+        let body = Body::empty(EntryState::Complete, len, modified, Some(DiskCopy { file, ino }));
+        // Found on disk at start: touched at the epoch, first in the arrival order.
+        Self::new(path, body, gauge, (epoch, 0), 0)
+    }
+
+    fn new(
+        path: Arc<str>,
+        body: Body,
+        gauge: Arc<MemoryGauge>,
+        (epoch, touched): (Instant, u64),
+        arrival: u64,
+    ) -> Arc<Self> {
         Arc::new(Entry {
             path,
-            body: Mutex::new(Body {
-                chunks: Vec::new(),
-                offsets: Vec::new(),
-                appended: Vec::new(),
-                len,
-                state: EntryState::Complete,
-                modified,
-                disk: Some(DiskCopy { file, ino }),
-                in_memory: false,
-            }),
+            body: Mutex::new(body),
             notify: Notify::new(),
             gauge,
-            touched: AtomicU64::new(0),
+            touched: AtomicU64::new(touched),
             epoch,
-            arrival: 0,
+            arrival,
         })
     }
 
@@ -472,7 +490,7 @@ impl Reader {
         if !body.in_memory {
             return match &body.disk {
                 Some(copy) => Step::Disk(copy.clone(), limit),
-                None => Step::Fail(ReadError::Disk("no copy on disk".into())),
+                None => Step::Fail(ReadError::NoCopy),
             };
         }
         let index = match body.offsets.get(self.hint) {
@@ -483,7 +501,7 @@ impl Reader {
                 .saturating_sub(1),
         };
         let (Some(chunk), Some(&start)) = (body.chunks.get(index), body.offsets.get(index)) else {
-            return Step::Fail(ReadError::Disk("chunk index out of range".into()));
+            return Step::Fail(ReadError::OutOfRange);
         };
         let from = (self.pos - start) as usize;
         let to = ((limit - start) as usize).min(chunk.len());
@@ -502,7 +520,7 @@ impl Reader {
             let mut file = tokio::fs::File::open(&copy.file).await.map_err(disk)?;
             let meta = file.metadata().await.map_err(disk)?;
             if inode(&meta) != copy.ino {
-                return Err(ReadError::Disk("the file was replaced by a newer version".into()));
+                return Err(ReadError::Replaced);
             }
             file.seek(SeekFrom::Start(self.pos)).await.map_err(disk)?;
             self.file = Some(file);

@@ -26,6 +26,25 @@ use tokio::time::Instant;
 use entry::MemoryGauge;
 pub use entry::{Entry, EntryState, ReadError, Reader};
 
+/// How an upload takes its place among the others of its path ([`Store::begin_upload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadOptions {
+    /// Its place in the server's arrival order; None: after everything so far.
+    pub arrival: Option<u64>,
+    /// What it does to a complete version of the path.
+    pub replace: Replace,
+}
+
+impl UploadOptions {
+    /// An upload that arrived at `arrival`.
+    pub fn arrived(arrival: u64) -> UploadOptions {
+        UploadOptions {
+            arrival: Some(arrival),
+            ..UploadOptions::default()
+        }
+    }
+}
+
 /// What a new upload of a path that holds a complete version does to that version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Replace {
@@ -249,6 +268,11 @@ impl Store {
         tokio::time::timeout(bound, started).await.ok().flatten()
     }
 
+    /// The limits it enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
     /// The folder completed uploads are persisted to.
     pub fn root(&self) -> &Path {
         &self.shared.root
@@ -330,24 +354,18 @@ impl Store {
     }
 
     /// Starts an upload of `path`. A new path is readable at once; a complete one keeps serving its
-    /// previous version until this upload completes. A growing upload of the same path is aborted:
-    /// the newest writer wins (an encoder that restarted).
-    pub fn begin_upload(&self, path: &str) -> Result<Upload, StoreError> {
-        self.begin_upload_at(path, None)
-    }
-
-    /// [`Store::begin_upload`] for an upload that arrived at `arrival` in the server's arrival order
-    /// (connection accept order, then request order within the connection). Uploads of one path on
-    /// different connections can reach this point out of order (ffmpeg without persistent
-    /// connections sends each manifest on a new connection and does not wait for the answer): one
-    /// that arrived before the version already stored or in progress is refused as stale, so an
-    /// older manifest never replaces a newer one. Without `arrival`, the upload is the newest.
-    pub fn begin_upload_at(&self, path: &str, arrival: Option<u64>) -> Result<Upload, StoreError> {
-        self.begin_upload_with(path, arrival, Replace::OnComplete)
-    }
-
-    /// [`Store::begin_upload_at`] with the way a complete version is replaced.
-    pub fn begin_upload_with(&self, path: &str, arrival: Option<u64>, replace: Replace) -> Result<Upload, StoreError> {
+    /// previous version until this upload completes (or at once, with [`Replace::AtOnce`]). A
+    /// growing upload of the same path is aborted: the newest writer wins (an encoder that
+    /// restarted).
+    ///
+    /// `options.arrival` places the upload in the server's arrival order (connection accept order,
+    /// then request order within the connection). Uploads of one path on different connections can
+    /// reach this point out of order (ffmpeg without persistent connections sends each manifest on
+    /// a new connection and does not wait for the answer): one that arrived before the version
+    /// already stored or in progress is refused as stale, so an older manifest never replaces a
+    /// newer one. Without it, the upload is the newest.
+    pub fn begin_upload(&self, path: &str, options: UploadOptions) -> Result<Upload, StoreError> {
+        let UploadOptions { arrival, replace } = options;
         let limits = &self.shared.limits;
         let active = self.shared.uploads.fetch_add(1, Ordering::AcqRel);
         let permit = UploadPermit(Arc::clone(&self.shared));
@@ -430,14 +448,10 @@ impl Store {
     }
 
     /// Removes a path from memory and disk; false if it did not exist. A growing upload of it is
-    /// aborted.
-    pub fn delete(&self, path: &str) -> bool {
-        self.delete_at(path, None)
-    }
-
-    /// [`Store::delete`] for a delete that arrived at `arrival` (see [`Store::begin_upload_at`]):
-    /// uploads of the path that arrived before it are refused as stale for a minute afterwards.
-    pub fn delete_at(&self, path: &str, arrival: Option<u64>) -> bool {
+    /// aborted. With `arrival` (the delete's place in the arrival order, see
+    /// [`Store::begin_upload`]), uploads of the path that arrived before it are refused as stale for
+    /// a minute afterwards.
+    pub fn delete(&self, path: &str, arrival: Option<u64>) -> bool {
         let removed = {
             let mut index = self.index();
             if let Some(arrival) = arrival {

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Congestion;
 use crate::http::{App, ConnInfo, ResponseBody, Transport};
+use crate::settings::ConnectionSettings;
 use crate::transport::tls::{Identity, TlsError};
 
 /// Requests in flight on one connection: LL-HLS blocking reloads and live-edge segment requests stay
@@ -83,15 +84,22 @@ pub enum QuicError {
 }
 
 /// Serves HTTP/3 on `endpoint` until `shutdown` turns true; then sends GOAWAY, drains for at most
-/// `drain`, and closes the endpoint.
-pub async fn serve(endpoint: quinn::Endpoint, app: Arc<App>, drain: Duration, mut shutdown: watch::Receiver<bool>) {
+/// the drain timeout, and closes the endpoint. The header timeout bounds the handshake and each
+/// request's headers, as on TCP.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    app: Arc<App>,
+    settings: ConnectionSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (drain, header_timeout) = (settings.drain_timeout, settings.header_timeout);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let arrival = app.connection_arrived();
-                connections.spawn(connection(incoming, arrival, Arc::clone(&app), shutdown.clone()));
+                connections.spawn(connection(incoming, arrival, Arc::clone(&app), header_timeout, shutdown.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
@@ -110,7 +118,13 @@ pub async fn serve(endpoint: quinn::Endpoint, app: Arc<App>, drain: Duration, mu
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+async fn connection(
+    incoming: quinn::Incoming,
+    arrival: u64,
+    app: Arc<App>,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let peer = incoming.remote_address();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -120,16 +134,8 @@ async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut 
         }
     };
     // The full handshake first: no 0-RTT or 0.5-RTT data (see the module docs).
-    let quic = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
-        Ok(Ok(quic)) => quic,
-        Ok(Err(err)) => {
-            tracing::debug!(%peer, %err, "QUIC handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "QUIC handshake timed out");
-            return;
-        }
+    let Some(quic) = super::within(header_timeout, peer, "QUIC handshake", connecting).await else {
+        return;
     };
     let mut h3 = match h3::server::builder().build(h3_quinn::Connection::new(quic)).await {
         Ok(h3) => h3,
@@ -153,7 +159,7 @@ async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut 
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen)));
+                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen), header_timeout));
                     requests_seen += 1;
                 }
                 Ok(None) => break,
@@ -175,13 +181,16 @@ async fn connection(incoming: quinn::Incoming, arrival: u64, app: Arc<App>, mut 
     while requests.join_next().await.is_some() {}
 }
 
-async fn request(resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>, app: Arc<App>, info: ConnInfo) {
-    let (req, stream) = match resolver.resolve_request().await {
-        Ok(resolved) => resolved,
-        Err(err) => {
-            tracing::debug!(peer = %info.peer, %err, "HTTP/3 request could not be read");
-            return;
-        }
+async fn request(
+    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    app: Arc<App>,
+    info: ConnInfo,
+    header_timeout: Duration,
+) {
+    let reading = resolver.resolve_request();
+    let Some((req, stream)) = super::within(header_timeout, info.peer, "reading HTTP/3 request headers", reading).await
+    else {
+        return;
     };
     let (mut send, recv) = stream.split();
     let (body_tx, body_rx) = mpsc::channel(BODY_CHANNEL);

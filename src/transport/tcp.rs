@@ -19,18 +19,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::{App, ConnInfo, Transport};
-
-/// Connection settings of the TCP listeners.
-#[derive(Debug, Clone)]
-pub struct TcpSettings {
-    /// Time a client has for the TLS handshake and for its request headers.
-    pub header_timeout: Duration,
-    /// Time in-flight responses get at shutdown.
-    pub drain_timeout: Duration,
-    /// SO_SNDBUF for accepted connections; None leaves the kernel's autotuning, which lets a slow
-    /// reader's socket absorb megabytes that the reader lag limit then cannot see.
-    pub send_buffer: Option<usize>,
-}
+use crate::settings::ConnectionSettings;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +35,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
-    settings: TcpSettings,
+    settings: ConnectionSettings,
     shutdown: watch::Receiver<bool>,
 ) {
     accept_loop(listener, tls, Role::Public, app, settings, shutdown).await
@@ -56,7 +45,7 @@ pub async fn serve(
 pub async fn serve_metrics(
     listener: TcpListener,
     app: Arc<App>,
-    settings: TcpSettings,
+    settings: ConnectionSettings,
     shutdown: watch::Receiver<bool>,
 ) {
     accept_loop(listener, None, Role::Metrics, app, settings, shutdown).await
@@ -67,7 +56,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     role: Role,
     app: Arc<App>,
-    settings: TcpSettings,
+    settings: ConnectionSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(builder(&settings));
@@ -77,7 +66,7 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if let Some(size) = settings.send_buffer {
+                    if let Some(size) = settings.tcp_send_buffer {
                         if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(size) {
                             tracing::debug!(%err, "SO_SNDBUF not set");
                         }
@@ -110,7 +99,7 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
-fn builder(settings: &TcpSettings) -> auto::Builder<TokioExecutor> {
+fn builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -166,16 +155,9 @@ async fn connection(
                 .await
         }
         Some(acceptor) => {
-            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let Some(stream) = super::within(header_timeout, peer, "TLS handshake", acceptor.accept(stream)).await
+            else {
+                return;
             };
             watcher
                 .watch(builder.serve_connection(TokioIo::new(stream), service).into_owned())

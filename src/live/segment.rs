@@ -1,0 +1,113 @@
+//! One media segment as the live index sees it while it is uploaded: its CMAF chunks so far and
+//! its progress, shared between the task that reads the upload and every playlist or MPD request
+//! that looks at it. And the folder's last-upload time, moved on with every chunk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::state::lock;
+use crate::media::cmaf::Chunk;
+
+/// How far one media segment's upload has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// CMAF chunks complete so far.
+    pub chunks: usize,
+    /// The upload ended (cleanly or not).
+    pub ended: bool,
+    /// The upload was aborted or its bytes could not be read as CMAF.
+    pub failed: bool,
+}
+
+/// The CMAF chunks of one media segment, growing with its upload.
+#[derive(Debug)]
+pub struct SegmentIndex {
+    chunks: Mutex<Vec<Chunk>>,
+    progress: watch::Sender<Progress>,
+    /// The folder's change counter, bumped with every new chunk and every end.
+    folder: Arc<watch::Sender<u64>>,
+    /// The folder's last upload, moved on with every chunk.
+    activity: Arc<Activity>,
+    /// The upload's place in the server's arrival order, to tell an earlier run's segments from
+    /// the current run's.
+    pub(super) arrival: u64,
+}
+
+impl SegmentIndex {
+    pub(super) fn new(folder: Arc<watch::Sender<u64>>, activity: Arc<Activity>, arrival: u64) -> Self {
+        SegmentIndex {
+            chunks: Mutex::new(Vec::new()),
+            progress: watch::channel(Progress::default()).0,
+            folder,
+            activity,
+            arrival,
+        }
+    }
+
+    /// The chunks found so far.
+    pub fn chunks(&self) -> Vec<Chunk> {
+        lock(&self.chunks).clone()
+    }
+
+    /// Progress, and a way to wait for the next change.
+    pub fn watch(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// Progress now.
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Chunks found at `now`: readers waiting on the segment or its folder wake.
+    pub(super) fn push(&self, found: Vec<Chunk>, now: Instant) {
+        let count = {
+            let mut chunks = lock(&self.chunks);
+            chunks.extend(found);
+            chunks.len()
+        };
+        self.activity.touch(now);
+        self.progress.send_modify(|p| p.chunks = count);
+        self.folder.send_modify(|n| *n += 1);
+    }
+
+    /// The upload ended; `failed` when it was aborted or is not CMAF.
+    pub(super) fn end(&self, failed: bool) {
+        self.progress.send_modify(|p| {
+            p.ended = true;
+            p.failed = failed;
+        });
+        self.folder.send_modify(|n| *n += 1);
+    }
+}
+
+/// When a folder last received an upload: an atomic, so following a chunk takes no lock.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    epoch: Instant,
+    /// Milliseconds since `epoch`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    pub(super) fn new(now: Instant) -> Self {
+        Activity {
+            epoch: now,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn touch(&self, now: Instant) {
+        let millis = now.saturating_duration_since(self.epoch).as_millis();
+        self.last
+            .fetch_max(u64::try_from(millis).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(super) fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}

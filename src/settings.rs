@@ -1,0 +1,236 @@
+//! The settings each part of the server takes, resolved once from the command line and the
+//! environment ([`Config`]). Every "0 means off" rule, every clamp and every unit conversion is
+//! here, and each value is stored once: the parts take their own settings as arguments and never
+//! read [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Config, Congestion};
+use crate::live::LiveOptions;
+use crate::media::liveness::EndRule;
+use crate::media::mpd::{Latency, ServiceDefaults};
+use crate::store::Limits;
+
+/// Everything [`crate::Server`] needs, by part.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where uploads are persisted.
+    pub root: PathBuf,
+    /// The listeners.
+    pub listen: ListenSettings,
+    /// The TLS identity's source.
+    pub tls: TlsSettings,
+    /// The store's limits.
+    pub limits: Limits,
+    /// The live index's rules.
+    pub live: LiveOptions,
+    /// The ServiceDescription values written into MPDs that lack them.
+    pub service: ServiceDefaults,
+    /// What the routes need.
+    pub routes: RouteSettings,
+    /// Connection handling, the same for TCP and QUIC.
+    pub connections: ConnectionSettings,
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenSettings {
+    /// Cleartext HTTP/1.1 and h2c.
+    pub http: SocketAddr,
+    /// TLS over TCP, and QUIC on the same port number.
+    pub https: SocketAddr,
+    /// Whether HTTP/3 is served.
+    pub h3: bool,
+    /// The metrics listener, unless off.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// A PEM certificate chain and its key; None: the development certificate.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// Where the development certificate is kept.
+    pub cert_dir: PathBuf,
+}
+
+/// What the routes take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// Token uploads must carry; None: loopback peers only.
+    pub upload_token: Option<String>,
+    /// How long an upload may send nothing before it is aborted (at least 1 s).
+    pub upload_idle_timeout: Duration,
+    /// `max-age` of complete media segments: as long as the origin keeps them (the GC age), a day
+    /// when it keeps them forever.
+    pub media_max_age: u64,
+    /// Bytes a download of a growing entry may fall behind its upload before it is cut off; None:
+    /// never.
+    pub reader_lag_limit: Option<u64>,
+    /// A folder whose node_modules overrides the embedded player libraries.
+    pub player_dir: PathBuf,
+}
+
+/// How connections are handled, on every transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Time a client has for the TLS (or QUIC) handshake and for its request headers (at least 1 s).
+    pub header_timeout: Duration,
+    /// Time in-flight responses get at shutdown.
+    pub drain_timeout: Duration,
+    /// SO_SNDBUF for accepted TCP connections; None leaves the kernel's autotuning.
+    pub tcp_send_buffer: Option<usize>,
+    /// The QUIC congestion controller.
+    pub quic_congestion: Congestion,
+}
+
+/// A day: the `max-age` of media segments when garbage collection is off.
+const DAY: u64 = 86_400;
+
+impl Settings {
+    /// Resolves the options.
+    pub fn from_config(config: &Config) -> Settings {
+        let ttl = (config.ttl > 0).then(|| Duration::from_secs(config.ttl));
+        Settings {
+            root: config.root.clone(),
+            listen: ListenSettings {
+                http: config.http,
+                https: config.https,
+                h3: !config.no_h3,
+                metrics: config.metrics.addr(),
+            },
+            tls: TlsSettings {
+                files: config.cert.clone().zip(config.key.clone()),
+                cert_dir: config.cert_dir.clone(),
+            },
+            limits: Limits {
+                max_uploads: config.max_uploads,
+                max_paths: config.max_paths,
+                max_memory: config.max_memory,
+                max_upload_bytes: config.max_upload_bytes,
+                ttl,
+            },
+            live: LiveOptions {
+                part_target: (config.part_target_ms > 0).then(|| config.part_target_ms as f64 / 1000.0),
+                end_rule: EndRule {
+                    after_segments: config.end_after_segments,
+                },
+            },
+            service: ServiceDefaults {
+                latency: (config.latency_target_ms > 0).then(|| Latency {
+                    target: Duration::from_millis(config.latency_target_ms),
+                    min: Duration::from_millis(config.latency_min_ms.min(config.latency_target_ms)),
+                    max: Duration::from_millis(config.latency_max_ms.max(config.latency_target_ms)),
+                }),
+                playback_rate_min: config.playback_rate_min.clamp(0.5, 1.0),
+                playback_rate_max: config.playback_rate_max.clamp(1.0, 2.0),
+            },
+            routes: RouteSettings {
+                upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
+                upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout.max(1)),
+                media_max_age: ttl.map_or(DAY, |ttl| ttl.as_secs()),
+                reader_lag_limit: (config.reader_lag_limit > 0).then_some(config.reader_lag_limit),
+                player_dir: config.player_dir.clone(),
+            },
+            connections: ConnectionSettings {
+                header_timeout: Duration::from_secs(config.header_timeout.max(1)),
+                drain_timeout: Duration::from_secs(config.drain_timeout),
+                tcp_send_buffer: (config.tcp_send_buffer > 0)
+                    .then(|| usize::try_from(config.tcp_send_buffer).unwrap_or(usize::MAX)),
+                quic_congestion: config.quic_congestion,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut all = vec!["ldash"];
+        all.extend_from_slice(args);
+        Settings::from_config(&Config::parse_from(all))
+    }
+
+    #[test]
+    fn zero_means_off() {
+        let s = settings(&[
+            "--ttl",
+            "0",
+            "--reader-lag-limit",
+            "0",
+            "--tcp-send-buffer",
+            "0",
+            "--part-target-ms",
+            "0",
+            "--latency-target-ms",
+            "0",
+            "--upload-token",
+            "",
+        ]);
+        assert_eq!(s.limits.ttl, None);
+        assert_eq!(s.routes.media_max_age, DAY, "kept forever: cacheable for a day");
+        assert_eq!(s.routes.reader_lag_limit, None);
+        assert_eq!(s.connections.tcp_send_buffer, None);
+        assert_eq!(s.live.part_target, None);
+        assert_eq!(s.service.latency, None, "derived from the chunks");
+        assert_eq!(s.routes.upload_token, None, "an empty token is no token");
+    }
+
+    #[test]
+    fn values_are_converted_and_clamped() {
+        let s = settings(&[
+            "--ttl",
+            "60",
+            "--part-target-ms",
+            "250",
+            "--latency-target-ms",
+            "800",
+            "--latency-min-ms",
+            "1000",
+            "--latency-max-ms",
+            "500",
+            "--playback-rate-min",
+            "0.1",
+            "--playback-rate-max",
+            "9",
+            "--header-timeout",
+            "0",
+            "--upload-idle-timeout",
+            "0",
+            "--no-h3",
+            "--metrics",
+            "off",
+        ]);
+        assert_eq!(s.limits.ttl, Some(Duration::from_secs(60)));
+        assert_eq!(s.routes.media_max_age, 60);
+        assert_eq!(s.live.part_target, Some(0.25));
+        let latency = s.service.latency.expect("a fixed target");
+        assert_eq!(latency.target, Duration::from_millis(800));
+        assert_eq!(latency.min, Duration::from_millis(800), "min is at most the target");
+        assert_eq!(latency.max, Duration::from_millis(800), "max is at least the target");
+        assert_eq!(s.service.playback_rate_min, 0.5);
+        assert_eq!(s.service.playback_rate_max, 2.0);
+        assert_eq!(s.connections.header_timeout, Duration::from_secs(1), "never zero");
+        assert_eq!(s.routes.upload_idle_timeout, Duration::from_secs(1), "never zero");
+        assert!(!s.listen.h3);
+        assert_eq!(s.listen.metrics, None);
+    }
+
+    #[test]
+    fn defaults_serve_a_local_test() {
+        let s = settings(&[]);
+        assert_eq!(s.listen.http.port(), 8080);
+        assert_eq!(s.listen.https.port(), 8443);
+        assert!(s.listen.h3);
+        assert_eq!(s.limits.ttl, Some(Duration::from_secs(300)));
+        assert_eq!(s.routes.media_max_age, 300);
+        assert_eq!(s.routes.reader_lag_limit, Some(8 << 20));
+        assert_eq!(s.live.end_rule.after_segments, 5);
+        assert_eq!(s.tls.files, None);
+    }
+}
