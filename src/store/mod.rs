@@ -10,8 +10,14 @@
 //! for the TTL, and memory pressure moves persisted entries out of memory.
 
 pub mod entry;
+mod gc;
 pub mod path;
 mod persist;
+mod upload;
+
+use gc::{collect_garbage, evict_for_memory, maintain};
+pub use upload::Upload;
+use upload::UploadPermit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +25,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
@@ -543,158 +548,4 @@ fn lock_index(shared: &Shared) -> MutexGuard<'_, Index> {
 /// The folder of a path: everything before its last '/', or "" at the root.
 fn folder_of(path: &str) -> &str {
     path.rfind('/').map_or("", |at| &path[..at])
-}
-
-fn collect_garbage(shared: &Shared) -> usize {
-    let now = Instant::now();
-    lock_index(shared)
-        .tombstones
-        .retain(|_, (_, at)| now.saturating_duration_since(*at) < TOMBSTONE_AGE);
-    let Some(ttl) = shared.limits.ttl else {
-        return 0;
-    };
-    let now = Instant::now();
-    let mut purged = Vec::new();
-    {
-        let mut index = lock_index(shared);
-        let Index { slots, folders, .. } = &mut *index;
-        folders.retain(|_, written| now.saturating_duration_since(*written) < ttl);
-        slots.retain(|path, slot| {
-            let keep = folders.contains_key(folder_of(path))
-                || slot.current.state() == EntryState::Growing
-                || slot.pending.is_some();
-            if !keep {
-                // Queued under the index lock: see `delete`.
-                let _ = shared.jobs.send(Job::Remove(path.to_string()));
-                purged.push(path.to_string());
-            }
-            keep
-        });
-    }
-    let count = purged.len();
-    shared.purged.fetch_add(count as u64, Ordering::Relaxed);
-    for path in purged {
-        tracing::debug!(path, "purged by garbage collection");
-        let _ = shared.events.send(StoreEvent::Removed {
-            path: Arc::from(path.as_str()),
-        });
-    }
-    if count > 0 {
-        tracing::info!(count, "garbage collection purged expired paths");
-    }
-    count
-}
-
-fn evict_for_memory(shared: &Shared) -> u64 {
-    let target = shared.limits.max_memory / 10 * 9;
-    if shared.gauge.used() <= target {
-        return 0;
-    }
-    let mut candidates: Vec<Arc<Entry>> = lock_index(shared)
-        .slots
-        .values()
-        .filter(|slot| slot.current.evictable_bytes() > 0)
-        .map(|slot| Arc::clone(&slot.current))
-        .collect();
-    candidates.sort_by_key(|entry| entry.last_touched());
-    let mut freed = 0;
-    for entry in candidates {
-        if shared.gauge.used() <= target {
-            break;
-        }
-        freed += entry.evict();
-    }
-    if freed > 0 {
-        tracing::debug!(freed, "moved persisted entries out of memory");
-    }
-    freed
-}
-
-/// Runs garbage collection periodically and eviction whenever memory runs over its limit.
-async fn maintain(shared: std::sync::Weak<Shared>, pressure: Arc<Notify>) {
-    let period = shared
-        .upgrade()
-        .and_then(|s| s.limits.ttl)
-        .map_or(Duration::from_secs(60), |ttl| {
-            (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
-        });
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        if shared.strong_count() == 0 {
-            return;
-        }
-        tokio::select! {
-            _ = tick.tick() => {
-                let Some(strong) = shared.upgrade() else { return };
-                collect_garbage(&strong);
-                evict_for_memory(&strong);
-            }
-            _ = pressure.notified() => {
-                let Some(strong) = shared.upgrade() else { return };
-                evict_for_memory(&strong);
-            }
-        }
-    }
-}
-
-/// Counts one upload in progress; released when dropped.
-#[derive(Debug)]
-struct UploadPermit(Arc<Shared>);
-
-impl Drop for UploadPermit {
-    fn drop(&mut self) {
-        self.0.uploads.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The writing end of one upload. Dropping it before [`Upload::finish`] aborts the upload.
-#[derive(Debug)]
-pub struct Upload {
-    store: Store,
-    entry: Arc<Entry>,
-    _permit: UploadPermit,
-    done: bool,
-}
-
-impl Upload {
-    /// The entry being written (readable while it grows, unless it replaces a complete version).
-    pub fn entry(&self) -> &Arc<Entry> {
-        &self.entry
-    }
-
-    /// Appends a chunk; every waiting reader sees it at once.
-    pub fn append(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        self.entry.append(chunk, self.store.shared.limits.max_upload_bytes)?;
-        if self.store.memory_used() > self.store.shared.limits.max_memory {
-            self.store.shared.pressure.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Completes the upload: readers reach a clean end and a replaced version gives way.
-    pub fn finish(mut self) -> Result<Landed, StoreError> {
-        self.done = true;
-        if self.entry.state() != EntryState::Growing {
-            return Err(StoreError::Superseded);
-        }
-        self.store.finish(&self.entry)
-    }
-
-    /// Aborts the upload: readers end with an error, and a previous complete version stays.
-    pub fn abort(mut self) {
-        self.done = true;
-        self.store.abort(&self.entry);
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.done {
-            self.store.abort(&self.entry);
-        }
-    }
 }
