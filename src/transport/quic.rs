@@ -32,8 +32,18 @@ use crate::settings::ConnectionSettings;
 use crate::transport::tls::{Identity, TlsError};
 
 /// Requests in flight on one connection: LL-HLS blocking reloads and live-edge segment requests stay
-/// open for seconds each.
-const MAX_STREAMS: u32 = 1024;
+/// open for seconds each, a handful per player. quinn sets up a slot per allowed stream in every
+/// connection (two hash map entries each): 1024 cost about 70 KiB per connection, most of an
+/// HTTP/3 reader's memory (measured: 103 KiB per attached reader, against 20 KiB over HTTP/2).
+/// 100 is what HTTP/3 servers commonly allow, and what hyper allows over HTTP/2 is of that order.
+const MAX_STREAMS: u32 = 100;
+/// Unidirectional streams a peer may open: HTTP/3's control and two QPACK streams, and the
+/// reserved (grease) ones browsers add.
+const MAX_UNI_STREAMS: u32 = 16;
+/// Kernel buffers of the UDP socket (the kernel caps them at net.core.rmem_max / wmem_max). The
+/// default 208 KiB overflows when hundreds of readers' acknowledgements arrive at once after a
+/// chunk: dropped ACKs turn into spurious loss recovery and retransmissions.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Largest request body read ahead of the routes, in chunks.
 const BODY_CHANNEL: usize = 8;
 /// How long an unread request body is drained after the response, at most.
@@ -47,8 +57,7 @@ pub fn endpoint(identity: &Identity, addr: SocketAddr, congestion: Congestion) -
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(MAX_STREAMS.into())
-        // Peers open unidirectional streams for HTTP/3 control and QPACK: keep them allowed.
-        .max_concurrent_uni_streams(100u32.into())
+        .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
         .keep_alive_interval(Some(Duration::from_secs(10)))
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))))
         // 50 Mbit/s over a 50 ms path needs ~320 KB in flight per stream; leave room for several.
@@ -61,7 +70,32 @@ pub fn endpoint(identity: &Identity, addr: SocketAddr, congestion: Congestion) -
         transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     }
     config.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Bind { addr, source })
+    let socket = udp_socket(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket, runtime)
+        .map_err(|source| QuicError::Bind { addr, source })
+}
+
+/// The UDP socket on `addr` with large kernel buffers ([`SOCKET_BUFFER`]); `[::]` serves IPv4 too.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    for (what, set) in [
+        (
+            "SO_RCVBUF",
+            Socket::set_recv_buffer_size as fn(&Socket, usize) -> std::io::Result<()>,
+        ),
+        ("SO_SNDBUF", Socket::set_send_buffer_size),
+    ] {
+        if let Err(err) = set(&socket, SOCKET_BUFFER) {
+            tracing::warn!(%err, "cannot set {what} on the QUIC socket; the kernel's default stays");
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Why the QUIC listener could not start.
