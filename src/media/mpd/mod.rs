@@ -1,11 +1,11 @@
 //! The MPD model: what the server needs of a DASH manifest (periods, adaptation sets,
 //! representations and their resolved SegmentTemplates), and what it observed of a stream's ingest.
-//! The rest lives in child modules: `parse` reads the model with quick-xml; `rewrite` streams a
-//! manifest from quick-xml's reader to its writer, keeping every element, attribute, comment and
-//! whitespace it does not change, and applies the low-latency rules (a UTCTiming to ldash's clock,
-//! availabilityTimeOffset from the observed chunking, a ServiceDescription, repairs of what ffmpeg
-//! writes); `xsd` holds the value types (xs:duration, xs:dateTime, SegmentTemplate identifiers). No
-//! I/O and no clock reads here.
+//! The rest lives in child modules: `parse` reads the model in one pass of quick-xml and notes on the
+//! way where the low-latency rewrite edits the document; `rewrite` serves every GET from those notes
+//! ([`Mpd::rewrite`]: a UTCTiming to ldash's clock, availabilityTimeOffset from the observed chunking,
+//! a ServiceDescription, repairs of what ffmpeg writes) by splicing the uploaded bytes, without
+//! reading the XML again; `xsd` holds the value types (xs:duration, xs:dateTime, SegmentTemplate
+//! identifiers). No I/O and no clock reads here.
 
 mod parse;
 mod rewrite;
@@ -28,6 +28,10 @@ pub enum MpdError {
     /// Well-formed, but the root element is not an MPD.
     #[error("the root element is not an MPD")]
     NotAnMpd,
+    /// [`Mpd::rewrite`] was given bytes other than the ones the model was parsed from (or a model
+    /// that was not parsed at all): the positions it recorded do not hold for them.
+    #[error("the MPD bytes are not the ones the model was parsed from")]
+    NotParsedFrom,
 }
 
 fn xml(err: impl std::fmt::Display) -> MpdError {
@@ -51,6 +55,9 @@ pub struct Mpd {
     pub time_shift_buffer_depth: Option<Duration>,
     /// The periods, in order.
     pub periods: Vec<Period>,
+    /// Where the low-latency rewrite edits the bytes this model was parsed from (None for a model
+    /// built any other way).
+    edits: Option<rewrite::Edits>,
 }
 
 impl Mpd {

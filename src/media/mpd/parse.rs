@@ -1,14 +1,21 @@
 //! The MPD parser: one pass of quick-xml's reader over the manifest builds the model, resolving
 //! SegmentTemplate inheritance (Period, AdaptationSet, Representation) and the attributes a
-//! Representation takes from its AdaptationSet.
+//! Representation takes from its AdaptationSet. The same pass feeds the rewriter's [`Recorder`],
+//! which notes the byte positions the low-latency rewrite edits, so serving the MPD never reads the
+//! XML again. What the rewrite changes is decided there, not here.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
+use super::rewrite::Recorder;
 use super::xsd::{parse_duration, parse_time};
 use super::{xml, AdaptationSet, Mpd, MpdError, Period, Representation, SegmentTemplate};
+
+/// The UTF-8 byte order mark, which quick-xml skips without counting it in its positions.
+const BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
 
 /// SegmentTemplate attributes as written at one level, before inheritance.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,7 +62,7 @@ impl TemplateAttrs {
 }
 
 /// The attributes of an element as (local name, unescaped value).
-pub(super) fn attributes(element: &BytesStart<'_>) -> Result<HashMap<String, String>, MpdError> {
+pub(crate) fn attributes(element: &BytesStart<'_>) -> Result<HashMap<String, String>, MpdError> {
     let mut map = HashMap::new();
     for attr in element.attributes() {
         let attr = attr.map_err(xml)?;
@@ -69,7 +76,7 @@ pub(super) fn attributes(element: &BytesStart<'_>) -> Result<HashMap<String, Str
     Ok(map)
 }
 
-pub(super) fn local(element: &BytesStart<'_>) -> String {
+pub(crate) fn local(element: &BytesStart<'_>) -> String {
     element.local_name().as_ref().to_owned()
 }
 
@@ -98,26 +105,47 @@ struct Levels {
     template_level: Option<usize>,
 }
 
-/// Reads the model of an MPD.
+/// Reads the model of an MPD, with the positions its low-latency rewrite edits.
 pub fn parse(mpd: &[u8]) -> Result<Mpd, MpdError> {
+    let (mut model, mut recorder) = read(mpd, None)?;
+    if recorder.dynamic() != model.dynamic {
+        // A later root element changed the type (not a valid MPD, yet readable, and the rewrite has
+        // always treated the whole document by the type the model ends with): record again.
+        (model, recorder) = read(mpd, Some(model.dynamic))?;
+    }
+    model.edits = Some(recorder.finish(&model));
+    Ok(model)
+}
+
+/// One pass over `mpd`: the model, and the rewrite's positions recorded as if the MPD were `dynamic`
+/// (or as its first root element says, when None).
+fn read(mpd: &[u8], dynamic: Option<bool>) -> Result<(Mpd, Recorder<'_>), MpdError> {
     let mut reader = Reader::from_reader(mpd);
+    let bom = if mpd.starts_with(BOM) { BOM.len() } else { 0 };
+    let mut recorder = Recorder::new(mpd, bom, dynamic);
     let mut model = Mpd::default();
     let mut stack: Vec<String> = Vec::new();
     let mut levels = Levels::default();
     let mut root_seen = false;
     loop {
+        let start = offset(&reader, bom);
         let event = reader.read_event().map_err(xml)?;
+        let span = start..offset(&reader, bom);
         let (element, empty) = match &event {
             Event::Start(e) => (e, false),
             Event::Empty(e) => (e, true),
             Event::End(_) => {
                 if let Some(name) = stack.pop() {
                     end_element(&name, &mut model, &mut levels);
+                    recorder.end(&name, stack.len(), &event, span);
                 }
                 continue;
             }
             Event::Eof => break,
-            _ => continue,
+            _ => {
+                recorder.other(&event, span);
+                continue;
+            }
         };
         let name = local(element);
         if !root_seen {
@@ -128,6 +156,14 @@ pub fn parse(mpd: &[u8]) -> Result<Mpd, MpdError> {
         }
         let attrs = attributes(element)?;
         start_element(&name, &attrs, &stack, &mut model, &mut levels);
+        let read = Element {
+            start: element,
+            name: &name,
+            attrs: &attrs,
+            span,
+            empty,
+        };
+        recorder.element(&read, &stack, model.dynamic);
         if empty {
             end_element(&name, &mut model, &mut levels);
         } else {
@@ -140,7 +176,26 @@ pub fn parse(mpd: &[u8]) -> Result<Mpd, MpdError> {
     if !stack.is_empty() {
         return Err(MpdError::Xml("the document ends inside an element".into()));
     }
-    Ok(model)
+    Ok((model, recorder))
+}
+
+/// Where the reader is in the input: its own position counts from after a byte order mark.
+fn offset(reader: &Reader<&[u8]>, bom: usize) -> usize {
+    usize::try_from(reader.buffer_position()).map_or(usize::MAX, |at| at.saturating_add(bom))
+}
+
+/// An element's start tag as the parser read it, for the rewrite's [`Recorder`].
+pub(crate) struct Element<'t> {
+    /// The tag as quick-xml read it.
+    pub start: &'t BytesStart<'t>,
+    /// Local name.
+    pub name: &'t str,
+    /// Attributes by local name, values unescaped.
+    pub attrs: &'t HashMap<String, String>,
+    /// The tag's bytes in the input, `<` to `>`.
+    pub span: Range<usize>,
+    /// `<.../>`: the element ends with its start tag.
+    pub empty: bool,
 }
 
 fn start_element(name: &str, a: &HashMap<String, String>, stack: &[String], model: &mut Mpd, levels: &mut Levels) {

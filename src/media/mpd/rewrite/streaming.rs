@@ -1,7 +1,7 @@
-//! The low-latency rewriter: it streams a manifest from quick-xml's reader to its writer, keeping
-//! every element, attribute, comment and whitespace it does not change, and applies the low-latency
-//! rules: a UTCTiming to ldash's clock, availabilityTimeOffset from the observed chunking, a
-//! ServiceDescription, and repairs of what ffmpeg writes.
+//! The streaming rewriter ldash served MPDs with before [`Mpd::rewrite`](super::super::Mpd::rewrite)
+//! spliced recorded positions: on every GET it parsed the MPD, scanned it for its ServiceDescription,
+//! then streamed it from quick-xml's reader to its writer, applying the low-latency rules on the
+//! way. Kept unchanged, for tests only, as the reference the splice must match byte for byte.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -10,24 +10,10 @@ use std::time::Duration;
 use quick_xml::events::{BytesEnd, BytesStart, Event};
 use quick_xml::{Reader, Writer};
 
-use super::parse::{attributes, local};
-use super::{format_duration, parse, parse_duration, xml};
-use super::{Latency, Mpd, MpdError, Observed, SegmentTemplate, ServiceDefaults};
-
-/// The inputs of a rewrite.
-#[derive(Debug, Clone)]
-pub struct Rewrite<'a> {
-    /// Absolute URL of the server clock (http-iso).
-    pub clock_url: &'a str,
-    /// ServiceDescription values.
-    pub service: &'a ServiceDefaults,
-    /// Observations keyed by (period index, adaptation set index, representation id).
-    pub observed: &'a HashMap<(usize, usize, String), Observed>,
-    /// The live stream has ended without a final MPD (its encoder went quiet): the presentation's
-    /// duration so far, written as `mediaPresentationDuration` so players stop at its end instead
-    /// of waiting for segments that will never come.
-    pub ended: Option<Duration>,
-}
+use super::Rewrite;
+use crate::media::mpd::parse::{attributes, local};
+use crate::media::mpd::{format_duration, parse, parse_duration, xml};
+use crate::media::mpd::{Latency, Mpd, MpdError, Observed, SegmentTemplate};
 
 /// Children of MPD that come before ServiceDescription in the schema.
 const BEFORE_SERVICE: [&str; 5] = [
@@ -102,7 +88,8 @@ struct Cursor {
     changed: bool,
 }
 
-/// Rewrites an MPD for low latency. Returns the input unchanged when nothing needed changing.
+/// Rewrites an MPD for low latency, as ldash did before splicing. Returns the input unchanged
+/// when nothing needed changing.
 pub fn rewrite<'m>(mpd: &'m [u8], rewrite: &Rewrite<'_>) -> Result<Cow<'m, [u8]>, MpdError> {
     let model = parse(mpd)?;
     let longest_segment = model
@@ -428,199 +415,4 @@ fn with_changes(e: &BytesStart<'_>, changes: &[(&'static str, String)]) -> Bytes
         out.push_attribute((*k, v.as_str()));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FIRST: &[u8] = include_bytes!("../../../tests/fixtures/ffmpeg/first.mpd");
-    const STEADY: &[u8] = include_bytes!("../../../tests/fixtures/ffmpeg/steady.mpd");
-    const FINAL: &[u8] = include_bytes!("../../../tests/fixtures/ffmpeg/final.mpd");
-
-    fn service() -> ServiceDefaults {
-        ServiceDefaults {
-            latency: Some(Latency::UNOBSERVED),
-            playback_rate_min: 0.92,
-            playback_rate_max: 1.08,
-        }
-    }
-
-    fn chunked() -> HashMap<(usize, usize, String), Observed> {
-        let seen = Observed {
-            chunk_duration: Some(Duration::from_millis(200)),
-            chunked: true,
-            bandwidth: Some(434_000),
-        };
-        [((0, 0, "0".to_string()), seen.clone()), ((0, 1, "1".to_string()), seen)]
-            .into_iter()
-            .collect()
-    }
-
-    fn run(mpd: &[u8], observed: &HashMap<(usize, usize, String), Observed>) -> String {
-        let service = service();
-        let r = Rewrite {
-            clock_url: "https://example.com:8443/ldash/time",
-            service: &service,
-            observed,
-            ended: None,
-        };
-        String::from_utf8(rewrite(mpd, &r).expect("rewrite").into_owned()).expect("utf-8")
-    }
-
-    #[test]
-    fn an_ended_live_stream_gets_its_presentation_duration() {
-        let service = service();
-        let observed = chunked();
-        let r = Rewrite {
-            clock_url: "x",
-            service: &service,
-            observed: &observed,
-            ended: Some(Duration::from_millis(12_400)),
-        };
-        let out = String::from_utf8(rewrite(STEADY, &r).expect("rewrite").into_owned()).expect("utf-8");
-        assert!(out.contains("mediaPresentationDuration=\"PT12.4S\""), "{out}");
-        assert!(out.contains("type=\"dynamic\""), "it stays a live MPD: {out}");
-        assert!(
-            matches!(rewrite(FINAL, &r), Ok(Cow::Borrowed(_))),
-            "a static MPD is left as it is"
-        );
-    }
-
-    #[test]
-    fn first_ffmpeg_mpd_is_rewritten_for_low_latency() {
-        let out = run(FIRST, &chunked());
-        assert!(out.contains("<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"https://example.com:8443/ldash/time\"/>"), "{out}");
-        assert!(
-            out.contains(
-                "<Latency target=\"1500\" min=\"1000\" max=\"3000\"/><PlaybackRate min=\"0.92\" max=\"1.08\"/>"
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains("bandwidth=\"434000\""),
-            "a measured bandwidth where ffmpeg wrote none: {out}"
-        );
-        assert!(out.contains("minimumUpdatePeriod=\"PT1S\""), "{out}");
-        assert!(out.contains("timeShiftBufferDepth=\"PT10S\""), "{out}");
-        assert!(out.contains("minBufferTime=\"PT1S\""), "{out}");
-        assert!(
-            out.contains("availabilityTimeOffset=\"0.800\" availabilityTimeComplete=\"false\""),
-            "{out}"
-        );
-        assert_eq!(
-            out.matches("availabilityTimeOffset=\"0.800\"").count(),
-            2,
-            "ffmpeg's own ATO kept, ours added: {out}"
-        );
-        let again = parse(out.as_bytes()).expect("the rewrite parses");
-        assert!(again.dynamic);
-        assert_eq!(run(out.as_bytes(), &chunked()), out, "rewriting twice is stable");
-    }
-
-    #[test]
-    fn without_chunked_ingest_no_ato_is_invented() {
-        let out = run(FIRST, &HashMap::new());
-        assert_eq!(
-            out.matches("availabilityTimeOffset").count(),
-            1,
-            "only ffmpeg's own: {out}"
-        );
-        assert!(
-            out.contains("bandwidth=\"1000000\""),
-            "a placeholder keeps the schema happy: {out}"
-        );
-    }
-
-    #[test]
-    fn static_mpd_is_left_as_it_is() {
-        assert_eq!(run(FINAL, &chunked()).as_bytes(), FINAL);
-        let service = service();
-        let observed = chunked();
-        let r = Rewrite {
-            clock_url: "x",
-            service: &service,
-            observed: &observed,
-            ended: None,
-        };
-        assert!(
-            matches!(rewrite(FINAL, &r), Ok(Cow::Borrowed(_))),
-            "nothing to repair: the same bytes"
-        );
-    }
-
-    #[test]
-    fn existing_utc_timing_and_service_description_are_handled() {
-        let mpd = br#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2026-01-01T00:00:00Z" minBufferTime="PT1S" profiles="urn:mpeg:dash:profile:isoff-live:2011"><ServiceDescription id="1"><Latency target="900"/></ServiceDescription><Period id="p"><AdaptationSet><SegmentTemplate duration="2" media="$Number$.m4s"/><Representation id="a" bandwidth="1"/></AdaptationSet></Period><UTCTiming schemeIdUri="urn:mpeg:dash:utc:direct:2014" value="x"/><UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-xsdate:2014" value="y"></UTCTiming></MPD>"#;
-        let out = run(mpd, &HashMap::new());
-        assert_eq!(out.matches("<UTCTiming").count(), 1, "{out}");
-        assert!(
-            out.contains("<Latency target=\"900\"/>") && !out.contains("1500"),
-            "an existing Latency is kept: {out}"
-        );
-        assert!(out.ends_with("<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"https://example.com:8443/ldash/time\"/></MPD>"), "{out}");
-    }
-
-    #[test]
-    fn bad_input_is_an_error_not_a_panic() {
-        for bad in [
-            &b""[..],
-            b"not xml",
-            b"<MPD",
-            b"<Period/>",
-            b"<MPD><Period></MPD>",
-            b"<?xml version=\"1.0\"?>",
-            b"<MPD a=\"1\" a=\"2\"/>",
-        ] {
-            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
-            let service = service();
-            let observed = HashMap::new();
-            let r = Rewrite {
-                clock_url: "x",
-                service: &service,
-                observed: &observed,
-                ended: None,
-            };
-            assert!(rewrite(bad, &r).is_err(), "{:?}", String::from_utf8_lossy(bad));
-        }
-        for cut in 0..FIRST.len() {
-            let _ = parse(&FIRST[..cut]);
-        }
-    }
-
-    #[test]
-    fn the_latency_target_follows_the_observed_chunk_duration() {
-        let derived = ServiceDefaults {
-            latency: None,
-            ..service()
-        };
-        let text = |observed: &HashMap<(usize, usize, String), Observed>| {
-            let r = Rewrite {
-                clock_url: "x",
-                service: &derived,
-                observed,
-                ended: None,
-            };
-            String::from_utf8(rewrite(STEADY, &r).expect("rewrite").into_owned()).expect("utf-8")
-        };
-        // 0.2 s chunks: four chunks and 200 ms.
-        let out = text(&chunked());
-        assert!(
-            out.contains("<Latency target=\"1000\" min=\"500\" max=\"3000\"/>"),
-            "{out}"
-        );
-        let out = text(&HashMap::new());
-        assert!(
-            out.contains("<Latency target=\"1500\" min=\"1000\" max=\"3000\"/>"),
-            "{out}"
-        );
-        assert_eq!(
-            Latency::for_chunk(Duration::from_millis(100)),
-            Latency {
-                target: Duration::from_millis(600),
-                min: Duration::from_millis(300),
-                max: Duration::from_millis(1800)
-            }
-        );
-    }
 }
