@@ -218,7 +218,7 @@ impl Live {
             observed: &observed,
             ended,
         };
-        match mpd::rewrite(bytes, &rewrite) {
+        match mpd.rewrite(bytes, &rewrite) {
             Ok(std::borrow::Cow::Borrowed(_)) => None,
             Ok(std::borrow::Cow::Owned(out)) => Some(Bytes::from(out)),
             Err(err) => {

@@ -1,0 +1,220 @@
+//! The playlists' rules, one test each, over hand-built renditions and timings.
+
+use super::*;
+
+const TIMING: Timing = Timing {
+    target_duration: 1,
+    part_target: 0.2,
+};
+
+fn part(offset: u64, independent: bool) -> Part {
+    Part {
+        offset,
+        len: 1000,
+        duration: 0.2,
+        independent,
+    }
+}
+
+fn segment(number: u64, parts: usize, complete: bool) -> Segment {
+    Segment {
+        number,
+        uri: format!("chunk-stream0-{number:05}.m4s"),
+        start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + number),
+        parts: (0..parts).map(|i| part(i as u64 * 1000, i == 0)).collect(),
+        complete,
+    }
+}
+
+fn rendition(complete: u64, growing_parts: usize) -> Rendition {
+    let mut segments: Vec<Segment> = (1..=complete).map(|n| segment(n, 5, true)).collect();
+    segments.push(segment(complete + 1, growing_parts, false));
+    Rendition {
+        uri: "stream.0.m3u8".into(),
+        init_uri: "init-stream0.m4s".into(),
+        segments,
+        last_closed: false,
+        next_uri: Some(format!("chunk-stream0-{:05}.m4s", complete + 2)),
+        ended: false,
+    }
+}
+
+/// A strict reader of the playlists written here: checks the rules of the draft that apply.
+fn check(text: &str, timing: &Timing) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"#EXTM3U"), "a playlist starts with #EXTM3U");
+    let position = |tag: &str| lines.iter().position(|l| l.starts_with(tag));
+    let sequence = position("#EXT-X-MEDIA-SEQUENCE").expect("MEDIA-SEQUENCE");
+    if let Some(skip) = position("#EXT-X-SKIP") {
+        assert!(sequence < skip, "MEDIA-SEQUENCE comes before EXT-X-SKIP");
+    }
+    let map = position("#EXT-X-MAP").expect("EXT-X-MAP");
+    let first_part = position("#EXT-X-PART:").unwrap_or(usize::MAX);
+    assert!(map < first_part, "EXT-X-MAP comes before the first part");
+    let mut uris = Vec::new();
+    let mut parts_since_extinf: Vec<&str> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(attrs) = line.strip_prefix("#EXT-X-PART:") {
+            let duration: f64 = attrs
+                .split(',')
+                .find_map(|a| a.strip_prefix("DURATION="))
+                .and_then(|d| d.parse().ok())
+                .expect("part duration");
+            assert!(
+                duration <= timing.part_target + 1e-9,
+                "part longer than PART-TARGET: {line}"
+            );
+            assert!(attrs.contains("BYTERANGE=\""), "parts are byte ranges: {line}");
+            parts_since_extinf.push(line);
+        }
+        if line.starts_with("#EXTINF:") {
+            let uri = lines.get(i + 1).expect("a URI after EXTINF");
+            for part in &parts_since_extinf {
+                assert!(part.contains(uri), "parts of {uri} come before its EXTINF: {part}");
+            }
+            parts_since_extinf.clear();
+            uris.push(uri.to_string());
+        }
+        if line.starts_with("#EXT-X-PROGRAM-DATE-TIME:") {
+            let next = lines.get(i + 1).expect("something after PDT");
+            assert!(
+                next.starts_with("#EXT-X-PART:") || next.starts_with("#EXTINF:"),
+                "PDT before its segment's parts: {next}"
+            );
+        }
+    }
+    uris
+}
+
+#[test]
+fn live_playlist_lists_parts_before_extinf_and_hints_the_next_part() {
+    let r = rendition(6, 2);
+    let text = media_playlist(&r, &TIMING, &[], false);
+    let uris = check(&text, &TIMING);
+    assert_eq!(uris.len(), 6);
+    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1\n"));
+    assert!(text.contains(
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.000,PART-HOLD-BACK=0.600,HOLD-BACK=3.000"
+    ));
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.200"));
+    assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"chunk-stream0-00007.m4s\",BYTERANGE-START=2000"));
+    assert!(!text.contains("ENDLIST"));
+    // Parts for the last three target durations only: segments 4..6 plus the growing 7.
+    assert!(!text.contains("URI=\"chunk-stream0-00003.m4s\",BYTERANGE"), "{text}");
+    assert!(
+        text.contains("URI=\"chunk-stream0-00004.m4s\",BYTERANGE=\"1000@0\",INDEPENDENT=YES"),
+        "{text}"
+    );
+    assert!(
+        text.contains("URI=\"chunk-stream0-00007.m4s\",BYTERANGE=\"1000@1000\"\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ended_stream_has_endlist_and_no_parts() {
+    let mut r = rendition(5, 0);
+    r.segments.pop();
+    r.ended = true;
+    let text = media_playlist(&r, &TIMING, &[], false);
+    check(&text, &TIMING);
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+    assert!(!text.contains("#EXT-X-PART:"));
+    assert!(!text.contains("PRELOAD-HINT"));
+    assert_eq!(
+        r.block(Wanted { msn: 99, part: None }, &TIMING),
+        Block::Ready,
+        "directives are ignored once ended"
+    );
+}
+
+#[test]
+fn delta_update_skips_old_segments_and_merges_back() {
+    let r = rendition(12, 1);
+    let full = media_playlist(&r, &TIMING, &[], false);
+    let delta = media_playlist(&r, &TIMING, &[], true);
+    check(&delta, &TIMING);
+    assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=6"), "{delta}");
+    // Merge: the delta's segments are the last ones of the full playlist.
+    let full_uris = check(&full, &TIMING);
+    let delta_uris = check(&delta, &TIMING);
+    assert_eq!(
+        full_uris[6..],
+        delta_uris[..],
+        "skipped segments + delta = full playlist"
+    );
+}
+
+#[test]
+fn blocking_rules_follow_section_6_2_5_2() {
+    let r = rendition(6, 2);
+    let wait = |msn, part| r.block(Wanted { msn, part }, &TIMING);
+    assert_eq!(wait(6, None), Block::Ready);
+    assert_eq!(wait(7, None), Block::Wait, "segment 7 is not complete");
+    assert_eq!(wait(7, Some(1)), Block::Ready, "part 1 of 7 exists");
+    assert_eq!(wait(7, Some(2)), Block::Wait);
+    assert_eq!(
+        wait(6, Some(5)),
+        Block::Ready,
+        "past the last part of 6 means part 0 of 7, which exists"
+    );
+    assert!(r.holds(Wanted { msn: 6, part: Some(5) }));
+    assert_eq!(wait(9, Some(0)), Block::Wait, "two segments ahead is accepted");
+    assert_eq!(wait(10, None), Block::TooFar, "more than two past the last segment");
+    assert_eq!(wait(9, Some(40)), Block::TooFar, "beyond the advance part limit");
+    assert_eq!(TIMING.advance_part_limit(), 15);
+}
+
+#[test]
+fn rendition_reports_name_the_other_renditions() {
+    let r = rendition(3, 1);
+    let reports = [Report {
+        uri: "stream.1.m3u8".into(),
+        edge: Edge { msn: 4, part: Some(0) },
+    }];
+    let text = media_playlist(&r, &TIMING, &reports, false);
+    assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"stream.1.m3u8\",LAST-MSN=4,LAST-PART=0\n"));
+    assert_eq!(r.edge(), Some(Edge { msn: 4, part: Some(0) }));
+}
+
+#[test]
+fn multivariant_lists_video_variants_with_an_audio_group() {
+    let text = multivariant(
+        &[Variant {
+            uri: "stream.0.m3u8".into(),
+            bandwidth: 900_000,
+            codecs: "avc1.64001e,mp4a.40.2".into(),
+            resolution: Some((640, 360)),
+            frame_rate: Some(30.0),
+        }],
+        &[Audio {
+            uri: "stream.2.m3u8".into(),
+            name: "2".into(),
+            language: None,
+            channels: Some("1".into()),
+        }],
+    );
+    assert!(text.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"2\",CHANNELS=\"1\",DEFAULT=YES,AUTOSELECT=YES,URI=\"stream.2.m3u8\""));
+    assert!(text.contains("#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=30.000,AUDIO=\"audio\"\nstream.0.m3u8\n"));
+}
+
+#[test]
+fn between_segments_the_next_segment_is_hinted() {
+    let mut r = rendition(6, 5);
+    r.last_closed = true;
+    let text = media_playlist(&r, &TIMING, &[], false);
+    check(&text, &TIMING);
+    assert!(
+        text.ends_with("BYTERANGE=\"1000@4000\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"chunk-stream0-00008.m4s\"\n"),
+        "the closed segment is listed by its parts, the hint names the next: {text}"
+    );
+    assert!(
+        !text.contains("chunk-stream0-00007.m4s\n"),
+        "no EXTINF for it yet: {text}"
+    );
+    assert_eq!(
+        r.block(Wanted { msn: 7, part: Some(5) }, &TIMING),
+        Block::Wait,
+        "past its last part waits for the next segment"
+    );
+}
