@@ -5,15 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ldash::media::mpd::{parse, rewrite, Observed, Rewrite, ServiceDefaults};
+use ldash::media::mpd::{parse, rewrite, Latency, Observed, Rewrite, ServiceDefaults};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse(data);
     let service = ServiceDefaults {
-        latency_target: Duration::from_millis(1500),
-        latency_min: Duration::from_millis(1000),
-        latency_max: Duration::from_millis(3000),
+        latency: Some(Latency::UNOBSERVED),
         playback_rate_min: 0.92,
         playback_rate_max: 1.08,
     };
