@@ -12,30 +12,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::client::{Client, H3Client};
-use common::encoder::{ffmpeg_command, ffprobe_decodes, Ingest};
+use common::encoder::{ffprobe_decodes, Ingest};
 use common::{require_tool, Proto, TestServer};
 use ldash::store::{EntryState, Store, StoreEvent};
+use testkit::digest::sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()
-}
-
-/// Waits (on the store's events, at most `bound`) until an upload of `path` has started.
-async fn wait_started(store: &Store, path: &str, bound: Duration) -> Arc<ldash::store::Entry> {
-    let mut events = store.subscribe();
-    let deadline = tokio::time::Instant::now() + bound;
-    loop {
-        if let Some(entry) = store.get(path) {
-            return entry;
-        }
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(StoreEvent::Started { path: p, entry })) if &*p == path => return entry,
-            Ok(_) => {}
-            Err(_) => panic!("no upload of {path} started within {bound:?}"),
-        }
-    }
-}
 
 /// Waits for an upload of `path` that starts after this call (a new run's segment, not the old one).
 async fn wait_new_upload(store: &Store, path: &str, bound: Duration) -> Arc<ldash::store::Entry> {
@@ -50,16 +31,24 @@ async fn wait_new_upload(store: &Store, path: &str, bound: Duration) -> Arc<ldas
     }
 }
 
-async fn text(client: &Client, route: &str) -> (u16, String) {
-    let r = client.get(route).send().await.expect("request");
-    let status = r.status;
-    (status, r.text().await)
-}
-
-async fn bytes(client: &Client, route: &str) -> Bytes {
-    let r = client.get(route).send().await.expect("request");
-    assert_eq!(r.status, 200, "{route}");
-    r.bytes().await.expect("body")
+/// A new encoder run on the same URL: waits until its upload of `segment` (started after this
+/// call) has its first bytes, then asserts that the playlist is live again, numbered from the new
+/// run's first segment. Returns the playlist.
+async fn assert_new_run(server: &TestServer, client: &Client, segment: &str) -> String {
+    let entry = wait_new_upload(&server.store, segment, Duration::from_secs(30)).await;
+    assert!(
+        entry.wait_for_len(1, Duration::from_secs(5)).await,
+        "{segment} gets its first bytes"
+    );
+    let (status, playlist) = client.get_text("/ldash/download/live/stream.0.m3u8").await;
+    assert_eq!(status, 200, "{playlist}");
+    assert!(!playlist.contains("#EXT-X-ENDLIST"), "live again: {playlist}");
+    assert!(playlist.contains("#EXT-X-PART:"), "{playlist}");
+    assert!(
+        playlist.contains("#EXT-X-MEDIA-SEQUENCE:1\n"),
+        "the new run's numbering from its first segment, without the old run's segments: {playlist}"
+    );
+    playlist
 }
 
 /// The live edge of a media playlist: the media sequence number of its last segment line or part.
@@ -75,13 +64,8 @@ fn last_msn(playlist: &str) -> u64 {
 
 /// One sample of `GET /metrics` (0 when absent).
 async fn metric(server: &TestServer, sample: &str) -> f64 {
-    let addr = server.metrics.expect("metrics listener");
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let text = common::raw_exchange(addr, request.as_bytes(), "# EOF").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    let scrape = server.scrape().await.unwrap_or_else(|e| panic!("{e}"));
+    scrape.value(sample).unwrap_or(0.0)
 }
 
 /// Reads a response to its end: Ok(bytes) at a clean end, Err(bytes so far, error) when it broke.
@@ -103,11 +87,10 @@ async fn killed_encoder_cuts_its_readers_ends_the_stream_and_a_new_encoder_resum
         return;
     };
     let server = TestServer::start_with(|c| c.end_after_segments = 2).await;
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 120)
-        .spawn()
-        .expect("ffmpeg starts");
-    let growing = wait_started(&server.store, "live/chunk-stream0-00003.m4s", Duration::from_secs(30)).await;
+    let mut encoder = server.encoder(&ffmpeg, Ingest::PutPersistent, 120);
+    let growing = server
+        .upload_started("live/chunk-stream0-00003.m4s", Duration::from_secs(30))
+        .await;
     assert!(
         growing.wait_for_len(1, Duration::from_secs(5)).await,
         "segment 3 gets its first chunk"
@@ -117,19 +100,15 @@ async fn killed_encoder_cuts_its_readers_ends_the_stream_and_a_new_encoder_resum
     let h3 = server.client_for(Proto::H3).await;
     let mut readers = Vec::new();
     for client in [&h1, &h2, &h3] {
-        let mut r = client
-            .get("/ldash/download/live/chunk-stream0-00003.m4s")
-            .send()
-            .await
-            .expect("download of the growing segment");
+        let mut r = client.get("/ldash/download/live/chunk-stream0-00003.m4s").fetch().await;
         assert_eq!(r.status, 200);
         let first = r.chunk().await.expect("first bytes").expect("not ended");
         assert!(!first.is_empty());
         readers.push(r);
     }
     assert_eq!(growing.state(), EntryState::Growing, "the kill comes mid-segment");
-    encoder.start_kill().expect("SIGKILL ffmpeg");
-    let _ = encoder.wait().await;
+    encoder.child.start_kill().expect("SIGKILL ffmpeg");
+    let _ = encoder.child.wait().await;
     for (reader, proto) in readers.into_iter().zip(["HTTP/1.1", "HTTP/2", "HTTP/3"]) {
         let ended = tokio::time::timeout(Duration::from_secs(10), read_to_end(reader))
             .await
@@ -142,12 +121,12 @@ async fn killed_encoder_cuts_its_readers_ends_the_stream_and_a_new_encoder_resum
     // No upload for two segment durations: the stream has ended. A blocking reload for the next
     // segment is answered with the ended playlist as the stream ends (no sleep: the response is
     // the event).
-    let (status, live) = text(&h2, "/ldash/download/live/stream.0.m3u8").await;
+    let (status, live) = h2.get_text("/ldash/download/live/stream.0.m3u8").await;
     assert_eq!(status, 200, "{live}");
     let route = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={}", last_msn(&live) + 1);
     let mut ended = String::new();
     for _ in 0..3 {
-        let (status, body) = text(&h2, &route).await;
+        let (status, body) = h2.get_text(&route).await;
         if status == 200 && body.contains("#EXT-X-ENDLIST") {
             ended = body;
             break;
@@ -158,40 +137,28 @@ async fn killed_encoder_cuts_its_readers_ends_the_stream_and_a_new_encoder_resum
         !ended.contains("#EXT-X-PART:"),
         "an ended playlist lists no parts: {ended}"
     );
-    let (_, mpd) = text(&h2, "/ldash/download/live/stream.mpd").await;
+    let (_, mpd) = h2.get_text("/ldash/download/live/stream.mpd").await;
     assert!(
         mpd.contains("mediaPresentationDuration=\""),
         "the MPD of the ended stream says how long it is: {mpd}"
     );
-    let (_, list) = text(&h2, "/ldash/streams").await;
+    let (_, list) = h2.get_text("/ldash/streams").await;
     let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
     assert_eq!(list[0]["state"], "ended", "{list}");
 
     // A new ffmpeg on the same URL: the stream lives again under the same name.
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 120)
-        .spawn()
-        .expect("ffmpeg starts again");
-    let fourth = wait_new_upload(&server.store, "live/chunk-stream0-00004.m4s", Duration::from_secs(30)).await;
-    assert!(fourth.wait_for_len(1, Duration::from_secs(5)).await);
-    let (status, resumed) = text(&h2, "/ldash/download/live/stream.0.m3u8").await;
-    assert_eq!(status, 200, "{resumed}");
-    assert!(!resumed.contains("#EXT-X-ENDLIST"), "live again: {resumed}");
-    assert!(resumed.contains("#EXT-X-PART:"), "{resumed}");
-    assert!(
-        resumed.contains("#EXT-X-MEDIA-SEQUENCE:1\n"),
-        "the new run's numbering, without the old run's segments: {resumed}"
-    );
+    let mut encoder = server.encoder(&ffmpeg, Ingest::PutPersistent, 120);
+    let resumed = assert_new_run(&server, &h2, "live/chunk-stream0-00004.m4s").await;
     assert!(resumed.contains("chunk-stream0-00003.m4s"), "{resumed}");
-    let (_, mpd) = text(&h2, "/ldash/download/live/stream.mpd").await;
+    let (_, mpd) = h2.get_text("/ldash/download/live/stream.mpd").await;
     assert!(
         !mpd.contains("mediaPresentationDuration"),
         "the MPD is live again: {mpd}"
     );
-    let init = bytes(&h2, "/ldash/download/live/init-stream0.m4s").await;
-    let third = bytes(&h2, "/ldash/download/live/chunk-stream0-00003.m4s").await;
+    let init = h2.get_ok("/ldash/download/live/init-stream0.m4s").await;
+    let third = h2.get_ok("/ldash/download/live/chunk-stream0-00003.m4s").await;
     ffprobe_decodes(&init, &third).unwrap_or_else(|e| panic!("the new run's segment 3 decodes: {e}"));
-    encoder.start_kill().expect("stop ffmpeg");
-    let _ = encoder.wait().await;
+    encoder.stop().await.expect("stop ffmpeg");
 }
 
 // 2. ldash restarts mid-stream.
@@ -202,50 +169,36 @@ async fn restarted_ldash_keeps_completed_segments_and_a_reconnecting_encoder_res
     };
     let dir = tempfile::tempdir().expect("root");
     let server = TestServer::start_in(dir.path(), |_| {}).await;
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 120)
-        .spawn()
-        .expect("ffmpeg starts");
-    wait_started(&server.store, "live/chunk-stream0-00004.m4s", Duration::from_secs(30)).await;
+    let mut encoder = server.encoder(&ffmpeg, Ingest::PutPersistent, 120);
+    server
+        .upload_started("live/chunk-stream0-00004.m4s", Duration::from_secs(30))
+        .await;
     let client = server.client_for(Proto::H1).await;
-    let before = bytes(&client, "/ldash/download/live/chunk-stream0-00002.m4s").await;
+    let before = client.get_ok("/ldash/download/live/chunk-stream0-00002.m4s").await;
     server.stop().await;
     // ffmpeg with -http_persistent 1 exits on the broken connection (FIELD-NOTES); if it is still
     // trying, it is stopped: the reconnecting encoder is a new one either way (new port here).
-    if tokio::time::timeout(Duration::from_secs(10), encoder.wait())
+    if tokio::time::timeout(Duration::from_secs(10), encoder.child.wait())
         .await
         .is_err()
     {
-        encoder.start_kill().expect("stop ffmpeg");
-        let _ = encoder.wait().await;
+        encoder.stop().await.expect("stop ffmpeg");
     }
 
     let server = TestServer::start_in(dir.path(), |_| {}).await;
     let client = server.client_for(Proto::H2Tls).await;
-    let after = bytes(&client, "/ldash/download/live/chunk-stream0-00002.m4s").await;
+    let after = client.get_ok("/ldash/download/live/chunk-stream0-00002.m4s").await;
     assert_eq!(
         sha256(&after),
         sha256(&before),
         "a completed segment survives the restart byte for byte"
     );
-    let (status, _) = text(&client, "/ldash/download/live/stream.mpd?raw=1").await;
+    let (status, _) = client.get_text("/ldash/download/live/stream.mpd?raw=1").await;
     assert_eq!(status, 200, "the last manifest survives too");
 
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 120)
-        .spawn()
-        .expect("ffmpeg reconnects");
-    let third = wait_new_upload(&server.store, "live/chunk-stream0-00003.m4s", Duration::from_secs(30)).await;
-    assert!(third.wait_for_len(1, Duration::from_secs(5)).await);
-    let (status, playlist) = text(&client, "/ldash/download/live/stream.0.m3u8").await;
-    assert_eq!(status, 200, "{playlist}");
-    assert!(!playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
-    assert!(playlist.contains("#EXT-X-PART:"), "{playlist}");
-    assert!(
-        playlist.contains("#EXT-X-MEDIA-SEQUENCE:1\n"),
-        "the new run from its first segment: {playlist}"
-    );
-    let (status, mpd) = text(&client, "/ldash/download/live/stream.mpd").await;
+    let mut encoder = server.encoder(&ffmpeg, Ingest::PutPersistent, 120);
+    assert_new_run(&server, &client, "live/chunk-stream0-00003.m4s").await;
+    let (status, mpd) = client.get_text("/ldash/download/live/stream.mpd").await;
     assert_eq!(status, 200);
     assert!(
         mpd.contains("type=\"dynamic\"") && mpd.contains("availabilityTimeComplete=\"false\""),
@@ -255,11 +208,10 @@ async fn restarted_ldash_keeps_completed_segments_and_a_reconnecting_encoder_res
         server.store.get("live/chunk-stream0-00004.m4s").is_none(),
         "the earlier run's segment 4 (from disk) was dropped when the new run started"
     );
-    let init = bytes(&client, "/ldash/download/live/init-stream0.m4s").await;
-    let second = bytes(&client, "/ldash/download/live/chunk-stream0-00002.m4s").await;
+    let init = client.get_ok("/ldash/download/live/init-stream0.m4s").await;
+    let second = client.get_ok("/ldash/download/live/chunk-stream0-00002.m4s").await;
     ffprobe_decodes(&init, &second).unwrap_or_else(|e| panic!("the new run's segment 2 decodes: {e}"));
-    encoder.start_kill().expect("stop ffmpeg");
-    let _ = encoder.wait().await;
+    encoder.stop().await.expect("stop ffmpeg");
 }
 
 // 3. HTTP/3 under loss.
@@ -343,7 +295,7 @@ async fn lossy_relay(server: SocketAddr, loss: f64, delay: Duration, seed: u64) 
 
 /// Reads a growing download to its end; returns its bytes and the instant of its last byte.
 async fn timed_download(client: Client, route: String) -> (Vec<u8>, Instant) {
-    let mut r = client.get(&route).send().await.expect("download request");
+    let mut r = client.get(&route).fetch().await;
     assert_eq!(r.status, 200);
     let mut all = Vec::new();
     let mut last = Instant::now();
@@ -368,42 +320,28 @@ async fn lossy_http3_delivery(congestion: ldash::config::Congestion) {
     let server = TestServer::start_with(|c| c.quic_congestion = congestion).await;
     let quic = server.quic.expect("HTTP/3 is on");
     let (relay, stats) = lossy_relay(quic, 0.05, Duration::from_millis(50), 0x5eed_1e55).await;
-    let lossy = Client::H3(H3Client::connect(relay, server.tls_client(&[b"h3"])).await);
+    let tls = server.tls_client(&[b"h3"]).expect("TLS client");
+    let lossy = Client::H3(H3Client::connect(relay, tls).await.expect("HTTP/3 through the relay"));
     let direct = server.client_for(Proto::H3).await;
 
     // A 2 MB segment uploaded like an encoder does: 40 chunks of 50 KB, one every 25 ms.
     let data: Vec<u8> = (0..2_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let (tx, rx) = common::chunk_channel();
-    let uploader = server.client_for(Proto::H1).await;
-    let upload = tokio::spawn(async move {
-        uploader
-            .put("/ldash/upload/lossy/segment.m4s")
-            .stream(rx)
-            .send()
-            .await
-            .map(|r| r.status)
-    });
     let mut pieces = data.chunks(50_000).map(Bytes::copy_from_slice);
-    tx.send(Ok(pieces.next().expect("data"))).await.expect("first chunk");
-    let entry = wait_started(&server.store, "lossy/segment.m4s", Duration::from_secs(10)).await;
-    assert!(entry.wait_for_len(1, Duration::from_secs(10)).await);
+    let upload = server
+        .feed(Proto::H1, "lossy/segment.m4s", pieces.next().expect("data"))
+        .await;
+    assert!(upload.entry.wait_for_len(1, Duration::from_secs(10)).await);
     let route = "/ldash/download/lossy/segment.m4s".to_owned();
     let near = tokio::spawn(timed_download(direct, route.clone()));
     let far = tokio::spawn(timed_download(lossy, route));
     let mut pace = tokio::time::interval(Duration::from_millis(25));
     for piece in pieces {
         pace.tick().await;
-        tx.send(Ok(piece)).await.expect("chunk");
+        upload.send(piece).await;
     }
-    drop(tx);
-    let status = tokio::time::timeout(Duration::from_secs(30), upload)
-        .await
-        .expect("the upload ends")
-        .expect("upload task")
-        .expect("upload");
-    assert_eq!(status, 201);
+    assert_eq!(upload.end().await, Ok(201));
     let (near, far) = tokio::time::timeout(Duration::from_secs(60), async { (near.await, far.await) })
         .await
         .expect("both downloads end within 60 s");
@@ -439,19 +377,10 @@ async fn a_slow_reader_delays_no_one_and_is_cut_off_once_too_far_behind() {
     })
     .await;
     let data: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
-    let (tx, rx) = common::chunk_channel();
-    let uploader = server.client_for(Proto::H1).await;
-    let upload = tokio::spawn(async move {
-        uploader
-            .put("/ldash/upload/slow/segment.m4s")
-            .stream(rx)
-            .send()
-            .await
-            .map(|r| r.status)
-    });
     let mut pieces = data.chunks(8192).map(Bytes::copy_from_slice);
-    tx.send(Ok(pieces.next().expect("data"))).await.expect("first chunk");
-    wait_started(&server.store, "slow/segment.m4s", Duration::from_secs(10)).await;
+    let upload = server
+        .feed(Proto::H1, "slow/segment.m4s", pieces.next().expect("data"))
+        .await;
 
     // The slow reader: a raw HTTP/1.1 client with a 4 KB receive buffer that reads 1 KB every
     // 100 ms (10 KB/s). Its MSS is that of an Ethernet path: with loopback's 64 KB segments the
@@ -493,19 +422,12 @@ async fn a_slow_reader_delays_no_one_and_is_cut_off_once_too_far_behind() {
     ));
     // The encoder's pace: 8 KB every 5 ms (1.6 MB/s, about 4 s for the whole segment).
     let mut pace = tokio::time::interval(Duration::from_millis(5));
+    // The upload is never held back by the slow reader.
     for piece in pieces {
         pace.tick().await;
-        tx.send(Ok(piece))
-            .await
-            .expect("the upload is never held back by the slow reader");
+        upload.send(piece).await;
     }
-    drop(tx);
-    let status = tokio::time::timeout(Duration::from_secs(30), upload)
-        .await
-        .expect("the upload ends")
-        .expect("upload task")
-        .expect("upload");
-    assert_eq!(status, 201);
+    assert_eq!(upload.end().await, Ok(201));
     let (fast, _) = tokio::time::timeout(Duration::from_secs(30), fast)
         .await
         .expect("the fast reader ends")
@@ -539,40 +461,33 @@ async fn a_slow_reader_delays_no_one_and_is_cut_off_once_too_far_behind() {
 // 5. The root cannot be written.
 async fn serves_from_memory_when_writes_fail(server: &TestServer) {
     // A segment followed while it grows, then read again complete.
-    let (tx, rx) = common::chunk_channel();
-    let uploader = server.client_for(Proto::H1).await;
-    let upload = tokio::spawn(async move {
-        uploader
-            .put("/ldash/upload/live/after.m4s")
-            .stream(rx)
-            .send()
-            .await
-            .map(|r| r.status)
-    });
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
     let mut pieces = data.chunks(30_000).map(Bytes::copy_from_slice);
-    tx.send(Ok(pieces.next().expect("data"))).await.expect("chunk");
-    wait_started(&server.store, "live/after.m4s", Duration::from_secs(10)).await;
+    let upload = server
+        .feed(Proto::H1, "live/after.m4s", pieces.next().expect("data"))
+        .await;
     let client = server.client_for(Proto::H2Tls).await;
     let reader = tokio::spawn(timed_download(client.clone(), "/ldash/download/live/after.m4s".into()));
     for piece in pieces {
-        tx.send(Ok(piece)).await.expect("chunk");
+        upload.send(piece).await;
     }
-    drop(tx);
-    let status = upload.await.expect("upload task").expect("upload");
-    assert_eq!(status, 201, "the upload is accepted although it cannot be written");
+    assert_eq!(
+        upload.end().await,
+        Ok(201),
+        "the upload is accepted although it cannot be written"
+    );
     let (live, _) = reader.await.expect("live reader");
     assert_eq!(sha256(&live), sha256(&data), "the growing segment was relayed in full");
     server.store.flush().await;
     let errors = metric(server, "ldash_disk_write_errors_total").await;
     assert!(errors >= 1.0, "the failed write is counted: {errors}");
     assert_eq!(
-        sha256(&bytes(&client, "/ldash/download/live/after.m4s").await),
+        sha256(&client.get_ok("/ldash/download/live/after.m4s").await),
         sha256(&data),
         "the complete segment is served from memory"
     );
     assert_eq!(
-        bytes(&client, "/ldash/download/live/before.m4s").await.as_ref(),
+        client.get_ok("/ldash/download/live/before.m4s").await.as_ref(),
         b"written before the fault",
         "what was there before is still served"
     );

@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::Client;
-use common::{require_tool, Proto, TestServer};
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()
-}
+use common::{require_tool, when_present, Proto, TestServer};
+use testkit::browser::CHROMIUM_FLAGS;
+use testkit::digest::sha256;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_streams_share_one_connection() {
@@ -27,11 +25,7 @@ async fn fifty_concurrent_streams_share_one_connection() {
     for i in 0..50u8 {
         let client: Client = client.clone();
         tasks.spawn(async move {
-            let response = client
-                .get(&format!("/ldash/download/many/{i}.m4s"))
-                .send()
-                .await
-                .expect("request");
+            let response = client.get(&format!("/ldash/download/many/{i}.m4s")).fetch().await;
             assert_eq!(response.status, 200, "stream {i}");
             let body = response.bytes().await.expect("body");
             assert_eq!(body, vec![i; 10_000 + i as usize], "stream {i}: exact bytes");
@@ -53,17 +47,12 @@ async fn twenty_megabyte_bodies_arrive_intact_both_ways() {
     let r = client
         .put("/ldash/upload/big/20mb.bin")
         .body(data.clone())
-        .send()
-        .await
-        .expect("upload over HTTP/3");
+        .fetch()
+        .await;
     assert_eq!(r.status, 201, "20 MB upload over HTTP/3");
     let stored = server.store.get("big/20mb.bin").expect("stored");
     assert_eq!(stored.len(), data.len() as u64, "the whole upload is stored");
-    let r = client
-        .get("/ldash/download/big/20mb.bin")
-        .send()
-        .await
-        .expect("download over HTTP/3");
+    let r = client.get("/ldash/download/big/20mb.bin").fetch().await;
     assert_eq!(r.header("content-length"), "20000000");
     let body = r.bytes().await.expect("20 MB body");
     assert_eq!(body.len(), data.len(), "length of the 20 MB download");
@@ -90,16 +79,9 @@ async fn chromium_forced_onto_quic_loads_a_page_over_h3() {
     let url = format!("https://127.0.0.1:{port}/ldash/download/pages/h3.html");
     let mut command = tokio::process::Command::new(chromium);
     command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-quic",
-        ])
+        .arg("--headless")
+        .args(CHROMIUM_FLAGS)
+        .arg("--enable-quic")
         .arg(format!("--origin-to-force-quic-on=127.0.0.1:{port}"))
         .arg(format!("--ignore-certificate-errors-spki-list={}", server.spki))
         .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -138,25 +120,15 @@ async fn shutdown_sends_goaway_and_cuts_streams_left_after_the_drain() {
     let dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start_in(dir.path(), |c| c.drain_timeout = 1).await;
     assert_eq!(server.put("done.m4s", vec![3u8; 50_000]).await, 201);
-    let (chunks, rx) = common::chunk_channel();
-    let h1 = server.client_for(Proto::H1).await;
-    let upload = tokio::spawn(h1.put("/ldash/upload/live.m4s").stream(rx).send());
-    chunks.send(Ok(Bytes::from_static(b"live"))).await.expect("chunk");
+    let upload = server.feed(Proto::H1, "live.m4s", "live").await;
     let h3 = server.client_for(Proto::H3).await;
-    let mut follower = loop {
-        let r = h3.get("/ldash/download/live.m4s").send().await.expect("get");
-        if r.status == 200 {
-            break r;
-        }
-        tokio::task::yield_now().await;
-    };
-    assert_eq!(&follower.chunk().await.expect("chunk").expect("data")[..], b"live");
+    let mut follower = when_present(&h3, "/ldash/download/live.m4s").await;
+    assert_eq!(&follower.next_bytes().await[..], b"live");
     server.stop().await;
     let end = follower.chunk().await;
     assert!(
         end.is_err(),
         "an HTTP/3 stream still growing at the drain deadline ends with an error, got {end:?}"
     );
-    drop(chunks);
-    let _ = upload.await;
+    let _ = upload.end().await;
 }

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::encoder::{ffmpeg_command, ffprobe_decodes, xmllint_validates, Ingest};
-use common::{require_tool, Proto, TestServer};
+use common::encoder::{ffprobe_decodes, streaming, xmllint_validates, Ingest};
+use common::Proto;
 use ldash::store::EntryState;
 
 /// The value of attribute `name` on the first `element` (attributes may be separated by any whitespace).
@@ -23,35 +23,15 @@ fn attr<'a>(xml: &'a str, element: &str, name: &str) -> Option<&'a str> {
 }
 
 async fn ll_dash_end_to_end(ingest: Ingest) {
-    let (Some(ffmpeg), Some(_), Some(_)) = (require_tool("ffmpeg"), require_tool("ffprobe"), require_tool("xmllint"))
-    else {
+    // Wait for the stream to be a few segments in: the store says when segment 6 starts.
+    let segment = "live/chunk-stream0-00006.m4s";
+    let Some((server, mut encoder)) = streaming(&["ffprobe", "xmllint"], ingest, 12, segment).await else {
         return;
     };
-    let server = TestServer::start().await;
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, ingest, 12)
-        .spawn()
-        .expect("ffmpeg starts");
-    let stderr = encoder.stderr.take().expect("stderr");
-    let log = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut text = String::new();
-        let mut stderr = stderr;
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
     let client = server.client_for(Proto::H2Tls).await;
 
-    // Wait for the stream to be a few segments in: the store says when segment 6 starts.
-    let mut events = server.store.subscribe();
-    while server.store.get("live/chunk-stream0-00006.m4s").is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("ffmpeg reaches segment 6 within 20 s");
-    }
-
     // The rewritten MPD: low-latency properties, and valid against the MPEG schema.
-    let mpd = client.get("/ldash/download/live/stream.mpd").send().await.expect("mpd");
+    let mpd = client.get("/ldash/download/live/stream.mpd").fetch().await;
     assert_eq!(mpd.status, 200);
     let mpd = mpd.text().await;
     xmllint_validates(mpd.as_bytes())
@@ -90,18 +70,12 @@ async fn ll_dash_end_to_end(ingest: Ingest) {
     );
     let mup = attr(&mpd, "MPD", "minimumUpdatePeriod").unwrap_or("");
     assert_ne!(mup, "PT500S", "{ingest:?}: ffmpeg's 500 s update period is repaired");
-    let raw = client
-        .get("/ldash/download/live/stream.mpd?raw=1")
-        .send()
-        .await
-        .expect("raw mpd")
-        .text()
-        .await;
+    let (_, raw) = client.get_text("/ldash/download/live/stream.mpd?raw=1").await;
     assert!(
         !raw.contains("UTCTiming"),
         "{ingest:?}: ?raw=1 returns the MPD as uploaded"
     );
-    let clock = client.get("/ldash/time").send().await.expect("clock");
+    let clock = client.get("/ldash/time").fetch().await;
     assert_eq!(clock.status, 200);
 
     // The live edge: the next segment is requested before its upload starts (held, not 404), and its
@@ -111,11 +85,7 @@ async fn ll_dash_end_to_end(ingest: Ingest) {
         .last()
         .expect("newest");
     let edge = format!("live/chunk-stream0-{:05}.m4s", newest + 1);
-    let mut response = client
-        .get(&format!("/ldash/download/{edge}"))
-        .send()
-        .await
-        .expect("live edge");
+    let mut response = client.get(&format!("/ldash/download/{edge}")).fetch().await;
     assert_eq!(
         response.status, 200,
         "{ingest:?}: the next segment is held until its upload starts, not 404"
@@ -139,41 +109,29 @@ async fn ll_dash_end_to_end(ingest: Ingest) {
     // Every segment in the window downloads and decodes with its init segment.
     for rep in 0..3 {
         let init = client
-            .get(&format!("/ldash/download/live/init-stream{rep}.m4s"))
-            .send()
-            .await
-            .expect("init");
-        assert_eq!(init.status, 200, "{ingest:?}: init of representation {rep}");
-        let init = init.bytes().await.expect("init bytes");
+            .get_ok(&format!("/ldash/download/live/init-stream{rep}.m4s"))
+            .await;
         for n in newest.saturating_sub(3)..=newest {
             let seg = client
-                .get(&format!("/ldash/download/live/chunk-stream{rep}-{n:05}.m4s"))
-                .send()
-                .await
-                .expect("seg");
-            assert_eq!(seg.status, 200, "{ingest:?}: segment {n} of representation {rep}");
-            let seg = seg.bytes().await.expect("segment bytes");
+                .get_ok(&format!("/ldash/download/live/chunk-stream{rep}-{n:05}.m4s"))
+                .await;
             ffprobe_decodes(&init, &seg).unwrap_or_else(|e| panic!("{ingest:?}: rep {rep} segment {n}: {e}"));
         }
     }
 
     let mut mpd_events = server.store.subscribe();
-    let status = tokio::time::timeout(Duration::from_secs(60), encoder.wait())
+    let status = tokio::time::timeout(Duration::from_secs(60), encoder.child.wait())
         .await
         .expect("ffmpeg ends")
         .expect("wait");
-    let log = log.await.expect("log");
+    let log = encoder.log().await;
     assert!(status.success(), "{ingest:?}: ffmpeg exits 0; its log:\n{log}");
     assert!(
         !log.contains("Broken pipe"),
         "{ingest:?}: the server never closed an ingest connection:\n{log}"
     );
     // Segments that left the window were deleted by ffmpeg and are gone.
-    let gone = client
-        .get("/ldash/download/live/chunk-stream0-00001.m4s")
-        .send()
-        .await
-        .expect("deleted");
+    let gone = client.get("/ldash/download/live/chunk-stream0-00001.m4s").fetch().await;
     assert_eq!(
         gone.status, 404,
         "{ingest:?}: segment 1 left the window and was deleted"
@@ -183,13 +141,7 @@ async fn ll_dash_end_to_end(ingest: Ingest) {
     // exits: wait for it on the store's events.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let raw = client
-            .get("/ldash/download/live/stream.mpd?raw=1")
-            .send()
-            .await
-            .expect("raw mpd")
-            .text()
-            .await;
+        let (_, raw) = client.get_text("/ldash/download/live/stream.mpd?raw=1").await;
         if raw.contains("type=\"static\"") {
             break;
         }
@@ -201,13 +153,7 @@ async fn ll_dash_end_to_end(ingest: Ingest) {
             Err(_) => panic!("{ingest:?}: no static MPD arrived after ffmpeg exited"),
         }
     }
-    let last = client
-        .get("/ldash/download/live/stream.mpd")
-        .send()
-        .await
-        .expect("final mpd")
-        .text()
-        .await;
+    let last = client.get("/ldash/download/live/stream.mpd").fetch().await.text().await;
     assert_eq!(
         attr(&last, "MPD", "type"),
         Some("static"),

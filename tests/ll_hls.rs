@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::client::Client;
-use common::encoder::{ffmpeg_command, ffprobe_decodes, Ingest};
-use common::{require_tool, Proto, TestServer};
+use common::encoder::{ffprobe_decodes, streaming, Ingest};
+use common::Proto;
 
 /// A part line of a media playlist.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +79,7 @@ impl Media {
 }
 
 async fn playlist(client: &Client, route: &str) -> (u16, String, String) {
-    let r = client.get(route).send().await.expect("playlist request");
+    let r = client.get(route).fetch().await;
     let status = r.status;
     let cache = r.header("cache-control").to_owned();
     (status, cache, r.text().await)
@@ -87,20 +87,10 @@ async fn playlist(client: &Client, route: &str) -> (u16, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
-    let (Some(ffmpeg), Some(_)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
+    let segment = "live/chunk-stream2-00004.m4s";
+    let Some((server, mut encoder)) = streaming(&["ffprobe"], Ingest::PutPersistent, 30, segment).await else {
         return;
     };
-    let server = TestServer::start().await;
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 30)
-        .spawn()
-        .expect("ffmpeg starts");
-    let mut events = server.store.subscribe();
-    while server.store.get("live/chunk-stream2-00004.m4s").is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("ffmpeg reaches segment 4");
-    }
     let client = server.client_for(Proto::H2Tls).await;
 
     // The multivariant playlist, built from the MPD.
@@ -176,14 +166,14 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
         assert!(text.contains("#EXT-X-PART:"), "{proto:?}: {text}");
     }
     // The stream list knows the stream, as JSON and as HTML with links to both views.
-    let list = client.get("/ldash/streams").send().await.expect("streams");
+    let list = client.get("/ldash/streams").fetch().await;
     assert_eq!(list.header("content-type"), "application/json");
     let list: serde_json::Value = serde_json::from_str(&list.text().await).expect("JSON");
     let stream = list.as_array().and_then(|a| a.first()).expect("one stream");
     assert_eq!(stream["manifest"], "live/stream.mpd");
     assert_eq!(stream["state"], "live");
     assert_eq!(stream["representations"].as_array().map(Vec::len), Some(3), "{stream}");
-    let page = client.get("/ldash/").send().await.expect("stream page").text().await;
+    let page = client.get("/ldash/").fetch().await.text().await;
     assert!(
         page.contains("/ldash/play/live/stream.mpd") && page.contains("/ldash/play/live/stream.m3u8"),
         "{page}"
@@ -201,9 +191,8 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
     assert!(parts.len() >= 4, "a 1 s segment has 5 parts of 0.2 s: {text}");
     let whole = client
         .get(&format!("/ldash/download/live/{complete}"))
-        .send()
+        .fetch()
         .await
-        .expect("segment")
         .bytes()
         .await
         .expect("bytes");
@@ -213,9 +202,8 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
         let r = client
             .get(&format!("/ldash/download/live/{}", part.uri))
             .header("range", range.as_str())
-            .send()
-            .await
-            .expect("part");
+            .fetch()
+            .await;
         assert_eq!(r.status, 206, "{range}");
         joined.extend_from_slice(&r.bytes().await.expect("part bytes"));
     }
@@ -226,9 +214,8 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
     );
     let init = client
         .get("/ldash/download/live/init-stream0.m4s")
-        .send()
+        .fetch()
         .await
-        .expect("init")
         .bytes()
         .await
         .expect("init");
@@ -324,15 +311,13 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
     let r = client
         .get("/ldash/download/live/stream.0.m3u8")
         .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .expect("gzip");
+        .fetch()
+        .await;
     assert_eq!(r.header("content-encoding"), "gzip");
 
     // The encoder dies: a blocking request for the next segment is answered 503 after three target
     // durations, not held forever.
-    encoder.start_kill().expect("kill ffmpeg");
-    let _ = encoder.wait().await;
+    encoder.stop().await.expect("kill ffmpeg");
     let (_, _, text) = playlist(&client, "/ldash/download/live/stream.0.m3u8").await;
     let (msn, _) = parse_media(&text).edge();
     let route = format!("/ldash/download/live/stream.0.m3u8?_HLS_msn={}", msn + 1);
@@ -347,25 +332,16 @@ async fn ffmpeg_dash_ingest_is_a_conforming_ll_hls_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlists_end_when_ffmpeg_removes_the_stream_at_exit() {
-    let Some(ffmpeg) = require_tool("ffmpeg") else {
+    let segment = "live/chunk-stream0-00002.m4s";
+    let Some((server, mut encoder)) = streaming(&[], Ingest::PutRemoveAtExit, 4, segment).await else {
         return;
     };
-    let server = TestServer::start().await;
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutRemoveAtExit, 4)
-        .spawn()
-        .expect("ffmpeg starts");
     let mut events = server.store.subscribe();
-    while server.store.get("live/chunk-stream0-00002.m4s").is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("ffmpeg reaches segment 2");
-    }
     let client = server.client_for(Proto::H2Tls).await;
     let (status, _, live) = playlist(&client, "/ldash/download/live/stream.0.m3u8").await;
     assert_eq!(status, 200, "{live}");
     assert!(!live.contains("#EXT-X-ENDLIST"), "a live playlist does not end: {live}");
-    let status = tokio::time::timeout(Duration::from_secs(30), encoder.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), encoder.child.wait())
         .await
         .expect("ffmpeg ends")
         .expect("wait");

@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::Client;
-use common::encoder::{ffmpeg_command, Ingest};
-use common::{require_tool, Proto, TestServer};
+use common::encoder::{streaming, Ingest};
+use common::Proto;
 
 /// Segment boundaries each player loop crosses.
 const BOUNDARIES: u64 = 20;
@@ -267,36 +267,17 @@ async fn play(client: Client, proto: Proto, rep: &'static str) -> Result<Played,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn next_segment_part_zero_reloads_are_answered_200_at_every_boundary_on_every_protocol() {
-    let Some(ffmpeg) = require_tool("ffmpeg") else {
+    // Every rendition has parts once the audio's second segment starts: the store says when (both
+    // segments 2 within 20 s).
+    let started = Instant::now();
+    // About 3 s to get going, then 20 boundaries of 1 s: 30 s of media leaves a margin.
+    let audio = format!("live/{}", segment_uri("2", 2));
+    let Some((server, mut encoder)) = streaming(&[], Ingest::PutPersistent, 30, &audio).await else {
         return;
     };
-    let server = TestServer::start().await;
-    let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
-    // About 3 s to get going, then 20 boundaries of 1 s: 30 s of media leaves a margin.
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, 30)
-        .spawn()
-        .expect("ffmpeg starts");
-    let stderr = encoder.stderr.take().expect("stderr");
-    let log = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut text = String::new();
-        let mut stderr = stderr;
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-
-    // Every rendition has parts once the audio's second segment starts: the store says when.
-    let mut events = server.store.subscribe();
-    let ready = async {
-        while server.store.get("live/chunk-stream2-00002.m4s").is_none()
-            || server.store.get("live/chunk-stream0-00002.m4s").is_none()
-        {
-            let _ = events.recv().await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), ready)
-        .await
-        .expect("ffmpeg starts segment 2 of every rendition within 20 s");
+    let video = format!("live/{}", segment_uri("0", 2));
+    let left = Duration::from_secs(20).saturating_sub(started.elapsed());
+    server.upload_started(&video, left).await;
 
     let mut players = tokio::task::JoinSet::new();
     for proto in PROTOS {
@@ -334,10 +315,9 @@ async fn next_segment_part_zero_reloads_are_answered_200_at_every_boundary_on_ev
             Err(failure) => failures.push(failure.clone()),
         }
     }
-    let still_running = encoder.try_wait().expect("ffmpeg status").is_none();
-    encoder.start_kill().ok();
-    let _ = encoder.wait().await;
-    let ffmpeg_log = log.await.unwrap_or_default();
+    let still_running = encoder.child.try_wait().expect("ffmpeg status").is_none();
+    let _ = encoder.stop().await;
+    let ffmpeg_log = encoder.log().await;
     server.stop().await;
     assert!(
         failures.is_empty(),

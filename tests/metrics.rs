@@ -5,63 +5,30 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use common::client::Client;
-use common::{chunk_channel, raw_exchange, raw_status, Proto, TestServer};
+use common::{raw_exchange, raw_status, when_present, Proto, TestServer};
 use http::Method;
+use testkit::metrics::Scrape;
 
-/// One scrape: every sample by its name with labels (`ldash_sent_bytes_total{version="2"}`).
-struct Scrape {
-    samples: HashMap<String, f64>,
-    text: String,
-}
-
-impl Scrape {
-    /// A sample's value; fails the test with the whole scrape when it is missing.
-    fn get(&self, sample: &str) -> f64 {
-        match self.samples.get(sample) {
-            Some(value) => *value,
-            None => panic!("no sample {sample} in the scrape:\n{}", self.text),
-        }
-    }
-}
-
-/// Scrapes `GET /metrics` over a new HTTP/1.1 connection and parses the text format.
+/// Scrapes `GET /metrics` over a new HTTP/1.1 connection; it is the Prometheus text format.
 async fn scrape(addr: SocketAddr) -> Scrape {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let response = raw_exchange(addr, request.as_bytes(), "\u{0}never\u{0}").await;
-    assert_eq!(raw_status(&response), 200, "scrape failed: {response}");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let scrape = testkit::metrics::scrape(addr).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "a scrape is the Prometheus text format: {head}"
+        scrape
+            .content_type
+            .to_ascii_lowercase()
+            .starts_with("text/plain; version=0.0.4"),
+        "a scrape is the Prometheus text format: {}",
+        scrape.content_type
     );
-    let mut samples = HashMap::new();
-    for line in body.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((name, value)) = line.rsplit_once(' ') else {
-            panic!("not a sample line: {line:?}");
-        };
-        let value = match value {
-            "+Inf" => f64::INFINITY,
-            other => other
-                .parse()
-                .unwrap_or_else(|_| panic!("not a sample value in {line:?}")),
-        };
-        samples.insert(name.to_owned(), value);
-    }
-    Scrape {
-        samples,
-        text: body.to_owned(),
+    scrape
+}
+
+/// Asserts that each sample has its value: (sample, value, what that value means).
+fn assert_samples(scrape: &Scrape, expected: &[(&str, f64, &str)]) {
+    for &(sample, value, what) in expected {
+        assert_eq!(scrape.get(sample), value, "{what} ({sample})");
     }
 }
 
@@ -83,11 +50,12 @@ async fn metrics_count_transfers_by_version_and_follow_a_growing_upload() {
     let server = TestServer::start_with(|config| config.max_uploads = 1).await;
     let metrics = server.metrics.expect("the metrics listener is on");
     let before = scrape(metrics).await;
-    assert_eq!(before.get("ldash_uploads_in_progress"), 0.0, "nothing uploads yet");
-    assert_eq!(
-        before.get("ldash_relay_delay_seconds_count"),
-        0.0,
-        "nothing relayed yet"
+    assert_samples(
+        &before,
+        &[
+            ("ldash_uploads_in_progress", 0.0, "nothing uploads yet"),
+            ("ldash_relay_delay_seconds_count", 0.0, "nothing relayed yet"),
+        ],
     );
 
     // A whole upload and its download over each HTTP version.
@@ -99,13 +67,9 @@ async fn metrics_count_transfers_by_version_and_follow_a_growing_upload() {
     for (proto, _, size) in cases {
         let client = server.client_for(proto).await;
         let route = format!("/ldash/upload/vod/{proto:?}.bin");
-        let put = client.put(&route).body(vec![b'x'; size]).send().await.expect("upload");
+        let put = client.put(&route).body(vec![b'x'; size]).fetch().await;
         assert_eq!(put.status, 201, "upload over {proto:?}");
-        let download = client
-            .get(&route.replace("upload", "download"))
-            .send()
-            .await
-            .expect("download");
+        let download = client.get(&route.replace("upload", "download")).fetch().await;
         assert_eq!(download.status, 200, "download over {proto:?}");
         assert_eq!(download.bytes().await.expect("body").len(), size, "body over {proto:?}");
     }
@@ -125,20 +89,16 @@ async fn metrics_count_transfers_by_version_and_follow_a_growing_upload() {
     assert!(after.get("ldash_memory_bytes") >= 6000.0, "their bytes are in memory");
 
     // A download attached to a growing upload (upload over HTTP/1.1, download over HTTP/2).
-    let uploader = server.client_for(Proto::H1).await;
-    let (chunks, rx) = chunk_channel();
-    let upload = tokio::spawn(uploader.put("/ldash/upload/live/seg.m4s").stream(rx).send());
-    chunks.send(Ok(Bytes::from_static(b"first;"))).await.expect("queue");
+    let upload = server.feed(Proto::H1, "live/seg.m4s", "first;").await;
     let reader = server.client_for(Proto::H2Tls).await;
     let mut download = when_present(&reader, "/ldash/download/live/seg.m4s").await;
-    let first = download.chunk().await.expect("first chunk").expect("present");
-    assert_eq!(&first[..], b"first;");
-    let open = scrape(metrics).await;
-    assert_eq!(open.get("ldash_uploads_in_progress"), 1.0, "one upload is open");
-    assert_eq!(
-        open.get("ldash_growing_readers"),
-        1.0,
-        "one download follows the growing upload"
+    assert_eq!(&download.next_bytes().await[..], b"first;");
+    assert_samples(
+        &scrape(metrics).await,
+        &[
+            ("ldash_uploads_in_progress", 1.0, "one upload is open"),
+            ("ldash_growing_readers", 1.0, "one download follows the growing upload"),
+        ],
     );
 
     // A second upload while the only slot is taken: 503.
@@ -147,15 +107,13 @@ async fn metrics_count_transfers_by_version_and_follow_a_growing_upload() {
         .await
         .put("/ldash/upload/live/other.m4s")
         .body("x")
-        .send()
-        .await
-        .expect("second upload");
+        .fetch()
+        .await;
     assert_eq!(busy.status, 503, "--max-uploads 1 refuses a second upload");
 
     // Appended while the reader is attached: relayed, so its delay is observed.
-    chunks.send(Ok(Bytes::from_static(b"second"))).await.expect("queue");
-    let second = download.chunk().await.expect("second chunk").expect("present");
-    assert_eq!(&second[..], b"second");
+    upload.send("second").await;
+    assert_eq!(&download.next_bytes().await[..], b"second");
     let relayed = scrape(metrics).await;
     assert!(
         relayed.get("ldash_relay_delay_seconds_count") >= 1.0,
@@ -168,38 +126,34 @@ async fn metrics_count_transfers_by_version_and_follow_a_growing_upload() {
         "the histogram's count is its +Inf bucket"
     );
 
-    drop(chunks);
-    let done = upload.await.expect("upload task").expect("upload response");
-    assert_eq!(done.status, 201, "the growing upload completes");
+    assert_eq!(upload.end().await, Ok(201), "the growing upload completes");
     assert!(
         download.chunk().await.expect("clean end").is_none(),
         "the download ends cleanly"
     );
-    let closed = scrape(metrics).await;
-    assert_eq!(
-        closed.get("ldash_uploads_in_progress"),
-        0.0,
-        "no upload is open any more"
+    assert_samples(
+        &scrape(metrics).await,
+        &[
+            ("ldash_uploads_in_progress", 0.0, "no upload is open any more"),
+            ("ldash_growing_readers", 0.0, "the download has ended"),
+        ],
     );
-    assert_eq!(closed.get("ldash_growing_readers"), 0.0, "the download has ended");
 
     // Status classes: 304 for a matching ETag, 404 for a missing path.
     let client = server.client_for(Proto::H1).await;
     let etag = client
         .get("/ldash/download/vod/H1.bin")
-        .send()
+        .fetch()
         .await
-        .expect("get")
         .header("etag")
         .to_owned();
     let not_modified = client
         .get("/ldash/download/vod/H1.bin")
         .header("if-none-match", etag.as_str())
-        .send()
-        .await
-        .expect("conditional get");
+        .fetch()
+        .await;
     assert_eq!(not_modified.status, 304);
-    let missing = client.get("/ldash/download/none.bin").send().await.expect("get");
+    let missing = client.get("/ldash/download/none.bin").fetch().await;
     assert_eq!(missing.status, 404);
     let classes = scrape(metrics).await;
     for class in ["2xx", "3xx", "4xx", "5xx"] {
@@ -211,29 +165,13 @@ async fn metrics_count_transfers_by_version_and_follow_a_growing_upload() {
     }
 }
 
-/// Waits until `route` answers 200 (the upload has reached the server).
-async fn when_present(client: &Client, route: &str) -> common::client::Response {
-    loop {
-        let r = client.get(route).send().await.expect("download");
-        if r.status == 200 {
-            return r;
-        }
-        assert_eq!(r.status, 404, "unexpected status while waiting for {route}");
-        tokio::task::yield_now().await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_ports_do_not_serve_metrics() {
     let server = TestServer::start().await;
     for proto in [Proto::H1, Proto::H2Tls, Proto::H3] {
         let client = server.client_for(proto).await;
         for method in [Method::GET, Method::HEAD] {
-            let response = client
-                .request(method.clone(), "/metrics")
-                .send()
-                .await
-                .expect("request");
+            let response = client.request(method.clone(), "/metrics").fetch().await;
             assert_eq!(
                 response.status, 404,
                 "{method} /metrics over {proto:?} on a public port"
@@ -246,7 +184,8 @@ async fn public_ports_do_not_serve_metrics() {
         b"GET /ldash/time HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
         "\u{0}never\u{0}",
     )
-    .await;
+    .await
+    .expect("a request to the metrics listener");
     assert_eq!(raw_status(&other), 404, "the metrics listener serves /metrics only");
 }
 
@@ -292,13 +231,7 @@ async fn metrics_show_held_early_requests_and_blocking_playlist_reloads() {
     // representations (LL-HLS timing needs the chunks of every one).
     let client = server.client_for(Proto::H1).await;
     loop {
-        let list = client
-            .get("/ldash/streams")
-            .send()
-            .await
-            .expect("stream list")
-            .text()
-            .await;
+        let list = client.get("/ldash/streams").fetch().await.text().await;
         let streams: serde_json::Value = serde_json::from_str(&list).expect("stream list is JSON");
         let reps = streams[0]["representations"].as_array().cloned().unwrap_or_default();
         if reps.len() == 2 && reps.iter().all(|rep| rep["newest_segment"].as_u64() == Some(2)) {
@@ -310,10 +243,9 @@ async fn metrics_show_held_early_requests_and_blocking_playlist_reloads() {
     // Segment 3 is the next one: its request is held (for a segment duration) instead of a 404.
     let early = tokio::spawn(client.get("/ldash/download/live/chunk-stream0-00003.m4s").send());
     let held = until_sample(metrics, "ldash_early_requests_waiting", 1.0, || early.is_finished()).await;
-    assert_eq!(
-        held.get("ldash_early_requests_held_total"),
-        1.0,
-        "one early request held"
+    assert_samples(
+        &held,
+        &[("ldash_early_requests_held_total", 1.0, "one early request held")],
     );
 
     // A blocking reload for segment 3's first part waits too. (One for the whole segment would
@@ -342,20 +274,12 @@ async fn metrics_show_held_early_requests_and_blocking_playlist_reloads() {
         blocking.status, 200,
         "the blocking reload is answered once segment 3's first part exists"
     );
-    let after = scrape(metrics).await;
-    assert_eq!(
-        after.get("ldash_early_requests_waiting"),
-        0.0,
-        "no early request waits any more"
-    );
-    assert_eq!(
-        after.get("ldash_early_requests_held_total"),
-        1.0,
-        "the counter keeps the hold"
-    );
-    assert_eq!(
-        after.get("ldash_hls_blocking_requests"),
-        0.0,
-        "no blocking reload waits any more"
+    assert_samples(
+        &scrape(metrics).await,
+        &[
+            ("ldash_early_requests_waiting", 0.0, "no early request waits any more"),
+            ("ldash_early_requests_held_total", 1.0, "the counter keeps the hold"),
+            ("ldash_hls_blocking_requests", 0.0, "no blocking reload waits any more"),
+        ],
     );
 }

@@ -14,10 +14,10 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::browser::drive;
-use common::encoder::{clock_encoder, Ingest};
-use common::{browser_driver, require_tool};
-use tokio::io::AsyncBufReadExt;
+use common::browser::{browser_driver, drive};
+use common::encoder::clock_encoder;
+use common::require_tool;
+use testkit::origin::{follow_log, ldash_command, read_announcement};
 
 /// Set in the namespace: the inner test runs only there.
 const INSIDE: &str = "LDASH_ONE_BINARY_NETNS";
@@ -27,11 +27,8 @@ fn play_page_from_the_binary_alone_without_network() {
     if std::env::var_os(INSIDE).is_some() {
         return;
     }
-    let tools = ["ffmpeg", "node", "chromium", "unshare", "ip"].map(require_tool);
-    if tools.iter().any(Option::is_none) {
-        return;
-    }
-    if browser_driver().is_none() {
+    let tools = ["ffmpeg", "unshare", "ip"].map(require_tool);
+    if tools.iter().any(Option::is_none) || browser_driver().is_none() {
         return;
     }
     let me = std::env::current_exe().expect("the test binary's path");
@@ -65,52 +62,33 @@ async fn inner_offline_play() {
         "runs only inside the outer test's network namespace (it takes ldash's default ports)"
     );
     let ffmpeg = require_tool("ffmpeg").expect("ffmpeg");
-    let node = require_tool("node").expect("node");
     let driver = browser_driver().expect("the browser driver");
     let empty = tempfile::tempdir().expect("an empty folder");
     // `ldash` with no argument in an empty folder: as a user runs `cargo run --release`.
-    let mut ldash = tokio::process::Command::new(env!("CARGO_BIN_EXE_ldash"))
-        .current_dir(empty.path())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("LDASH_PLAYER_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ldash starts");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let log = ldash.stdout.take().expect("ldash's log (standard output)");
-    // Drains the log for the whole run (a full pipe would stall ldash).
-    tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(log).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut embedded = 0;
-    let spki = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.recv())
-            .await
-            .expect("ldash announces itself within 30 s")
-            .expect("ldash keeps running");
-        if line.contains("play page:") {
-            assert!(line.contains("embedded"), "a library is not built in: {line}");
-            embedded += 1;
-        }
-        if let Some((_, pin)) = line.split_once("--ignore-certificate-errors-spki-list): ") {
-            // The pin, then the log's fields (certificate=...).
-            break pin.split_whitespace().next().unwrap_or_default().to_owned();
-        }
-    };
-    assert_eq!(embedded, 3, "ldash names dash.js, hls.js and Shaka Player as embedded");
+    let mut command = ldash_command(env!("CARGO_BIN_EXE_ldash"));
+    command.current_dir(empty.path()).env_remove("LDASH_PLAYER_DIR");
+    let mut ldash = command.spawn().expect("ldash starts");
+    let mut lines = follow_log(ldash.stdout.take().expect("ldash's log (standard output)"));
+    let certs = empty.path().join("certs");
+    let (origin, announced) = tokio::time::timeout(Duration::from_secs(30), read_announcement(&mut lines, &certs))
+        .await
+        .expect("ldash announces itself within 30 s")
+        .expect("ldash keeps running");
+    let libraries: Vec<&String> = announced.iter().filter(|l| l.contains("play page:")).collect();
+    for line in &libraries {
+        assert!(line.contains("embedded"), "a library is not built in: {line}");
+    }
+    assert_eq!(
+        libraries.len(),
+        3,
+        "ldash names dash.js, hls.js and Shaka Player as embedded"
+    );
+    let spki = origin.spki;
 
     let seconds = 120;
     let _encoder = clock_encoder(
         &ffmpeg,
         "http://127.0.0.1:8080/ldash/upload/live/stream.mpd",
-        Ingest::PutPersistent,
         seconds,
         0.1,
     );
@@ -124,8 +102,8 @@ async fn inner_offline_play() {
             break;
         }
     }
-    // Log lines from here on are not needed: keep draining them.
-    tokio::spawn(async move { while lines.recv().await.is_some() {} });
+    // Log lines from here on are not needed (the kit keeps draining the pipe).
+    drop(lines);
 
     for (engine, manifest, h3) in [
         ("dashjs", "stream.mpd", false),
@@ -141,7 +119,7 @@ async fn inner_offline_play() {
             flags.push(format!("--ignore-certificate-errors-spki-list={spki}"));
         }
         // Asserts that the page asked for nothing beyond the loopback.
-        let run = drive(&node, &driver, &page, (3, 6), &shot, &flags, &case).await;
+        let run = drive(&driver, &page, (3, 6), &shot, &flags, &case).await;
         let library = match engine {
             "dashjs" => "/ldash/player/dash.all.min.js",
             "hlsjs" => "/ldash/player/hls.min.js",

@@ -7,92 +7,52 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::client::{Client, Response};
-use common::{chunk_channel, next_data, raw_exchange, raw_status, streamed_body, Proto, TestServer, ALL_PROTOS};
+use common::{every_pair, raw_exchange, raw_status, streamed_body, when_present, Fetch, Proto, TestServer, ALL_PROTOS};
 use http::Method;
 use reqwest::header;
-
-/// Waits until `route` answers 200 (the upload has reached the server) and returns that response.
-async fn when_present(client: &Client, route: &str) -> Response {
-    loop {
-        let r = client.get(route).send().await.expect("download");
-        if r.status == 200 {
-            return r;
-        }
-        assert_eq!(r.status, 404, "unexpected status while waiting for {route}");
-        tokio::task::yield_now().await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growing_entry_streams_first_chunk_before_upload_ends() {
     let server = TestServer::start().await;
-    for uploader in ALL_PROTOS {
-        for reader in ALL_PROTOS {
-            let route = format!("/ldash/download/live/{uploader:?}-{reader:?}.m4s");
-            let (chunks, rx) = chunk_channel();
-            let put = server
-                .client_for(uploader)
-                .await
-                .put(&route.replace("download", "upload"))
-                .stream(rx);
-            let upload = tokio::spawn(put.send());
-            chunks
-                .send(Ok(Bytes::from_static(b"first chunk;")))
-                .await
-                .expect("first chunk queued");
-            let mut response = when_present(&server.client_for(reader).await, &route).await;
-            let case = format!("upload over {uploader:?}, download over {reader:?}");
-            assert_eq!(
-                response.header("cache-control"),
-                "no-store",
-                "{case}: a growing entry must not be cached"
-            );
-            assert_eq!(
-                response.header("content-length"),
-                "",
-                "{case}: a growing entry has no length yet"
-            );
-            let first = response
-                .chunk()
-                .await
-                .expect("first chunk read")
-                .expect("first chunk present");
-            assert_eq!(
-                &first[..],
-                b"first chunk;",
-                "{case}: the first chunk must arrive while the upload is open"
-            );
-            assert!(
-                !upload.is_finished(),
-                "{case}: the upload must still be running when the first chunk arrives"
-            );
-            chunks
-                .send(Ok(Bytes::from_static(b"second chunk")))
-                .await
-                .expect("second chunk queued");
-            let second = response
-                .chunk()
-                .await
-                .expect("second chunk read")
-                .expect("second chunk present");
-            assert_eq!(
-                &second[..],
-                b"second chunk",
-                "{case}: the second chunk arrives as it is appended"
-            );
-            drop(chunks);
-            assert_eq!(
-                response.chunk().await.expect("clean end"),
-                None,
-                "{case}: the download ends when the upload does"
-            );
-            assert_eq!(
-                upload.await.expect("upload task").expect("upload").status,
-                201,
-                "{case}: a new path is 201"
-            );
-        }
+    for (uploader, reader) in every_pair() {
+        let path = format!("live/{uploader:?}-{reader:?}.m4s");
+        let upload = server.feed(uploader, &path, "first chunk;").await;
+        let route = format!("/ldash/download/{path}");
+        let mut response = when_present(&server.client_for(reader).await, &route).await;
+        let case = format!("upload over {uploader:?}, download over {reader:?}");
+        assert_eq!(
+            response.header("cache-control"),
+            "no-store",
+            "{case}: a growing entry must not be cached"
+        );
+        assert_eq!(
+            response.header("content-length"),
+            "",
+            "{case}: a growing entry has no length yet"
+        );
+        let first = response.next_bytes().await;
+        assert_eq!(
+            &first[..],
+            b"first chunk;",
+            "{case}: the first chunk must arrive while the upload is open"
+        );
+        assert!(
+            !upload.is_finished(),
+            "{case}: the upload must still be running when the first chunk arrives"
+        );
+        upload.send("second chunk").await;
+        let second = response.next_bytes().await;
+        assert_eq!(
+            &second[..],
+            b"second chunk",
+            "{case}: the second chunk arrives as it is appended"
+        );
+        assert_eq!(upload.end().await, Ok(201), "{case}: a new path is 201");
+        assert_eq!(
+            response.chunk().await.expect("clean end"),
+            None,
+            "{case}: the download ends when the upload does"
+        );
     }
 }
 
@@ -103,15 +63,11 @@ async fn complete_file_has_length_validators_type_and_cache_policy() {
     assert_eq!(server.put("live/stream.mpd", "<MPD/>").await, 201);
     for proto in ALL_PROTOS {
         let client = server.client_for(proto).await;
-        let r = client.get("/ldash/download/live/seg-1.m4s").send().await.expect("get");
+        let r = client.get("/ldash/download/live/seg-1.m4s").fetch().await;
         assert_eq!(r.status, 200, "{proto:?}");
-        let version = match proto {
-            Proto::H1 | Proto::H1Tls => http::Version::HTTP_11,
-            Proto::H2c | Proto::H2Tls => http::Version::HTTP_2,
-            Proto::H3 => http::Version::HTTP_3,
-        };
         assert_eq!(
-            r.version, version,
+            r.version,
+            proto.version(),
             "{proto:?}: the protocol spoken (ALPN h2 over TLS, prior knowledge on h2c)"
         );
         assert_eq!(r.header("content-length"), "1000", "{proto:?}: length");
@@ -145,11 +101,7 @@ async fn complete_file_has_length_validators_type_and_cache_policy() {
             assert_eq!(alt_svc, "", "{proto:?}: Alt-Svc only on the TLS TCP listener");
         }
         assert_eq!(r.bytes().await.expect("body"), vec![7u8; 1000], "{proto:?}: body");
-        let r = client
-            .get("/ldash/download/live/stream.mpd")
-            .send()
-            .await
-            .expect("get mpd");
+        let r = client.get("/ldash/download/live/stream.mpd").fetch().await;
         assert_eq!(r.header("content-type"), "application/dash+xml", "{proto:?}");
         assert_eq!(
             r.header("cache-control"),
@@ -167,71 +119,43 @@ async fn ranges_conditionals_and_head() {
     let route = "/ldash/download/v/file.mp4";
     for proto in ALL_PROTOS {
         let client = server.client_for(proto).await;
-        let r = client
-            .get(route)
-            .header("range", "bytes=100-199")
-            .send()
-            .await
-            .expect("range");
+        let r = client.get(route).header("range", "bytes=100-199").fetch().await;
         assert_eq!(r.status, 206, "{proto:?}");
         assert_eq!(r.header("content-range"), "bytes 100-199/5000", "{proto:?}");
         assert_eq!(r.bytes().await.expect("body"), data[100..200], "{proto:?}: range body");
-        let r = client
-            .get(route)
-            .header("range", "bytes=-10")
-            .send()
-            .await
-            .expect("suffix");
+        let r = client.get(route).header("range", "bytes=-10").fetch().await;
         assert_eq!(r.bytes().await.expect("body"), data[4990..], "{proto:?}: suffix range");
-        let r = client
-            .get(route)
-            .header("range", "bytes=9000-")
-            .send()
-            .await
-            .expect("416");
+        let r = client.get(route).header("range", "bytes=9000-").fetch().await;
         assert_eq!(r.status, 416, "{proto:?}");
         assert_eq!(r.header("content-range"), "bytes */5000", "{proto:?}");
-        let first = client.get(route).send().await.expect("get");
+        let first = client.get(route).fetch().await;
         let etag = first.header("etag").to_owned();
         let modified = first.header("last-modified").to_owned();
-        let r = client
-            .get(route)
-            .header("if-none-match", etag.as_str())
-            .send()
-            .await
-            .expect("inm");
+        let r = client.get(route).header("if-none-match", etag.as_str()).fetch().await;
         assert_eq!(r.status, 304, "{proto:?}: If-None-Match");
         let r = client
             .get(route)
             .header("if-modified-since", modified.as_str())
-            .send()
-            .await
-            .expect("ims");
+            .fetch()
+            .await;
         assert_eq!(r.status, 304, "{proto:?}: If-Modified-Since");
-        let r = client
-            .get(route)
-            .header("if-none-match", "\"other\"")
-            .send()
-            .await
-            .expect("inm miss");
+        let r = client.get(route).header("if-none-match", "\"other\"").fetch().await;
         assert_eq!(r.status, 200, "{proto:?}: a different ETag gets the body");
         let r = client
             .get(route)
             .header("range", "bytes=0-9")
             .header("if-range", "\"stale\"")
-            .send()
-            .await
-            .expect("if-range");
+            .fetch()
+            .await;
         assert_eq!(r.status, 200, "{proto:?}: a stale If-Range gets the whole file");
         let r = client
             .get(route)
             .header("range", "bytes=0-9")
             .header("if-range", etag.as_str())
-            .send()
-            .await
-            .expect("if-range");
+            .fetch()
+            .await;
         assert_eq!(r.status, 206, "{proto:?}: a matching If-Range gets the range");
-        let r = client.request(Method::HEAD, route).send().await.expect("head");
+        let r = client.request(Method::HEAD, route).fetch().await;
         assert_eq!(r.status, 200, "{proto:?}");
         assert_eq!(r.header("content-length"), "5000", "{proto:?}: HEAD has the length");
         assert!(
@@ -252,9 +176,8 @@ async fn cors_preflight_is_answered() {
             .header("origin", "https://player.example")
             .header("access-control-request-method", "GET")
             .header("access-control-request-headers", "range")
-            .send()
-            .await
-            .expect("preflight");
+            .fetch()
+            .await;
         assert_eq!(r.status, 204, "{proto:?}");
         assert_eq!(r.header("access-control-allow-origin"), "*", "{proto:?}");
         assert!(r.header("access-control-allow-methods").contains("GET"), "{proto:?}");
@@ -287,7 +210,9 @@ async fn path_attacks_are_refused_with_a_reason() {
         };
         let request =
             format!("{method} {attack} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        let response = raw_exchange(server.http, request.as_bytes(), "\r\n\r\nbad path").await;
+        let response = raw_exchange(server.http, request.as_bytes(), "\r\n\r\nbad path")
+            .await
+            .expect("a raw exchange");
         assert_eq!(raw_status(&response), 400, "{attack} must be refused: {response}");
         assert!(
             response.contains("bad path: "),
@@ -297,7 +222,11 @@ async fn path_attacks_are_refused_with_a_reason() {
     let long = format!("/ldash/download/{}", "a/".repeat(600) + "x");
     let request = format!("GET {long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(
-        raw_status(&raw_exchange(server.http, request.as_bytes(), "bad path").await),
+        raw_status(
+            &raw_exchange(server.http, request.as_bytes(), "bad path")
+                .await
+                .expect("a raw exchange")
+        ),
         400,
         "over-long path"
     );
@@ -313,9 +242,8 @@ async fn missing_paths_and_wrong_methods() {
     let client = server.client(Proto::H1);
     let r = client
         .get(server.url(Proto::H1, "/ldash/download/none.m4s"))
-        .send()
-        .await
-        .expect("get");
+        .fetch()
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         r.headers()[header::CONTENT_TYPE],
@@ -324,22 +252,16 @@ async fn missing_paths_and_wrong_methods() {
     );
     let r = client
         .delete(server.url(Proto::H1, "/ldash/upload/none.m4s"))
-        .send()
-        .await
-        .expect("delete");
+        .fetch()
+        .await;
     assert_eq!(r.status(), 404, "deleting a missing path");
     let r = client
         .post(server.url(Proto::H1, "/ldash/download/x.m4s"))
-        .send()
-        .await
-        .expect("post");
+        .fetch()
+        .await;
     assert_eq!(r.status(), 405);
     assert!(r.headers()[header::ALLOW].to_str().expect("ascii").contains("GET"));
-    let r = client
-        .get(server.url(Proto::H1, "/elsewhere"))
-        .send()
-        .await
-        .expect("other");
+    let r = client.get(server.url(Proto::H1, "/elsewhere")).fetch().await;
     assert_eq!(r.status(), 404);
 }
 
@@ -354,13 +276,7 @@ async fn reupload_replaces_atomically_and_delete_removes() {
     chunks.send(Ok(Bytes::from_static(b"version"))).await.expect("chunk");
     // Until the replacement completes, readers get the whole previous version.
     for proto in ALL_PROTOS {
-        let got = server
-            .client_for(proto)
-            .await
-            .get("/ldash/download/live/stream.mpd")
-            .send()
-            .await
-            .expect("get");
+        let got = server.get(proto, "/ldash/download/live/stream.mpd").await;
         assert_eq!(
             got.text().await,
             "version 1",
@@ -376,21 +292,18 @@ async fn reupload_replaces_atomically_and_delete_removes() {
     );
     let got = client
         .get(server.url(Proto::H1, "/ldash/download/live/stream.mpd"))
-        .send()
-        .await
-        .expect("get");
+        .fetch()
+        .await;
     assert_eq!(got.text().await.expect("text"), "version 2");
     let r = client
         .delete(server.url(Proto::H1, "/ldash/upload/live/stream.mpd"))
-        .send()
-        .await
-        .expect("delete");
+        .fetch()
+        .await;
     assert_eq!(r.status(), 204);
     let r = client
         .get(server.url(Proto::H1, "/ldash/download/live/stream.mpd"))
-        .send()
-        .await
-        .expect("get");
+        .fetch()
+        .await;
     assert_eq!(r.status(), 404, "deleted");
     server.store.flush().await;
     assert!(
@@ -402,35 +315,22 @@ async fn reupload_replaces_atomically_and_delete_removes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_upload_ends_readers_with_an_error() {
     let server = TestServer::start().await;
-    for uploader in ALL_PROTOS {
-        for reader in ALL_PROTOS {
-            let case = format!("upload over {uploader:?}, download over {reader:?}");
-            let route = format!("/ldash/download/live/abort-{uploader:?}-{reader:?}.m4s");
-            let (chunks, rx) = chunk_channel();
-            let put = server
-                .client_for(uploader)
-                .await
-                .put(&route.replace("download", "upload"))
-                .stream(rx);
-            let upload = tokio::spawn(put.send());
-            chunks.send(Ok(Bytes::from_static(b"partial"))).await.expect("chunk");
-            let client = server.client_for(reader).await;
-            let mut response = when_present(&client, &route).await;
-            assert_eq!(
-                &response.chunk().await.expect("chunk").expect("data")[..],
-                b"partial",
-                "{case}"
-            );
-            chunks.send(Err(())).await.expect("cut");
-            let end = response.chunk().await;
-            assert!(
-                end.is_err(),
-                "{case}: a reader of an aborted upload must see an error, got {end:?}"
-            );
-            let _ = upload.await;
-            let r = client.get(&route).send().await.expect("get");
-            assert_eq!(r.status, 404, "{case}: the partial data is discarded");
-        }
+    for (uploader, reader) in every_pair() {
+        let case = format!("upload over {uploader:?}, download over {reader:?}");
+        let path = format!("live/abort-{uploader:?}-{reader:?}.m4s");
+        let upload = server.feed(uploader, &path, "partial").await;
+        let route = format!("/ldash/download/{path}");
+        let client = server.client_for(reader).await;
+        let mut response = when_present(&client, &route).await;
+        assert_eq!(&response.next_bytes().await[..], b"partial", "{case}");
+        upload.cut().await;
+        let end = response.chunk().await;
+        assert!(
+            end.is_err(),
+            "{case}: a reader of an aborted upload must see an error, got {end:?}"
+        );
+        let r = client.get(&route).fetch().await;
+        assert_eq!(r.status, 404, "{case}: the partial data is discarded");
     }
 }
 
@@ -439,46 +339,29 @@ async fn uploads_need_the_token_when_one_is_set() {
     let server = TestServer::start_with(|c| c.upload_token = Some("s3cret".into())).await;
     let client = server.client(Proto::H1);
     let url = server.url(Proto::H1, "/ldash/upload/a.txt");
-    let r = client.put(&url).body("x").send().await.expect("put");
+    let r = client.put(&url).body("x").fetch().await;
     assert_eq!(r.status(), 401, "no credentials");
     assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
-    let r = client
-        .put(&url)
-        .bearer_auth("wrong")
-        .body("x")
-        .send()
-        .await
-        .expect("put");
+    let r = client.put(&url).bearer_auth("wrong").body("x").fetch().await;
     assert_eq!(r.status(), 403, "wrong token");
     assert!(
         r.text().await.expect("reason").contains("token"),
         "the reason names the token"
     );
-    let r = client
-        .put(&url)
-        .bearer_auth("s3cret")
-        .body("x")
-        .send()
-        .await
-        .expect("put");
+    let r = client.put(&url).bearer_auth("s3cret").body("x").fetch().await;
     assert_eq!(r.status(), 201, "Bearer token");
     let r = client
         .put(&url)
         .basic_auth("ffmpeg", Some("s3cret"))
         .body("y")
-        .send()
-        .await
-        .expect("put");
+        .fetch()
+        .await;
     assert_eq!(r.status(), 204, "Basic credentials with the token as password");
-    let r = client.delete(&url).send().await.expect("delete");
+    let r = client.delete(&url).fetch().await;
     assert_eq!(r.status(), 401, "deletes need the token too");
-    let r = client.delete(&url).bearer_auth("s3cret").send().await.expect("delete");
+    let r = client.delete(&url).bearer_auth("s3cret").fetch().await;
     assert_eq!(r.status(), 204);
-    let r = client
-        .get(server.url(Proto::H1, "/ldash/download/a.txt"))
-        .send()
-        .await
-        .expect("get");
+    let r = client.get(server.url(Proto::H1, "/ldash/download/a.txt")).fetch().await;
     assert_eq!(r.status(), 404, "downloads need no token");
 }
 
@@ -527,12 +410,7 @@ async fn limits_are_enforced_with_clear_statuses() {
     .await;
     let client = server.client(Proto::H1);
     let url = |p: &str| server.url(Proto::H1, &format!("/ldash/upload/{p}"));
-    let r = client
-        .put(url("big.bin"))
-        .body(vec![0u8; 2000])
-        .send()
-        .await
-        .expect("put");
+    let r = client.put(url("big.bin")).body(vec![0u8; 2000]).fetch().await;
     assert_eq!(r.status(), 413, "a declared length over the limit");
     let (chunks, body) = streamed_body();
     let chunked = tokio::spawn(client.put(url("big2.bin")).body(body).send());
@@ -541,7 +419,7 @@ async fn limits_are_enforced_with_clear_statuses() {
     while server.store.get("big2.bin").is_none() {
         tokio::task::yield_now().await;
     }
-    let r = client.put(url("other.bin")).body("x").send().await.expect("put");
+    let r = client.put(url("other.bin")).body("x").fetch().await;
     assert_eq!(r.status(), 503, "a second concurrent upload over --max-uploads");
     assert!(r.headers().contains_key(header::RETRY_AFTER));
     chunks.send(Ok(Bytes::from(vec![0u8; 600]))).await.expect("chunk");
@@ -558,7 +436,7 @@ async fn limits_are_enforced_with_clear_statuses() {
     for name in ["p1", "p2", "p3"] {
         assert_eq!(server.put(name, "x").await, 201);
     }
-    let r = client.put(url("p4")).body("x").send().await.expect("put");
+    let r = client.put(url("p4")).body("x").fetch().await;
     assert_eq!(r.status(), 507, "over --max-paths");
     assert_eq!(
         server.put("p1", "again").await,
@@ -576,19 +454,10 @@ async fn restart_with_the_same_root_serves_the_same_bytes() {
     server.stop().await;
     let server = TestServer::start_in(dir.path(), |_| {}).await;
     for proto in ALL_PROTOS {
-        let r = server
-            .client_for(proto)
-            .await
-            .get("/ldash/download/live/seg.m4s")
-            .send()
-            .await
-            .expect("get");
+        let r = server.get(proto, "/ldash/download/live/seg.m4s").await;
         assert_eq!(r.status, 200, "{proto:?}: served after restart");
-        assert_eq!(
-            r.bytes().await.expect("body"),
-            data,
-            "{proto:?}: same bytes after restart"
-        );
+        let body = r.bytes().await.expect("body");
+        assert_eq!(body, data, "{proto:?}: same bytes after restart");
     }
 }
 
@@ -619,13 +488,7 @@ async fn ingest_connection_is_kept_alive_across_chunked_uploads() {
 async fn server_clock_is_iso8601_utc_with_milliseconds() {
     let server = TestServer::start().await;
     for proto in ALL_PROTOS {
-        let r = server
-            .client_for(proto)
-            .await
-            .get("/ldash/time")
-            .send()
-            .await
-            .expect("time");
+        let r = server.get(proto, "/ldash/time").await;
         assert_eq!(r.header("cache-control"), "no-store", "{proto:?}");
         let text = r.text().await;
         assert_eq!(text.len(), 24, "{proto:?}: YYYY-MM-DDTHH:MM:SS.mmmZ, got {text}");
@@ -642,35 +505,14 @@ async fn graceful_shutdown_drains_then_persists() {
     let root = server.root.clone();
     assert_eq!(server.put("done.m4s", vec![1u8; 10_000]).await, 201);
     // A reader following a growing entry that never completes is cut after the drain time.
-    let (chunks, body) = streamed_body();
-    let upload = tokio::spawn(
-        server
-            .client(Proto::H1)
-            .put(server.url(Proto::H1, "/ldash/upload/live.m4s"))
-            .body(body)
-            .send(),
-    );
-    chunks.send(Ok(Bytes::from_static(b"live"))).await.expect("chunk");
-    let mut follower = loop {
-        let r = server
-            .client(Proto::H2c)
-            .get(server.url(Proto::H2c, "/ldash/download/live.m4s"))
-            .send()
-            .await
-            .expect("get");
-        if r.status() == 200 {
-            break r;
-        }
-        tokio::task::yield_now().await;
-    };
-    assert_eq!(
-        &next_data(&mut follower).await.expect("chunk").expect("data")[..],
-        b"live"
-    );
+    let upload = server.feed(Proto::H1, "live.m4s", "live").await;
+    let h2c = server.client_for(Proto::H2c).await;
+    let mut follower = when_present(&h2c, "/ldash/download/live.m4s").await;
+    assert_eq!(&follower.next_bytes().await[..], b"live");
     let http = server.http;
     server.stop().await;
     assert!(
-        next_data(&mut follower).await.is_err(),
+        follower.chunk().await.is_err(),
         "a stream still growing at the drain deadline ends with an error"
     );
     assert!(
@@ -686,8 +528,7 @@ async fn graceful_shutdown_drains_then_persists() {
         !root.join("live.m4s").exists(),
         "an upload cut by shutdown is not persisted"
     );
-    drop(chunks);
-    let _ = upload.await;
+    let _ = upload.end().await;
 }
 
 #[tokio::test]
@@ -699,24 +540,16 @@ async fn malformed_manifest_and_media_are_served_as_uploaded() {
     assert_eq!(server.put("bad/chunk-stream0-00001.m4s", bad_m4s.clone()).await, 201);
     for proto in ALL_PROTOS {
         let client = server.client_for(proto).await;
-        let r = client.get("/ldash/download/bad/stream.mpd").send().await.expect("mpd");
+        let r = client.get("/ldash/download/bad/stream.mpd").fetch().await;
         assert_eq!(r.status, 200, "{proto:?}: a malformed MPD is not an error");
         assert_eq!(r.text().await, bad_mpd, "{proto:?}: served exactly as uploaded");
-        let r = client
-            .get("/ldash/download/bad/chunk-stream0-00001.m4s")
-            .send()
-            .await
-            .expect("m4s");
+        let r = client.get("/ldash/download/bad/chunk-stream0-00001.m4s").fetch().await;
         assert_eq!(
             r.bytes().await.expect("body"),
             bad_m4s,
             "{proto:?}: a malformed segment is served as uploaded"
         );
-        let r = client
-            .get("/ldash/download/bad/stream.m3u8")
-            .send()
-            .await
-            .expect("m3u8");
+        let r = client.get("/ldash/download/bad/stream.m3u8").fetch().await;
         assert_eq!(r.status, 404, "{proto:?}: no playlist from an MPD that does not parse");
     }
 }

@@ -38,11 +38,7 @@ async fn the_page_loads_the_embedded_libraries_over_every_protocol() {
     for proto in ALL_PROTOS {
         let client = server.client_for(proto).await;
         for manifest in ["live/stream.mpd", "live/stream.m3u8"] {
-            let page = client
-                .get(&format!("/ldash/play/{manifest}"))
-                .send()
-                .await
-                .expect("page");
+            let page = client.get(&format!("/ldash/play/{manifest}")).fetch().await;
             assert_eq!(page.status, 200, "{proto:?}");
             let html = page.text().await;
             for (route, _) in LIBRARIES {
@@ -57,12 +53,7 @@ async fn the_page_loads_the_embedded_libraries_over_every_protocol() {
         for (route, package) in LIBRARIES {
             let version = pinned(package);
             let path = format!("/ldash/player/{route}");
-            let zipped = client
-                .get(&path)
-                .header("accept-encoding", "gzip, br")
-                .send()
-                .await
-                .expect("library");
+            let zipped = client.get(&path).header("accept-encoding", "gzip, br").fetch().await;
             assert_eq!(zipped.status, 200, "{proto:?} {route}");
             assert_eq!(zipped.header("content-encoding"), "gzip", "{proto:?} {route}");
             assert_eq!(zipped.header("vary"), "accept-encoding", "{proto:?} {route}");
@@ -80,9 +71,8 @@ async fn the_page_loads_the_embedded_libraries_over_every_protocol() {
             let plain = client
                 .get(&path)
                 .header("accept-encoding", "identity, gzip;q=0")
-                .send()
-                .await
-                .expect("library");
+                .fetch()
+                .await;
             assert_eq!(plain.status, 200, "{proto:?} {route}");
             assert_eq!(plain.header("content-encoding"), "", "{proto:?} {route}");
             assert_eq!(
@@ -103,15 +93,10 @@ async fn the_page_loads_the_embedded_libraries_over_every_protocol() {
                 "{proto:?} {route}: not {package} {version}"
             );
 
-            let again = client
-                .get(&path)
-                .header("if-none-match", &etag)
-                .send()
-                .await
-                .expect("revalidation");
+            let again = client.get(&path).header("if-none-match", &etag).fetch().await;
             assert_eq!(again.status, 304, "{proto:?} {route}: a cached copy is revalidated");
         }
-        let missing = client.get("/ldash/player/nothing.js").send().await.expect("404");
+        let missing = client.get("/ldash/player/nothing.js").fetch().await;
         assert_eq!(missing.status, 404, "{proto:?}");
     }
     server.stop().await;
@@ -126,16 +111,15 @@ async fn a_library_installed_under_the_player_dir_overrides_the_embedded_one() {
     let player_dir = dir.path().to_owned();
     let server = TestServer::start_with(|c| c.player_dir = player_dir).await;
     let client = server.client_for(Proto::H2Tls).await;
-    let hls = client.get("/ldash/player/hls.min.js").send().await.expect("library");
+    let hls = client.get("/ldash/player/hls.min.js").fetch().await;
     assert_eq!(hls.status, 200);
     assert_eq!(hls.text().await, "/* another hls.js */");
     // The others still come from the binary.
     let dash = client
         .get("/ldash/player/dash.all.min.js")
         .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .expect("library");
+        .fetch()
+        .await;
     assert_eq!(dash.status, 200);
     assert_eq!(dash.header("content-encoding"), "gzip");
     server.stop().await;

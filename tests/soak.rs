@@ -13,18 +13,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::client::{Client, H3Client};
-use common::encoder::{ffmpeg_command, Ingest};
-use common::{require_tool, Proto};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use common::client::Client;
+use common::encoder::{Dash, Encoder, Ingest};
+use common::{require_tool, Origin, Proto};
+use testkit::digest::{sha256, Sha256};
+use testkit::origin::{ldash_command, OriginProcess};
+use testkit::process;
 use tokio::sync::watch;
 
 /// The ingest folder and manifest.
@@ -63,8 +60,6 @@ async fn soak_ffmpeg_ingest_with_live_readers_keeps_bytes_memory_and_descriptors
     let Some(ffmpeg) = require_tool("ffmpeg") else {
         return;
     };
-    // reqwest is built without a rustls provider of its own; the cleartext clients take ring too.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let seconds: u32 = std::env::var("LDASH_SOAK_SECONDS")
         .ok()
         .map(|v| v.parse().expect("LDASH_SOAK_SECONDS is a number of seconds"))
@@ -78,36 +73,32 @@ async fn soak_ffmpeg_ingest_with_live_readers_keeps_bytes_memory_and_descriptors
     // ffmpeg's window (7 segments of 1 s) is full after about 10 s.
     let warm_up = Duration::from_secs(u64::from(seconds / 4).clamp(10, 30));
 
-    let mut origin = Origin::start().await;
+    // The `ldash` binary with 127.0.0.1:0 listeners, found from the addresses it announces.
+    let dir = tempfile::tempdir().expect("temporary root");
+    let mut origin = OriginProcess::start(ldash_command(env!("CARGO_BIN_EXE_ldash")), dir.path(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("ldash starts: {e}"));
     let started = Instant::now();
-    let url = format!("http://{}/ldash/upload/{STREAM}", origin.http);
-    let mut encoder = ffmpeg_command(&ffmpeg, &url, Ingest::PutPersistent, seconds)
-        .spawn()
-        .expect("ffmpeg starts");
-    let stderr = encoder.stderr.take().expect("ffmpeg stderr");
-    let ffmpeg_log = tokio::spawn(async move {
-        let mut text = String::new();
-        let mut stderr = stderr;
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let url = origin.url(Proto::H1, &format!("/ldash/upload/{STREAM}"));
+    let dash = Dash::test_stream(&url, Ingest::PutPersistent, seconds);
+    let mut encoder = Encoder::start(dash.command(&ffmpeg)).expect("ffmpeg starts");
 
     let (ended_tx, ended) = watch::channel(false);
     let mut readers = Vec::new();
     for (name, proto, follow) in READERS {
-        let client = origin.client(proto).await;
+        let client = origin.connect(proto).await.expect("a client");
         let reps =
             REPRESENTATIONS.map(|rep| tokio::spawn(follow_representation(client.clone(), follow, rep, ended.clone())));
         readers.push((name, reps));
     }
     let (stop_sampling, sampling) = watch::channel(false);
-    let sampler = tokio::spawn(sample(origin.pid, origin.metrics, started, sampling));
+    let sampler = tokio::spawn(sample(origin.pid, Origin::clone(&origin), started, sampling));
 
-    let status = tokio::time::timeout(Duration::from_secs(u64::from(seconds) + 60), encoder.wait())
+    let status = tokio::time::timeout(Duration::from_secs(u64::from(seconds) + 60), encoder.child.wait())
         .await
         .expect("ffmpeg ends within a minute of its -t")
         .expect("wait for ffmpeg");
-    let ffmpeg_log = ffmpeg_log.await.expect("ffmpeg log");
+    let ffmpeg_log = encoder.log().await;
     ended_tx.send_replace(true);
 
     let mut failures = Vec::new();
@@ -124,11 +115,13 @@ async fn soak_ffmpeg_ingest_with_live_readers_keeps_bytes_memory_and_descriptors
         }
         reports.push((name, got));
     }
-    let at_rest = scrape(origin.metrics).await;
+    let at_rest = scrape(&origin).await;
     stop_sampling.send_replace(true);
     let samples = sampler.await.expect("sampler");
     let duration = started.elapsed();
-    let (server_status, server_log) = origin.stop().await;
+    let (server_status, mut server_log) = origin.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    // Expected: this run sets no upload token.
+    server_log.warnings.retain(|l| !l.contains("no --upload-token"));
 
     // What the server persisted: the last segments of the window, and the init segments.
     let folder = origin.root.join(Path::new(STREAM).parent().expect("folder"));
@@ -290,7 +283,7 @@ async fn soak_ffmpeg_ingest_with_live_readers_keeps_bytes_memory_and_descriptors
         ("ldash_growing_readers", "ldash_growing_readers"),
         ("ldash_uploads_in_progress", "ldash_uploads_in_progress"),
     ] {
-        if at_rest.get(sample).copied().unwrap_or(f64::NAN) != 0.0 {
+        if at_rest.value(sample).unwrap_or(f64::NAN) != 0.0 {
             failures.push(format!("{what} is not 0 once ffmpeg and the readers are done"));
         }
     }
@@ -454,9 +447,9 @@ async fn request(client: &Client, route: &str) -> Result<common::client::Respons
 
 /// Reads a body to its clean end: its length and SHA-256.
 async fn read_all(mut response: common::client::Response) -> Result<(u64, [u8; 32]), String> {
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut len = 0u64;
+    let mut digest = Sha256::new();
     loop {
+        let len = digest.len();
         match tokio::time::timeout(CHUNK_WAIT, response.chunk()).await {
             Err(_) => {
                 return Err(format!(
@@ -466,13 +459,10 @@ async fn read_all(mut response: common::client::Response) -> Result<(u64, [u8; 3
             }
             Ok(Err(err)) => return Err(format!("body broke after {len} bytes: {err}")),
             Ok(Ok(None)) => break,
-            Ok(Ok(Some(chunk))) => {
-                len += chunk.len() as u64;
-                digest.update(&chunk);
-            }
+            Ok(Ok(Some(chunk))) => digest.update(&chunk),
         }
     }
-    Ok((len, digest.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")))
+    Ok((digest.len(), digest.finish()))
 }
 
 fn expect_missing(status: u16, route: &str) -> Result<(), String> {
@@ -496,13 +486,6 @@ fn stalled(since: Instant, route: &str) -> Result<(), String> {
 
 fn segment_name(rep: u32, n: u32) -> String {
     format!("chunk-stream{rep}-{n:05}.m4s")
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
 }
 
 /// The highest segment number of `rep` persisted in `folder` (ffmpeg's last one).
@@ -532,7 +515,7 @@ struct Sample {
 }
 
 /// Samples the server every [`SAMPLE_EVERY`] until told to stop.
-async fn sample(pid: u32, metrics: SocketAddr, started: Instant, mut stop: watch::Receiver<bool>) -> Vec<Sample> {
+async fn sample(pid: u32, origin: Origin, started: Instant, mut stop: watch::Receiver<bool>) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
@@ -540,21 +523,12 @@ async fn sample(pid: u32, metrics: SocketAddr, started: Instant, mut stop: watch
             _ = tick.tick() => {}
             _ = stop.changed() => return samples,
         }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| d.count() as u64)
-            .unwrap_or(0);
-        let gauges = scrape(metrics).await;
-        let gauge = |name: &str| gauges.get(name).copied().unwrap_or(0.0) as u64;
+        let gauges = scrape(&origin).await;
+        let gauge = |name: &str| gauges.value(name).unwrap_or(0.0) as u64;
         let sample = Sample {
             at: started.elapsed(),
-            rss_kib,
-            fds,
+            rss_kib: process::rss_kib(pid),
+            fds: process::open_descriptors(pid),
             entries: gauge("ldash_entries"),
             memory_bytes: gauge("ldash_memory_bytes"),
         };
@@ -571,214 +545,10 @@ async fn sample(pid: u32, metrics: SocketAddr, started: Instant, mut stop: watch
     }
 }
 
-/// The unlabelled samples of one `GET /metrics` (empty if the scrape fails).
-async fn scrape(metrics: SocketAddr) -> BTreeMap<String, f64> {
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
-    let text = match tokio::time::timeout(Duration::from_secs(5), async {
-        client
-            .get(format!("http://{metrics}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await
-    })
-    .await
-    {
-        Ok(Ok(text)) => text,
-        _ => return BTreeMap::new(),
-    };
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The `ldash` binary running as a child process on a temporary root, on ports it picked itself.
-struct Origin {
-    child: tokio::process::Child,
-    pid: u32,
-    http: SocketAddr,
-    https: SocketAddr,
-    metrics: SocketAddr,
-    root: PathBuf,
-    cert: CertificateDer<'static>,
-    log: tokio::task::JoinHandle<ServerLog>,
-    _dir: tempfile::TempDir,
-}
-
-/// What the server logged after start-up.
-#[derive(Default)]
-struct ServerLog {
-    lines: usize,
-    /// How requests ended, from the access log (`done`, `client gone`, an error).
-    outcomes: BTreeMap<String, usize>,
-    warnings: Vec<String>,
-    errors: Vec<String>,
-}
-
-impl Origin {
-    /// Starts ldash with `127.0.0.1:0` listeners and reads the addresses it announces in its log.
-    async fn start() -> Origin {
-        let dir = tempfile::tempdir().expect("temporary root");
-        let root = dir.path().join("www");
-        let certs = dir.path().join("certs");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ldash"))
-            .arg(&root)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--https",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
-            .arg("--cert-dir")
-            .arg(&certs)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            // tracing's fmt logger writes to stdout; start-up errors go to stderr, shown as they come.
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ldash starts");
-        let pid = child.id().expect("ldash has a pid");
-        let mut lines = BufReader::new(child.stdout.take().expect("ldash stdout")).lines();
-        let (mut http, mut https, mut metrics) = (None, None, None);
-        let announced = async {
-            while http.is_none() || https.is_none() || metrics.is_none() {
-                let Ok(Some(line)) = lines.next_line().await else {
-                    panic!("ldash stopped before announcing its addresses");
-                };
-                let line = plain(&line);
-                if line.contains("ingest (cleartext") {
-                    http = address_after(&line, "http://");
-                } else if line.contains("players (TLS") {
-                    https = address_after(&line, "https://");
-                } else if line.contains("metrics (Prometheus)") {
-                    metrics = address_after(&line, "http://");
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), announced)
-            .await
-            .expect("ldash announces its addresses within 30 s");
-        // Keep draining its log (a full pipe would block the server's logging) and keep what matters.
-        let log = tokio::spawn(async move {
-            let mut log = ServerLog::default();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let line = plain(&line);
-                log.lines += 1;
-                if let Some((_, outcome)) = line.split_once(" outcome=") {
-                    *log.outcomes.entry(outcome.trim_matches('"').to_owned()).or_default() += 1;
-                }
-                if line.contains(" ERROR ") {
-                    log.errors.push(line);
-                } else if line.contains(" WARN ") && !line.contains("no --upload-token") {
-                    log.warnings.push(line);
-                }
-            }
-            log
-        });
-        let pem = std::fs::read(certs.join("cert.pem")).expect("the development certificate");
-        let cert = CertificateDer::from_pem_slice(&pem).expect("a PEM certificate");
-        Origin {
-            child,
-            pid,
-            http: http.expect("http"),
-            https: https.expect("https"),
-            metrics: metrics.expect("metrics"),
-            root,
-            cert,
-            log,
-            _dir: dir,
-        }
+/// One `GET /metrics`, bounded (empty if the scrape fails).
+async fn scrape(origin: &Origin) -> testkit::metrics::Scrape {
+    match tokio::time::timeout(Duration::from_secs(5), origin.scrape()).await {
+        Ok(Ok(scrape)) => scrape,
+        _ => testkit::metrics::Scrape::default(),
     }
-
-    /// A client that speaks exactly `proto` (one QUIC connection for HTTP/3).
-    async fn client(&self, proto: Proto) -> Client {
-        let tls = |alpn: &[u8]| {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(self.cert.clone()).expect("certificate is valid");
-            let mut config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("protocol versions")
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            config.alpn_protocols = vec![alpn.to_vec()];
-            config
-        };
-        // ldash closes a keep-alive connection that sends no request within --header-timeout (10 s):
-        // a client that picks such a connection from its pool just as it closes gets an error for
-        // its request (as hyper's IncompleteMessage did in one CI run). Browsers retry that; this
-        // client simply stops reusing connections idle for half that long.
-        let builder = reqwest::Client::builder()
-            .no_proxy()
-            .pool_idle_timeout(std::time::Duration::from_secs(5));
-        let (client, base) = match proto {
-            Proto::H3 => return Client::H3(H3Client::connect(self.https, tls(b"h3")).await),
-            Proto::H1 => (builder.http1_only(), format!("http://{}", self.http)),
-            Proto::H2c => (builder.http2_prior_knowledge(), format!("http://{}", self.http)),
-            Proto::H1Tls => (
-                builder.use_preconfigured_tls(tls(b"http/1.1")).http1_only(),
-                format!("https://{}", self.https),
-            ),
-            Proto::H2Tls => (
-                builder.use_preconfigured_tls(tls(b"h2")),
-                format!("https://{}", self.https),
-            ),
-        };
-        Client::Tcp {
-            client: client.build().expect("client builds"),
-            base,
-        }
-    }
-
-    /// SIGTERM, then waits (bounded) for the graceful shutdown; returns the exit status and the log.
-    async fn stop(&mut self) -> (std::process::ExitStatus, ServerLog) {
-        let sent = tokio::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(sent.success(), "SIGTERM reaches ldash");
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("ldash stops within 30 s of SIGTERM")
-            .expect("wait for ldash");
-        let log = tokio::time::timeout(Duration::from_secs(10), &mut self.log)
-            .await
-            .expect("ldash's log closes when it exits")
-            .expect("log task");
-        (status, log)
-    }
-}
-
-/// `line` without ANSI colour sequences (in case the logger colours a pipe).
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The `host:port` right after `scheme` in a line such as `... http://127.0.0.1:41234/ldash/...`.
-fn address_after(line: &str, scheme: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(scheme)? + scheme.len()..];
-    rest.split('/').next()?.parse().ok()
 }

@@ -28,6 +28,20 @@ fn open(root: &Path, limits: Limits) -> Store {
     Store::open(root, limits).expect("Store::open failed on a fresh temporary root")
 }
 
+/// The default limits, changed by `change`.
+fn limits(change: impl FnOnce(&mut Limits)) -> Limits {
+    let mut limits = Limits::default();
+    change(&mut limits);
+    limits
+}
+
+/// A store with `limits` on a fresh temporary root (kept as long as the returned folder is).
+fn fresh(limits: Limits) -> (TempDir, Store) {
+    let root = temp_root();
+    let store = open(root.path(), limits);
+    (root, store)
+}
+
 /// Deterministic pseudo-random bytes (xorshift), different for every seed.
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -67,6 +81,14 @@ enum Ending {
     Failed(ReadError),
 }
 
+/// The chunk a reader's `next_chunk` gave; anything else fails the test, saying what was expected.
+fn chunk(next: Option<Result<Bytes, ReadError>>, expected: &str) -> Bytes {
+    match next {
+        Some(Ok(chunk)) => chunk,
+        other => panic!("expected {expected}, got {other:?}"),
+    }
+}
+
 /// Reads until the reader ends; returns the bytes received and how it ended.
 async fn drain(reader: &mut Reader) -> (Vec<u8>, Ending) {
     let mut got = Vec::new();
@@ -77,6 +99,13 @@ async fn drain(reader: &mut Reader) -> (Vec<u8>, Ending) {
             Some(Err(err)) => return (got, Ending::Failed(err)),
         }
     }
+}
+
+/// Reads the rest of what `reader` gives, which must end cleanly (`what` it reads, for messages).
+async fn read_rest(reader: &mut Reader, what: &str) -> Vec<u8> {
+    let (rest, ending) = within(&format!("the rest of {what}"), drain(reader)).await;
+    assert!(matches!(ending, Ending::Clean), "{what} must end cleanly: {ending:?}");
+    rest
 }
 
 /// Reads `start..end` of an entry that must end cleanly.
@@ -97,12 +126,25 @@ async fn read_range(entry: &Arc<Entry>, start: u64, end: Option<u64>) -> Vec<u8>
     }
 }
 
+/// A new upload of `path` that has appended `first`, and a reader from its start (a growing upload
+/// must be readable).
+fn growing_followed(store: &Store, path: &str, first: &[u8]) -> (Upload, Reader) {
+    let upload = growing(store, path, first);
+    let entry = store.get(path).expect("a growing upload must be readable");
+    (upload, entry.reader(0, None))
+}
+
 /// Reads the whole of the version `store.get(path)` serves now.
 async fn read_path(store: &Store, path: &str) -> Vec<u8> {
     let entry = store
         .get(path)
         .unwrap_or_else(|| panic!("get({path:?}) returned None; expected a stored entry"));
     read_range(&entry, 0, None).await
+}
+
+/// Asserts that `store.get(path)` serves exactly `want` now.
+async fn assert_serves(store: &Store, path: &str, want: &[u8], what: &str) {
+    assert_bytes(what, &read_path(store, path).await, want);
 }
 
 /// Asserts two byte strings are identical, reporting the first difference (not megabytes of bytes).
@@ -133,6 +175,13 @@ fn put(store: &Store, path: &str, chunks: &[&[u8]]) -> Landed {
         .unwrap_or_else(|e| panic!("finish of {path:?} refused: {e}"))
 }
 
+/// A new upload of `path` that has appended `first`.
+fn growing(store: &Store, path: &str, first: &[u8]) -> Upload {
+    let mut upload = begin(store, path);
+    append(&mut upload, first);
+    upload
+}
+
 fn begin(store: &Store, path: &str) -> Upload {
     store
         .begin_upload(path, UploadOptions::default())
@@ -144,6 +193,12 @@ fn append(upload: &mut Upload, bytes: &[u8]) {
     upload
         .append(Bytes::copy_from_slice(bytes))
         .unwrap_or_else(|e| panic!("append of {} bytes to {path:?} refused: {e}", bytes.len()));
+}
+
+/// What the disk holds for `path` once the store has written everything.
+async fn persisted(store: &Store, root: &TempDir, path: &str) -> Option<Vec<u8>> {
+    store.flush().await;
+    on_disk(root.path(), path)
 }
 
 fn on_disk(root: &Path, path: &str) -> Option<Vec<u8>> {
@@ -160,8 +215,7 @@ fn on_disk(root: &Path, path: &str) -> Option<Vec<u8>> {
 async fn hundred_concurrent_readers_of_a_growing_upload_receive_exactly_the_written_bytes() {
     const READERS: usize = 100;
     const CHUNKS: usize = 200;
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     let path = "live/stream0/seg-1.m4s";
 
     let mut upload = begin(&store, path);
@@ -207,15 +261,14 @@ async fn hundred_concurrent_readers_of_a_growing_upload_receive_exactly_the_writ
         );
         assert_bytes(&format!("reader {i}"), &got, &written);
     }
-    assert_bytes("a reader opened after finish", &read_path(&store, path).await, &written);
+    assert_serves(&store, path, &written, "a reader opened after finish").await;
 }
 
 // 2. A waiting reader is woken by the next append.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_waiting_in_another_task_receives_a_chunk_appended_later_and_ends_after_finish() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     let path = "live/seg-2.m4s";
     let mut upload = begin(&store, path);
     append(&mut upload, b"chunk one;");
@@ -241,20 +294,17 @@ async fn reader_waiting_in_another_task_receives_a_chunk_appended_later_and_ends
     let first = within("the first chunk", first_rx.recv())
         .await
         .expect("reader task ended early");
-    match first {
-        Some(Ok(bytes)) => assert_eq!(&bytes[..], b"chunk one;", "the reader's first chunk is wrong"),
-        other => panic!("the reader's first next_chunk returned {other:?}, expected chunk one"),
-    }
+    let first = chunk(first, "chunk one from the reader's first next_chunk");
+    assert_eq!(&first[..], b"chunk one;", "the reader's first chunk is wrong");
     assert!(
         rest_rx.try_recv().is_err(),
         "the reader returned something before the second chunk existed"
     );
 
     append(&mut upload, b"chunk two");
-    match within("the second chunk", rest_rx.recv()).await {
-        Some(Some(Ok(bytes))) => assert_eq!(&bytes[..], b"chunk two", "the waiting reader received the wrong bytes"),
-        other => panic!("the waiting reader got {other:?} instead of the chunk appended after it waited"),
-    }
+    let second = within("the second chunk", rest_rx.recv()).await.flatten();
+    let second = chunk(second, "the chunk appended after the reader waited");
+    assert_eq!(&second[..], b"chunk two", "the waiting reader received the wrong bytes");
     assert!(
         rest_rx.try_recv().is_err(),
         "the reader must keep waiting (not end) while the upload is still growing"
@@ -272,17 +322,11 @@ async fn reader_waiting_in_another_task_receives_a_chunk_appended_later_and_ends
 
 #[tokio::test]
 async fn caught_up_reader_is_pending_until_the_next_append_then_gets_it_then_none_after_finish() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     let path = "live/seg-3.m4s";
-    let mut upload = begin(&store, path);
-    append(&mut upload, b"first");
-    let entry = store.get(path).expect("a growing upload must be readable");
-    let mut reader = entry.reader(0, None);
-    match reader.next_chunk().await {
-        Some(Ok(bytes)) => assert_eq!(&bytes[..], b"first", "wrong first chunk"),
-        other => panic!("expected the first chunk, got {other:?}"),
-    }
+    let (mut upload, mut reader) = growing_followed(&store, path, b"first");
+    let first = chunk(reader.next_chunk().await, "the first chunk");
+    assert_eq!(&first[..], b"first", "wrong first chunk");
 
     {
         let mut next = Box::pin(reader.next_chunk());
@@ -291,10 +335,9 @@ async fn caught_up_reader_is_pending_until_the_next_append_then_gets_it_then_non
             "a reader that has caught up with a growing entry must wait, not return"
         );
         append(&mut upload, b"second");
-        match within("the chunk appended while the reader waited", next).await {
-            Some(Ok(bytes)) => assert_eq!(&bytes[..], b"second", "the woken reader got the wrong bytes"),
-            other => panic!("the waiting reader got {other:?} instead of the appended chunk"),
-        }
+        let woken = within("the chunk appended while the reader waited", next).await;
+        let woken = chunk(woken, "the chunk appended while the reader waited");
+        assert_eq!(&woken[..], b"second", "the woken reader got the wrong bytes");
     }
 
     let mut next = Box::pin(reader.next_chunk());
@@ -318,20 +361,18 @@ async fn caught_up_reader_is_pending_until_the_next_append_then_gets_it_then_non
 /// A reader task's result: the bytes it received and how it ended.
 type ReaderTask = tokio::task::JoinHandle<(Vec<u8>, Ending)>;
 
-/// Starts `n` reader tasks on `path` that each read one chunk, report it, then read to the end.
-fn spawn_streaming_readers(store: &Store, path: &str, n: usize) -> (mpsc::Receiver<usize>, Vec<ReaderTask>) {
-    let (started_tx, started_rx) = mpsc::channel(n);
+/// A new upload of `path` that has appended `first`, followed by `n` reader tasks that each read one
+/// chunk, report it, then read to the end; returns once every one has its first chunk.
+async fn growing_with_readers(store: &Store, path: &str, first: &[u8], n: usize) -> (Upload, Vec<ReaderTask>) {
+    let upload = growing(store, path, first);
+    let (started_tx, mut started_rx) = mpsc::channel(n);
     let handles = (0..n)
         .map(|i| {
             let entry = store.get(path).expect("a growing upload must be readable");
             let started = started_tx.clone();
             tokio::spawn(async move {
                 let mut reader = entry.reader(0, None);
-                let mut got = Vec::new();
-                match reader.next_chunk().await {
-                    Some(Ok(chunk)) => got.extend_from_slice(&chunk),
-                    other => panic!("reader {i}: expected a first chunk, got {other:?}"),
-                }
+                let mut got = chunk(reader.next_chunk().await, &format!("a first chunk at reader {i}")).to_vec();
                 started.send(i).await.expect("the test stopped listening");
                 let (rest, ending) = drain(&mut reader).await;
                 got.extend_from_slice(&rest);
@@ -339,7 +380,12 @@ fn spawn_streaming_readers(store: &Store, path: &str, n: usize) -> (mpsc::Receiv
             })
         })
         .collect();
-    (started_rx, handles)
+    for _ in 0..n {
+        within("readers receiving their first chunk", started_rx.recv())
+            .await
+            .expect("a reader task ended before receiving its first chunk");
+    }
+    (upload, handles)
 }
 
 async fn check_readers_saw_abort(how: &str, handles: Vec<ReaderTask>, written_before_abort: &[u8]) {
@@ -358,31 +404,18 @@ async fn check_readers_saw_abort(how: &str, handles: Vec<ReaderTask>, written_be
     }
 }
 
-async fn wait_started(started: &mut mpsc::Receiver<usize>, n: usize) {
-    for _ in 0..n {
-        within("readers receiving their first chunk", started.recv())
-            .await
-            .expect("a reader task ended before receiving its first chunk");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_abort_ends_readers_with_an_error_and_leaves_nothing_in_memory_or_on_disk() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    // 4000 bytes before the readers attach, 3000 after.
+    let written = pattern(1, 7000);
+    let (root, store) = fresh(Limits::default());
     let path = "live/aborted.m4s";
-    let mut upload = begin(&store, path);
-    let first = pattern(1, 4000);
-    append(&mut upload, &first);
+    let (mut upload, handles) = growing_with_readers(&store, path, &written[..4000], 8).await;
     let entry = store.get(path).expect("a growing upload must be readable");
-    let (mut started, handles) = spawn_streaming_readers(&store, path, 8);
-    wait_started(&mut started, 8).await;
-    let second = pattern(2, 3000);
-    append(&mut upload, &second);
+    append(&mut upload, &written[4000..]);
 
     upload.abort();
 
-    let written = [first, second].concat();
     check_readers_saw_abort("aborted explicitly", handles, &written).await;
     assert!(
         store.get(path).is_none(),
@@ -399,23 +432,19 @@ async fn explicit_abort_ends_readers_with_an_error_and_leaves_nothing_in_memory_
     );
     assert_eq!(entry.state(), EntryState::Aborted, "the aborted entry's state");
     assert_eq!(store.memory_used(), 0, "an aborted upload's chunks must be freed");
-    store.flush().await;
-    assert!(
-        on_disk(root.path(), path).is_none(),
+    assert_eq!(
+        persisted(&store, &root, path).await,
+        None,
         "the partial data of an aborted upload must not be written to disk"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_an_unfinished_upload_aborts_it_for_readers_and_leaves_nothing_on_disk() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (root, store) = fresh(Limits::default());
     let path = "live/dropped.m4s";
-    let mut upload = begin(&store, path);
     let first = pattern(3, 1500);
-    append(&mut upload, &first);
-    let (mut started, handles) = spawn_streaming_readers(&store, path, 5);
-    wait_started(&mut started, 5).await;
+    let (upload, handles) = growing_with_readers(&store, path, &first, 5).await;
 
     // The writer goes away, e.g. the encoder's connection dropped mid-upload.
     tokio::spawn(async move { drop(upload) })
@@ -431,26 +460,20 @@ async fn dropping_an_unfinished_upload_aborts_it_for_readers_and_leaves_nothing_
         store.is_empty(),
         "the store must hold no path after the only upload was dropped"
     );
-    store.flush().await;
     assert!(
-        on_disk(root.path(), path).is_none(),
+        persisted(&store, &root, path).await.is_none(),
         "the partial data of a dropped upload must not be written to disk"
     );
     // The path can be uploaded again from scratch.
     put(&store, path, &[b"again"]);
-    assert_bytes(
-        "a fresh upload after a dropped one",
-        &read_path(&store, path).await,
-        b"again",
-    );
+    assert_serves(&store, path, b"again", "a fresh upload after a dropped one").await;
 }
 
 // 4. Atomic replacement.
 
 #[tokio::test]
 async fn replacement_upload_is_invisible_until_it_finishes_then_replaces_atomically() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (root, store) = fresh(Limits::default());
     let path = "live/stream.mpd";
     let v1 = pattern(10, 5000);
     let v2 = pattern(20, 7000);
@@ -483,33 +506,27 @@ async fn replacement_upload_is_invisible_until_it_finishes_then_replaces_atomica
 
     // A v1 reader that is midway when v2 lands keeps reading v1.
     let mut midway = during.reader(0, None);
-    let head = match midway.next_chunk().await {
-        Some(Ok(chunk)) => chunk,
-        other => panic!("expected v1's first chunk, got {other:?}"),
-    };
+    let head = chunk(midway.next_chunk().await, "v1's first chunk");
 
     append(&mut upload, &v2[3000..]);
-    assert_bytes(
-        "a new reader after v2's last append but before finish",
-        &read_path(&store, path).await,
+    assert_serves(
+        &store,
+        path,
         &v1,
-    );
+        "a new reader after v2's last append but before finish",
+    )
+    .await;
     assert_eq!(upload.finish(), Ok(Landed::Replaced), "v2 must land as Replaced");
 
-    assert_bytes("get after v2 finished", &read_path(&store, path).await, &v2);
-    let (tail, ending) = drain(&mut midway).await;
-    assert!(
-        matches!(ending, Ending::Clean),
-        "the midway v1 reader must end cleanly: {ending:?}"
-    );
+    assert_serves(&store, path, &v2, "get after v2 finished").await;
+    let tail = read_rest(&mut midway, "the midway v1 reader").await;
     assert_bytes(
         "a v1 reader that was midway when v2 landed",
         &[&head[..], &tail[..]].concat(),
         &v1,
     );
-    store.flush().await;
     assert_eq!(
-        on_disk(root.path(), path),
+        persisted(&store, &root, path).await,
         Some(v2.clone()),
         "the file on disk must be v2 after flush"
     );
@@ -517,31 +534,27 @@ async fn replacement_upload_is_invisible_until_it_finishes_then_replaces_atomica
 
 #[tokio::test]
 async fn aborted_or_dropped_replacement_leaves_the_previous_version_served() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (root, store) = fresh(Limits::default());
     let path = "live/init.m4s";
     let v1 = pattern(30, 3333);
     put(&store, path, &[&v1]);
     store.flush().await;
 
-    let mut aborted = begin(&store, path);
-    append(&mut aborted, &pattern(31, 100));
+    let aborted = growing(&store, path, &pattern(31, 100));
     aborted.abort();
-    assert_bytes("get after an aborted replacement", &read_path(&store, path).await, &v1);
+    assert_serves(&store, path, &v1, "get after an aborted replacement").await;
 
-    let mut dropped = begin(&store, path);
-    append(&mut dropped, &pattern(32, 100));
+    let dropped = growing(&store, path, &pattern(32, 100));
     drop(dropped);
-    assert_bytes("get after a dropped replacement", &read_path(&store, path).await, &v1);
+    assert_serves(&store, path, &v1, "get after a dropped replacement").await;
     assert_eq!(
         store.get(path).map(|e| e.state()),
         Some(EntryState::Complete),
         "the served version must still be the complete v1"
     );
 
-    store.flush().await;
     assert_eq!(
-        on_disk(root.path(), path),
+        persisted(&store, &root, path).await,
         Some(v1.clone()),
         "the file on disk must still be v1 after failed replacements"
     );
@@ -551,25 +564,17 @@ async fn aborted_or_dropped_replacement_leaves_the_previous_version_served() {
         Landed::Replaced,
         "a later replacement must land"
     );
-    assert_bytes(
-        "get after a successful replacement",
-        &read_path(&store, path).await,
-        b"v4",
-    );
+    assert_serves(&store, path, b"v4", "get after a successful replacement").await;
 }
 
 // 5. The newest writer of a path wins.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_upload_of_a_growing_path_aborts_the_first_and_its_readers() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     let path = "live/seg-9.m4s";
-    let mut first = begin(&store, path);
     let old = pattern(40, 2000);
-    append(&mut first, &old);
-    let (mut started, handles) = spawn_streaming_readers(&store, path, 4);
-    wait_started(&mut started, 4).await;
+    let (mut first, handles) = growing_with_readers(&store, path, &old, 4).await;
 
     let mut second = begin(&store, path);
     check_readers_saw_abort("superseded by a newer upload", handles, &old).await;
@@ -597,22 +602,15 @@ async fn second_upload_of_a_growing_path_aborts_the_first_and_its_readers() {
         Ok(Landed::Created),
         "the newer upload lands (no complete version existed)"
     );
-    assert_bytes(
-        "get after the newer upload finished",
-        &read_path(&store, path).await,
-        &new,
-    );
+    assert_serves(&store, path, &new, "get after the newer upload finished").await;
 }
 
 #[tokio::test]
 async fn superseded_upload_cannot_finish_and_does_not_clobber_the_newer_one() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (root, store) = fresh(Limits::default());
     let path = "live/seg-10.m4s";
-    let mut first = begin(&store, path);
-    append(&mut first, b"old");
-    let mut second = begin(&store, path);
-    append(&mut second, b"new");
+    let first = growing(&store, path, b"old");
+    let second = growing(&store, path, b"new");
     assert_eq!(
         first.finish(),
         Err(StoreError::Superseded),
@@ -620,7 +618,7 @@ async fn superseded_upload_cannot_finish_and_does_not_clobber_the_newer_one() {
     );
     second.finish().expect("the newer upload must finish");
     store.flush().await;
-    assert_bytes("get", &read_path(&store, path).await, b"new");
+    assert_serves(&store, path, b"new", "get").await;
     assert_eq!(
         on_disk(root.path(), path),
         Some(b"new".to_vec()),
@@ -630,12 +628,10 @@ async fn superseded_upload_cannot_finish_and_does_not_clobber_the_newer_one() {
 
 #[tokio::test]
 async fn second_replacement_of_a_complete_path_aborts_the_first_replacement_and_v1_stays_until_it_lands() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     let path = "live/manifest.m3u8";
     put(&store, path, &[b"version one"]);
-    let mut first = begin(&store, path);
-    append(&mut first, b"half of version two");
+    let mut first = growing(&store, path, b"half of version two");
     let pending = Arc::clone(first.entry());
     let mut second = begin(&store, path);
     assert_eq!(
@@ -649,35 +645,25 @@ async fn second_replacement_of_a_complete_path_aborts_the_first_replacement_and_
         "append to the aborted replacement must return Superseded"
     );
     drop(first);
-    assert_bytes(
-        "get while the second replacement grows",
-        &read_path(&store, path).await,
-        b"version one",
-    );
+    assert_serves(&store, path, b"version one", "get while the second replacement grows").await;
     append(&mut second, b"version three");
     assert_eq!(
         second.finish(),
         Ok(Landed::Replaced),
         "the second replacement must land as Replaced"
     );
-    assert_bytes(
-        "get after the second replacement",
-        &read_path(&store, path).await,
-        b"version three",
-    );
+    assert_serves(&store, path, b"version three", "get after the second replacement").await;
 }
 
 // 6. Delete.
 
 #[tokio::test]
 async fn delete_removes_from_memory_and_disk_and_reports_missing_paths() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (root, store) = fresh(Limits::default());
     let path = "live/old/seg-1.m4s";
     put(&store, path, &[&pattern(50, 10_000)]);
-    store.flush().await;
     assert!(
-        on_disk(root.path(), path).is_some(),
+        persisted(&store, &root, path).await.is_some(),
         "precondition: the file is on disk after flush"
     );
 
@@ -685,9 +671,8 @@ async fn delete_removes_from_memory_and_disk_and_reports_missing_paths() {
     assert!(store.get(path).is_none(), "get after delete must be None");
     assert_eq!(store.len(), 0, "the store must hold no path after the delete");
     assert_eq!(store.memory_used(), 0, "delete must free the entry's memory");
-    store.flush().await;
     assert!(
-        on_disk(root.path(), path).is_none(),
+        persisted(&store, &root, path).await.is_none(),
         "the file must be gone from disk after delete + flush"
     );
     assert!(
@@ -708,13 +693,9 @@ async fn delete_removes_from_memory_and_disk_and_reports_missing_paths() {
 
 #[tokio::test]
 async fn delete_of_a_growing_upload_aborts_it() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (root, store) = fresh(Limits::default());
     let path = "live/growing.m4s";
-    let mut upload = begin(&store, path);
-    append(&mut upload, b"partial");
-    let entry = store.get(path).expect("growing upload readable");
-    let mut reader = entry.reader(0, None);
+    let (mut upload, mut reader) = growing_followed(&store, path, b"partial");
     assert!(store.delete(path, None), "delete of a growing path must return true");
     let (_, ending) = within("reader of a deleted upload", drain(&mut reader)).await;
     assert!(
@@ -835,11 +816,7 @@ async fn replacing_a_file_loaded_from_disk_persists_the_new_version() {
         "a file from disk is replaced"
     );
     store.flush().await;
-    assert_bytes(
-        "get after replacing a file from disk",
-        &read_path(&store, "a/b.m4s").await,
-        b"two",
-    );
+    assert_serves(&store, "a/b.m4s", b"two", "get after replacing a file from disk").await;
     assert_eq!(
         on_disk(root.path(), "a/b.m4s"),
         Some(b"two".to_vec()),
@@ -852,10 +829,7 @@ async fn replacing_a_file_loaded_from_disk_persists_the_new_version() {
 const TTL: Duration = Duration::from_secs(300);
 
 fn gc_limits() -> Limits {
-    Limits {
-        ttl: Some(TTL),
-        ..Limits::default()
-    }
+    limits(|l| l.ttl = Some(TTL))
 }
 
 /// Purges with `collect_garbage` and asserts `path` is gone. The store's own maintenance task also
@@ -874,8 +848,7 @@ fn assert_purged(store: &Store, path: &str, when: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn stats_count_uploads_in_progress_and_gc_purges() {
-    let root = temp_root();
-    let store = open(root.path(), gc_limits());
+    let (_root, store) = fresh(gc_limits());
     put(&store, "live/seg-1.m4s", &[b"segment"]);
     let open_upload = store
         .begin_upload("live/seg-2.m4s", UploadOptions::default())
@@ -896,8 +869,7 @@ async fn stats_count_uploads_in_progress_and_gc_purges() {
 
 #[tokio::test]
 async fn stats_count_uploads_that_could_not_be_persisted() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     put(&store, "blocker", &[b"a file"]);
     store.flush().await;
     // "blocker" is a file on disk, so "blocker/seg.m4s" cannot be written under it.
@@ -914,8 +886,7 @@ async fn stats_count_uploads_that_could_not_be_persisted() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_folder_is_purged_after_the_ttl_and_not_before() {
-    let root = temp_root();
-    let store = open(root.path(), gc_limits());
+    let (root, store) = fresh(gc_limits());
     let path = "live/seg-1.m4s";
     put(&store, path, &[b"segment"]);
     store.flush().await;
@@ -934,9 +905,8 @@ async fn idle_folder_is_purged_after_the_ttl_and_not_before() {
 
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_purged(&store, path, "301 s after the last write");
-    store.flush().await;
     assert!(
-        on_disk(root.path(), path).is_none(),
+        persisted(&store, &root, path).await.is_none(),
         "a purged file must be removed from disk"
     );
     assert!(store.is_empty(), "the store must be empty after the purge");
@@ -944,8 +914,7 @@ async fn idle_folder_is_purged_after_the_ttl_and_not_before() {
 
 #[tokio::test(start_paused = true)]
 async fn files_of_a_folder_that_keeps_receiving_uploads_are_not_purged() {
-    let root = temp_root();
-    let store = open(root.path(), gc_limits());
+    let (root, store) = fresh(gc_limits());
     let init = "live2/init.m4s";
     let idle = "other/seg-1.m4s";
     put(&store, init, &[b"init segment"]);
@@ -969,9 +938,8 @@ async fn files_of_a_folder_that_keeps_receiving_uploads_are_not_purged() {
             "t={at}s: segments of the active folder must not be purged"
         );
     }
-    store.flush().await;
     assert!(
-        on_disk(root.path(), init).is_some(),
+        persisted(&store, &root, init).await.is_some(),
         "{init} must still be on disk while its folder is active"
     );
 
@@ -983,18 +951,16 @@ async fn files_of_a_folder_that_keeps_receiving_uploads_are_not_purged() {
 
 #[tokio::test(start_paused = true)]
 async fn growing_upload_in_an_idle_folder_is_not_purged() {
-    let root = temp_root();
-    let store = open(root.path(), gc_limits());
+    let (_root, store) = fresh(gc_limits());
     let path = "slow/seg.m4s";
-    let mut upload = begin(&store, path);
-    append(&mut upload, b"slow");
+    let mut upload = growing(&store, path, b"slow");
     tokio::time::advance(TTL * 2).await;
     assert_eq!(store.collect_garbage(), 0, "a growing upload must never be purged");
     assert!(store.get(path).is_some(), "the growing upload must still be served");
     append(&mut upload, b" encoder");
     upload.finish().expect("the slow upload must finish");
     store.flush().await;
-    assert_bytes("the slow upload", &read_path(&store, path).await, b"slow encoder");
+    assert_serves(&store, path, b"slow encoder", "the slow upload").await;
 }
 
 // 9. Memory eviction.
@@ -1002,10 +968,7 @@ async fn growing_upload_in_an_idle_folder_is_not_purged() {
 const KIB: usize = 1024;
 
 fn memory_limits() -> Limits {
-    Limits {
-        max_memory: 64 * KIB as u64,
-        ..Limits::default()
-    }
+    limits(|l| l.max_memory = 64 * KIB as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1073,18 +1036,11 @@ async fn evicted_entries_drop_below_the_memory_limit_and_are_still_served_exactl
 
 #[tokio::test]
 async fn reader_midway_through_an_entry_continues_from_disk_after_eviction() {
-    let root = temp_root();
-    let store = open(root.path(), memory_limits());
+    let (_root, store) = fresh(memory_limits());
     let path = "live/seg-evicted.m4s";
     let bytes = pattern(80, 128 * KIB);
-    let mut upload = begin(&store, path);
-    append(&mut upload, &bytes[..16 * KIB]);
-    let entry = store.get(path).expect("growing upload readable");
-    let mut reader = entry.reader(0, None);
-    let mut got = match reader.next_chunk().await {
-        Some(Ok(chunk)) => chunk.to_vec(),
-        other => panic!("expected the first chunk from memory, got {other:?}"),
-    };
+    let (mut upload, mut reader) = growing_followed(&store, path, &bytes[..16 * KIB]);
+    let mut got = chunk(reader.next_chunk().await, "the first chunk from memory").to_vec();
     for chunk in bytes[16 * KIB..].chunks(16 * KIB) {
         append(&mut upload, chunk);
     }
@@ -1096,12 +1052,7 @@ async fn reader_midway_through_an_entry_continues_from_disk_after_eviction() {
         0,
         "the only entry is persisted and over the limit, so it must be evicted"
     );
-    let (rest, ending) = within("the rest of the entry", drain(&mut reader)).await;
-    assert!(
-        matches!(ending, Ending::Clean),
-        "the reader must end cleanly: {ending:?}"
-    );
-    got.extend_from_slice(&rest);
+    got.extend_from_slice(&read_rest(&mut reader, "the entry").await);
     assert_bytes("a reader that crossed an eviction", &got, &bytes);
 }
 
@@ -1109,16 +1060,8 @@ async fn reader_midway_through_an_entry_continues_from_disk_after_eviction() {
 
 #[tokio::test]
 async fn max_uploads_refuses_extra_uploads_with_busy_and_releases_slots() {
-    let root = temp_root();
-    let store = open(
-        root.path(),
-        Limits {
-            max_uploads: 1,
-            ..Limits::default()
-        },
-    );
-    let mut first = begin(&store, "a.m4s");
-    append(&mut first, b"a");
+    let (_root, store) = fresh(limits(|l| l.max_uploads = 1));
+    let first = growing(&store, "a.m4s", b"a");
     assert_eq!(
         store.begin_upload("b.m4s", UploadOptions::default()).err(),
         Some(StoreError::Busy { limit: 1 }),
@@ -1150,15 +1093,7 @@ async fn max_uploads_refuses_extra_uploads_with_busy_and_releases_slots() {
 
 #[tokio::test]
 async fn max_paths_refuses_new_paths_with_too_many_paths_but_allows_replacing() {
-    let root = temp_root();
-    let store = open(
-        root.path(),
-        Limits {
-            max_paths: 2,
-            max_uploads: 2,
-            ..Limits::default()
-        },
-    );
+    let (_root, store) = fresh(limits(|l| (l.max_paths, l.max_uploads) = (2, 2)));
     put(&store, "a.m4s", &[b"a"]);
     put(&store, "b.m4s", &[b"b"]);
     assert_eq!(
@@ -1179,22 +1114,14 @@ async fn max_paths_refuses_new_paths_with_too_many_paths_but_allows_replacing() 
     let c = store.begin_upload("c.m4s", UploadOptions::default());
     assert!(c.is_ok(), "after a delete, a new path must be accepted: {c:?}");
     drop(c);
-    assert_bytes("a after the limit tests", &read_path(&store, "a.m4s").await, b"a2");
+    assert_serves(&store, "a.m4s", b"a2", "a after the limit tests").await;
 }
 
 #[tokio::test]
 async fn max_upload_bytes_refuses_the_append_that_would_exceed_it_with_too_large() {
-    let root = temp_root();
-    let store = open(
-        root.path(),
-        Limits {
-            max_upload_bytes: 100,
-            ..Limits::default()
-        },
-    );
+    let (_root, store) = fresh(limits(|l| l.max_upload_bytes = 100));
     let bytes = pattern(90, 101);
-    let mut upload = begin(&store, "big.m4s");
-    append(&mut upload, &bytes[..60]);
+    let mut upload = growing(&store, "big.m4s", &bytes[..60]);
     assert_eq!(
         upload.append(Bytes::copy_from_slice(&bytes[60..101])),
         Err(StoreError::TooLarge { limit: 100 }),
@@ -1207,17 +1134,18 @@ async fn max_upload_bytes_refuses_the_append_that_would_exceed_it_with_too_large
     );
     append(&mut upload, &bytes[60..100]);
     upload.finish().expect("an upload of exactly the limit must finish");
-    assert_bytes(
-        "an upload of exactly max_upload_bytes",
-        &read_path(&store, "big.m4s").await,
+    assert_serves(
+        &store,
+        "big.m4s",
         &bytes[..100],
-    );
+        "an upload of exactly max_upload_bytes",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn memory_full_of_unpersisted_data_refuses_new_uploads_until_it_can_be_evicted() {
-    let root = temp_root();
-    let store = open(root.path(), memory_limits());
+    let (_root, store) = fresh(memory_limits());
     let mut growing = begin(&store, "live/huge.m4s");
     let bytes = pattern(91, 100 * KIB);
     append(&mut growing, &bytes);
@@ -1238,15 +1166,14 @@ async fn memory_full_of_unpersisted_data_refuses_new_uploads_until_it_can_be_evi
         "the persisted upload must have been evicted"
     );
     drop(next);
-    assert_bytes("the evicted upload", &read_path(&store, "live/huge.m4s").await, &bytes);
+    assert_serves(&store, "live/huge.m4s", &bytes, "the evicted upload").await;
 }
 
 // 11. Ranges.
 
 #[tokio::test]
 async fn range_readers_return_exactly_the_requested_bytes_across_chunk_boundaries() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     let path = "vod/ranges.m4s";
     let sizes = [7usize, 1, 100, 33, 4096, 5, 900, 1];
     let bytes = pattern(100, sizes.iter().sum());
@@ -1302,21 +1229,16 @@ async fn range_readers_return_exactly_the_requested_bytes_across_chunk_boundarie
 
 #[tokio::test]
 async fn range_reader_of_a_growing_entry_waits_for_its_bytes_and_ends_at_its_end_before_finish() {
-    let root = temp_root();
-    let store = open(root.path(), Limits::default());
+    let (_root, store) = fresh(Limits::default());
     let path = "live/ranged.m4s";
     let bytes = pattern(110, 300);
-    let mut upload = begin(&store, path);
-    append(&mut upload, &bytes[..50]);
+    let mut upload = growing(&store, path, &bytes[..50]);
     let entry = store.get(path).expect("growing upload readable");
 
     // Starts beyond what exists yet: waits.
     let mut beyond = entry.reader(100, Some(200));
     let mut within_range = entry.reader(20, Some(120));
-    let mut got = match within_range.next_chunk().await {
-        Some(Ok(chunk)) => chunk.to_vec(),
-        other => panic!("expected bytes 20..50, got {other:?}"),
-    };
+    let mut got = chunk(within_range.next_chunk().await, "bytes 20..50").to_vec();
     assert_bytes("range 20..120 before the second append", &got, &bytes[20..50]);
     {
         let mut next = Box::pin(beyond.next_chunk());
@@ -1325,21 +1247,14 @@ async fn range_reader_of_a_growing_entry_waits_for_its_bytes_and_ends_at_its_end
             "a reader starting beyond the written length must wait"
         );
         append(&mut upload, &bytes[50..250]);
-        match within("bytes 100..200", next).await {
-            Some(Ok(chunk)) => assert_bytes("range 100..200 of a growing entry", &chunk, &bytes[100..200]),
-            other => panic!("expected bytes 100..200, got {other:?}"),
-        }
+        let woken = chunk(within("bytes 100..200", next).await, "bytes 100..200");
+        assert_bytes("range 100..200 of a growing entry", &woken, &bytes[100..200]);
     }
     assert!(
         within("end of range 100..200", beyond.next_chunk()).await.is_none(),
         "a range reader must end at its end while the entry still grows"
     );
-    let (rest, ending) = within("rest of range 20..120", drain(&mut within_range)).await;
-    assert!(
-        matches!(ending, Ending::Clean),
-        "range 20..120 must end cleanly: {ending:?}"
-    );
-    got.extend_from_slice(&rest);
+    got.extend_from_slice(&read_rest(&mut within_range, "range 20..120").await);
     assert_bytes("range 20..120 of a growing entry", &got, &bytes[20..120]);
     assert_eq!(
         entry.state(),
@@ -1359,14 +1274,7 @@ async fn memory_gauge_never_wraps_while_uploads_of_one_path_supersede_each_other
     const CHUNK: usize = 100;
     const CHUNKS_PER_UPLOAD: usize = 4;
     const WRITERS: usize = 2;
-    let root = temp_root();
-    let store = open(
-        root.path(),
-        Limits {
-            max_uploads: 1000,
-            ..Limits::default()
-        },
-    );
+    let (_root, store) = fresh(limits(|l| l.max_uploads = 1000));
     // Two encoders restarting on the same path: each begin_upload aborts the other's growing upload,
     // concurrently with its appends. At most WRITERS uploads hold data at once.
     let bound = (WRITERS * CHUNKS_PER_UPLOAD * CHUNK) as u64;

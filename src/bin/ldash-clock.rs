@@ -6,6 +6,9 @@
 //! ldash-clock --size 640x360 --fps 30 | ffmpeg -f rawvideo -pix_fmt yuv420p -video_size 640x360 \
 //!     -framerate 30 -i - ... http://127.0.0.1:8080/ldash/upload/live/stream.mpd
 //! ```
+//!
+//! The benchmark includes this file as its module `clock` (`ldash-bench clock` runs it), so that
+//! its glass-to-glass item feeds ffmpeg from the same source as the tests without a second build.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,8 +37,15 @@ fn parse_size(text: &str) -> Option<Frames> {
     Frames::new(w.trim().parse().ok()?, h.trim().parse().ok()?)
 }
 
+// Not the entry point where the benchmark includes this file.
+#[allow(dead_code)]
 fn main() -> ExitCode {
-    let options = Options::parse();
+    run(std::env::args_os())
+}
+
+/// Runs with `args` (the program's name first).
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let options = Options::parse_from(args);
     let Some(frames) = parse_size(&options.size) else {
         eprintln!("ldash-clock: --size must be WIDTHxHEIGHT, even, at least 64x36");
         return ExitCode::FAILURE;

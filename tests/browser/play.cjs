@@ -6,6 +6,8 @@
 //
 //   node tests/browser/play.cjs PLAYER_DIR URL WARMUP SECONDS SCREENSHOT [CHROMIUM_FLAG...]
 //
+// Chromium gets exactly the flags given: the caller's (the test kit's testkit/src/browser.rs, which
+// holds the flags every headless run here uses).
 // PLAYER_DIR is where playwright-core is installed (the driver's own dependency). `outside` lists
 // every request the page made to a host other than the loopback; `libraries` the status and URL of
 // every player library it loaded.
@@ -26,16 +28,7 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-      ...flags,
-    ],
+    args: flags,
   });
   const samples = [];
   const console_ = [];

@@ -1,134 +1,57 @@
-//! The real ffmpeg as an encoder, and the real ffprobe and xmllint as checkers.
+//! The real ffmpeg as the encoder (the kit's commands, pushed into a TestServer), and the real
+//! ffprobe and xmllint as checkers.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::time::Duration;
 
-/// How the encoder uploads.
-#[derive(Debug, Clone, Copy)]
-pub enum Ingest {
-    /// The documented low-latency command: PUT on persistent connections.
-    PutPersistent,
-    /// ffmpeg's defaults: POST, a new connection per file.
-    PostDefaults,
-    /// The documented command with -remove_at_exit 1: everything is deleted when ffmpeg stops.
-    PutRemoveAtExit,
-}
+pub use testkit::encoder::{ClockEncoder, Dash, Encoder, Ingest, Source};
 
-pub fn ffmpeg_command(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(ffmpeg);
-    command.args(["-hide_banner", "-loglevel", "warning", "-nostdin", "-re"]);
-    command.args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
-    encode(&mut command, url, ingest, seconds, 0.2);
-    command
-}
+use super::{require_tool, Proto, TestServer};
 
-/// The frame size and rate of the clock source.
-pub const CLOCK_SIZE: &str = "640x360";
-pub const CLOCK_FPS: u32 = 30;
+/// The manifest every test encoder uploads.
+pub const MANIFEST: &str = "/ldash/upload/live/stream.mpd";
 
-/// ldash-clock piped into ffmpeg: frames that carry their capture time, for glass-to-glass latency.
-/// Both processes are killed when this is dropped.
-pub struct ClockEncoder {
-    clock: std::process::Child,
-    pub ffmpeg: tokio::process::Child,
-}
+impl TestServer {
+    /// ffmpeg pushing the test stream ([`Dash::test_stream`]) into this server's live/stream.mpd for
+    /// `seconds`, uploading as `ingest` says.
+    pub fn encoder(&self, ffmpeg: &Path, ingest: Ingest, seconds: u32) -> Encoder {
+        let dash = Dash::test_stream(&self.url(Proto::H1, MANIFEST), ingest, seconds);
+        Encoder::start(dash.command(ffmpeg)).expect("ffmpeg starts")
+    }
 
-impl Drop for ClockEncoder {
-    fn drop(&mut self) {
-        let _ = self.clock.kill();
-        let _ = self.clock.wait();
-        let _ = self.ffmpeg.start_kill();
+    /// [`TestServer::encoder`] with the documented ingest, once the stream has started `segment`
+    /// (e.g. "live/chunk-stream0-00003.m4s") within 20 s.
+    pub async fn live_stream(&self, ffmpeg: &Path, seconds: u32, segment: &str) -> Encoder {
+        let encoder = self.encoder(ffmpeg, Ingest::PutPersistent, seconds);
+        self.upload_started(segment, Duration::from_secs(20)).await;
+        encoder
     }
 }
 
-/// Starts ldash-clock and ffmpeg, the test encoder with `chunk`-second CMAF chunks.
-pub fn clock_encoder(ffmpeg: &Path, url: &str, ingest: Ingest, seconds: u32, chunk: f64) -> ClockEncoder {
-    let mut clock = std::process::Command::new(env!("CARGO_BIN_EXE_ldash-clock"))
-        .args(["--size", CLOCK_SIZE, "--fps", &CLOCK_FPS.to_string()])
-        .args(["--seconds", &seconds.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ldash-clock starts");
-    let frames = clock.stdout.take().expect("ldash-clock's standard output");
-    let mut command = tokio::process::Command::new(ffmpeg);
-    command.args(["-hide_banner", "-loglevel", "warning"]);
-    command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", CLOCK_SIZE]);
-    command.args(["-framerate", &CLOCK_FPS.to_string(), "-i", "pipe:0", "-re"]);
-    encode(&mut command, url, ingest, seconds, chunk);
-    command.stdin(Stdio::from(frames)).stderr(Stdio::inherit());
-    let ffmpeg = command.spawn().expect("ffmpeg starts");
-    ClockEncoder { clock, ffmpeg }
+/// A fresh TestServer with ffmpeg pushing the test stream into it, as `ingest` says, for `seconds`,
+/// once the upload of `started` (e.g. "live/chunk-stream0-00003.m4s") has started (within 20 s);
+/// None (the test skips) when ffmpeg or another of `tools` is missing.
+pub async fn streaming(tools: &[&str], ingest: Ingest, seconds: u32, started: &str) -> Option<(TestServer, Encoder)> {
+    let ffmpeg = require_tool("ffmpeg")?;
+    if tools.iter().any(|tool| require_tool(tool).is_none()) {
+        return None;
+    }
+    let server = TestServer::start().await;
+    let encoder = server.encoder(&ffmpeg, ingest, seconds);
+    server.upload_started(started, Duration::from_secs(20)).await;
+    Some((server, encoder))
 }
 
-/// The test encoder after its video input: a sine as audio, two video renditions (640x360 at
-/// 800 kbit/s, 320x180 at 300 kbit/s) and AAC, 1 s segments of `chunk`-second CMAF chunks, uploaded
-/// as `ingest` says.
-fn encode(command: &mut tokio::process::Command, url: &str, ingest: Ingest, seconds: u32, chunk: f64) {
-    command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
-    command.args(["-t", &seconds.to_string()]);
-    command.args(["-map", "0:v", "-map", "0:v", "-map", "1:a"]);
-    command.args([
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-g",
-        "30",
-        "-keyint_min",
-        "30",
-    ]);
-    command.args([
-        "-sc_threshold",
-        "0",
-        "-bf",
-        "0",
-        "-b:v:0",
-        "800k",
-        "-s:v:1",
-        "320x180",
-        "-b:v:1",
-        "300k",
-    ]);
-    command.args(["-c:a", "aac", "-b:a", "64k"]);
-    command.args([
-        "-f",
-        "dash",
-        "-ldash",
-        "1",
-        "-streaming",
-        "1",
-        "-use_template",
-        "1",
-        "-use_timeline",
-        "0",
-    ]);
-    command.args([
-        "-seg_duration",
-        "1",
-        "-frag_type",
-        "duration",
-        "-frag_duration",
-        &chunk.to_string(),
-    ]);
-    command.args([
-        "-adaptation_sets",
-        "id=0,streams=v id=1,streams=a",
-        "-format_options",
-        "movflags=cmaf",
-    ]);
-    command.args(["-window_size", "5", "-extra_window_size", "2"]);
-    if let Ingest::PutPersistent | Ingest::PutRemoveAtExit = ingest {
-        command.args(["-method", "PUT", "-http_persistent", "1", "-http_opts", "tcp_nodelay=1"]);
-    }
-    if let Ingest::PutRemoveAtExit = ingest {
-        command.args(["-remove_at_exit", "1"]);
-    }
-    command.arg(url);
-    command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-    command.stdin(Stdio::null());
+/// ldash-clock piped into ffmpeg for `seconds`, uploading to `url` with the documented ingest
+/// and `chunk`-second CMAF chunks: frames that carry their capture time, for glass-to-glass latency.
+pub fn clock_encoder(ffmpeg: &Path, url: &str, seconds: u32, chunk: f64) -> ClockEncoder {
+    let dash = Dash {
+        source: Source::Clock,
+        chunk,
+        ..Dash::test_stream(url, Ingest::PutPersistent, seconds)
+    };
+    let clock = std::process::Command::new(env!("CARGO_BIN_EXE_ldash-clock"));
+    testkit::encoder::clock_encoder(clock, ffmpeg, &dash).expect("ldash-clock and ffmpeg start")
 }
 
 pub fn xmllint_validates(mpd: &[u8]) -> Result<(), String> {
@@ -150,7 +73,7 @@ pub fn xmllint_validates(mpd: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Decodes `init + segment` with ffprobe; returns the number of frames or packets it counted.
+/// Decodes `init + segment` with ffprobe: Ok when it counts packets without an error.
 pub fn ffprobe_decodes(init: &[u8], segment: &[u8]) -> Result<(), String> {
     let file = tempfile::Builder::new()
         .suffix(".mp4")

@@ -1,55 +1,46 @@
-//! The shared harness: a real ldash server on 127.0.0.1 port 0 with its own temporary root, and
-//! clients for every HTTP version it speaks.
+//! The shared harness: a real ldash server (the library, in this process) on 127.0.0.1 port 0 with
+//! its own temporary root. Clients for every HTTP version, process launchers, the ffmpeg encoder
+//! and the other checks come from the one test kit (testkit/, shared with the benchmark); what
+//! needs ldash's own types (the server, its store) lives here.
 #![allow(dead_code)]
 
 pub mod browser;
-pub mod client;
 pub mod edge;
 pub mod encoder;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use ldash::store::{Entry, StoreEvent};
 use ldash::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-/// The HTTP flavours a test table runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// HTTP/1.1 on the cleartext listener.
-    H1,
-    /// HTTP/2 with prior knowledge on the cleartext listener.
-    H2c,
-    /// HTTP/1.1 over TLS.
-    H1Tls,
-    /// HTTP/2 over TLS, negotiated by ALPN.
-    H2Tls,
-    /// HTTP/3 over QUIC.
-    H3,
-}
+// What each test binary takes from the kit through the harness (not every binary takes all).
+#[allow(unused_imports)]
+pub use testkit::client::{self, chunk_channel, next_data, streamed_body};
+pub use testkit::raw::{raw_exchange, raw_status};
+pub use testkit::tools::require_tool;
+#[allow(unused_imports)]
+pub use testkit::{Origin, Proto, ALL_PROTOS};
 
-/// Every TCP flavour.
-pub const TCP_PROTOS: [Proto; 4] = [Proto::H1, Proto::H2c, Proto::H1Tls, Proto::H2Tls];
-/// Every protocol the server speaks.
-pub const ALL_PROTOS: [Proto; 5] = [Proto::H1, Proto::H2c, Proto::H1Tls, Proto::H2Tls, Proto::H3];
-
-/// A running server; stopped (gracefully) by [`TestServer::stop`] or when dropped.
+/// A running server; stopped (gracefully) by [`TestServer::stop`] or when dropped. Where it listens
+/// and its certificate are its [`Origin`] (`server.http`, `server.url(..)`, ...).
 pub struct TestServer {
-    pub http: SocketAddr,
-    pub https: SocketAddr,
-    pub quic: Option<SocketAddr>,
-    /// The metrics listener (`GET /metrics`), on its own port 0 unless a test turns it off.
-    pub metrics: Option<SocketAddr>,
-    pub root: PathBuf,
-    pub cert: rustls::pki_types::CertificateDer<'static>,
-    pub spki: String,
+    origin: Origin,
+    pub root: std::path::PathBuf,
     pub store: ldash::store::Store,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Origin;
+    fn deref(&self) -> &Origin {
+        &self.origin
+    }
 }
 
 impl TestServer {
@@ -78,24 +69,21 @@ impl TestServer {
         change(&mut config);
         let server = Server::bind(config).await.expect("server binds");
         let (stop, stopped) = oneshot::channel::<()>();
-        let http = server.http_addr();
-        let https = server.https_addr();
-        let quic = server.quic_addr();
-        let metrics = server.metrics_addr();
-        let cert = server.identity().certs()[0].clone();
-        let spki = server.spki_sha256().to_owned();
+        let origin = Origin {
+            http: server.http_addr(),
+            https: server.https_addr(),
+            quic: server.quic_addr(),
+            metrics: server.metrics_addr(),
+            cert: server.identity().certs()[0].clone(),
+            spki: server.spki_sha256().to_owned(),
+        };
         let store = server.store().clone();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         TestServer {
-            http,
-            https,
-            quic,
-            metrics,
+            origin,
             root: root.join("www"),
-            cert,
-            spki,
             store,
             stop: Some(stop),
             task: Some(task),
@@ -113,61 +101,138 @@ impl TestServer {
         }
     }
 
-    /// The URL of `route` (e.g. "/ldash/download/a.txt") for a protocol.
-    pub fn url(&self, proto: Proto, route: &str) -> String {
-        match proto {
-            Proto::H1 | Proto::H2c => format!("http://{}{}", self.http, route),
-            Proto::H1Tls | Proto::H2Tls | Proto::H3 => format!("https://{}{}", self.https, route),
-        }
-    }
-
-    /// A client that speaks exactly `proto` to this server.
+    /// A reqwest client that speaks exactly `proto` (a TCP flavour) to this server.
     pub fn client(&self, proto: Proto) -> reqwest::Client {
-        // reqwest is built without a rustls provider of its own: every client gets ours (ring).
-        let alpn: &[&[u8]] = if proto == Proto::H2Tls {
-            &[b"h2"]
-        } else {
-            &[b"http/1.1"]
-        };
-        // Idle pooled connections are dropped before ldash's --header-timeout closes them.
-        let builder = reqwest::Client::builder()
-            .no_proxy()
-            .pool_idle_timeout(std::time::Duration::from_secs(5))
-            .use_preconfigured_tls(self.tls_client(alpn));
-        let builder = match proto {
-            Proto::H1 | Proto::H1Tls => builder.http1_only(),
-            Proto::H2c => builder.http2_prior_knowledge(),
-            Proto::H2Tls => builder,
-            Proto::H3 => panic!("reqwest does not speak HTTP/3 here: use client_for"),
-        };
-        builder.build().expect("client builds")
+        self.reqwest_client(proto)
+            .unwrap_or_else(|e| panic!("a {proto:?} client: {e}"))
     }
 
-    /// A rustls client config trusting this server's certificate.
-    pub fn tls_client(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.clone()).expect("certificate is valid");
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
+    /// A client that speaks exactly `proto` to this server (one connection for HTTP/3).
+    pub async fn client_for(&self, proto: Proto) -> client::Client {
+        self.connect(proto)
+            .await
+            .unwrap_or_else(|e| panic!("a {proto:?} client: {e}"))
+    }
+
+    /// GETs `route` over `proto` on a client of its own.
+    pub async fn get(&self, proto: Proto, route: &str) -> client::Response {
+        self.client_for(proto).await.get(route).fetch().await
     }
 
     /// Uploads `bytes` whole with PUT over HTTP/1.1; returns the status.
     pub async fn put(&self, path: &str, bytes: impl Into<Bytes>) -> u16 {
         let url = self.url(Proto::H1, &format!("/ldash/upload/{path}"));
-        let response = self
-            .client(Proto::H1)
-            .put(url)
-            .body(bytes.into())
-            .send()
-            .await
-            .expect("upload");
+        let response = self.client(Proto::H1).put(url).body(bytes.into()).fetch().await;
         response.status().as_u16()
+    }
+
+    /// Starts an upload of `path` over `proto` with `first` as its first chunk, fed further through
+    /// the [`Feed`]; returns once the upload has started in the store (within 10 s).
+    pub async fn feed(&self, proto: Proto, path: &str, first: impl Into<Bytes>) -> Feed {
+        let (chunks, rx) = chunk_channel();
+        let request = self
+            .client_for(proto)
+            .await
+            .put(&format!("/ldash/upload/{path}"))
+            .stream(rx);
+        let upload = tokio::spawn(request.send());
+        chunks
+            .send(Ok(first.into()))
+            .await
+            .expect("the upload takes its first chunk");
+        let entry = self.upload_started(path, Duration::from_secs(10)).await;
+        Feed { chunks, upload, entry }
+    }
+
+    /// Waits (on the store's events, at most `bound`) until an upload of `path` has started, and
+    /// returns its entry.
+    pub async fn upload_started(&self, path: &str, bound: Duration) -> Arc<Entry> {
+        let mut events = self.store.subscribe();
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            if let Some(entry) = self.store.get(path) {
+                return entry;
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(StoreEvent::Started { path: p, entry })) if &*p == path => return entry,
+                Ok(_) => {}
+                Err(_) => panic!("no upload of {path} started within {bound:?}"),
+            }
+        }
+    }
+}
+
+/// An upload fed chunk by chunk while it runs ([`TestServer::feed`]).
+pub struct Feed {
+    chunks: mpsc::Sender<testkit::client::Chunk>,
+    upload: tokio::task::JoinHandle<Result<client::Response, String>>,
+    /// The store's entry of the upload.
+    pub entry: Arc<Entry>,
+}
+
+impl Feed {
+    /// Appends `chunk` to the upload.
+    pub async fn send(&self, chunk: impl Into<Bytes>) {
+        self.chunks
+            .send(Ok(chunk.into()))
+            .await
+            .expect("the upload is still running to take the chunk");
+    }
+
+    /// Whether the upload has ended (answered, or broken).
+    pub fn is_finished(&self) -> bool {
+        self.upload.is_finished()
+    }
+
+    /// Ends the upload cleanly; its status (within 30 s), or why it failed.
+    pub async fn end(self) -> Result<u16, String> {
+        drop(self.chunks);
+        let ended = tokio::time::timeout(Duration::from_secs(30), self.upload)
+            .await
+            .expect("the upload ends within 30 s of its last chunk");
+        Ok(ended.expect("the upload task")?.status)
+    }
+
+    /// Cuts the upload midway (as an encoder that dies), and waits until the client has ended it.
+    pub async fn cut(self) {
+        self.chunks
+            .send(Err(()))
+            .await
+            .expect("the upload is still running to cut");
+        let _ = self.upload.await;
+    }
+}
+
+/// Every (uploader, reader) pair of protocols.
+pub fn every_pair() -> impl Iterator<Item = (Proto, Proto)> {
+    ALL_PROTOS.into_iter().flat_map(|up| ALL_PROTOS.map(|down| (up, down)))
+}
+
+/// Waits until `route` answers 200 (the upload has reached the server) and returns that response;
+/// anything but 404 meanwhile fails the test.
+pub async fn when_present(client: &client::Client, route: &str) -> client::Response {
+    loop {
+        let r = client.get(route).fetch().await;
+        if r.status == 200 {
+            return r;
+        }
+        assert_eq!(r.status, 404, "unexpected status while waiting for {route}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// `fetch()` for reqwest's requests, as the kit's have it: sends, and fails the test (naming the
+/// request) when no response comes.
+pub trait Fetch {
+    async fn fetch(self) -> reqwest::Response;
+}
+
+impl Fetch for reqwest::RequestBuilder {
+    async fn fetch(self) -> reqwest::Response {
+        let (client, request) = self.build_split();
+        let request = request.unwrap_or_else(|e| panic!("a request the test built: {e}"));
+        let what = format!("{} {}", request.method(), request.url());
+        client.execute(request).await.unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 }
 
@@ -177,97 +242,4 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
-}
-
-/// Chunks a test feeds into an upload: send `Ok(bytes)` to append, `Err(())` to cut the upload,
-/// drop the sender to end it cleanly.
-/// One item of a test-fed upload: a chunk, or `Err(())` to cut the upload.
-pub type Chunk = Result<Bytes, ()>;
-
-pub fn chunk_channel() -> (mpsc::Sender<Chunk>, mpsc::Receiver<Chunk>) {
-    mpsc::channel(16)
-}
-
-/// A request body fed chunk by chunk by the test: send `Ok(bytes)` to append, `Err(())` to make the
-/// upload fail midway, drop the sender to end it cleanly.
-pub fn streamed_body() -> (mpsc::Sender<Result<Bytes, ()>>, reqwest::Body) {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, ()>>(16);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|item| (item.map_err(|()| std::io::Error::other("upload cut by the test")), rx))
-    });
-    (tx, reqwest::Body::wrap_stream(stream))
-}
-
-/// Sends raw bytes over a new TCP connection to `addr` and returns everything the server sends back
-/// until it closes or `until` appears.
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8], until: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request).await.expect("write request");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).await.expect("read response");
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        if String::from_utf8_lossy(&got).contains(until) {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
-/// The status code of a raw HTTP/1.1 response.
-pub fn raw_status(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
-}
-
-/// The next non-empty chunk of a response body (HTTP/2 may end a stream with an empty DATA frame).
-pub async fn next_data(response: &mut reqwest::Response) -> reqwest::Result<Option<Bytes>> {
-    loop {
-        match response.chunk().await? {
-            Some(chunk) if chunk.is_empty() => continue,
-            other => return Ok(other),
-        }
-    }
-}
-
-/// The path of an external tool the test needs (ffmpeg, chromium, ...). When it is missing the test
-/// is skipped with a message, unless `LDASH_REQUIRE_TOOLS=1` (set by CI), which makes it fail.
-pub fn require_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(!required, "{name} is required (LDASH_REQUIRE_TOOLS=1) but not on PATH");
-        eprintln!("SKIPPED: {name} is not installed (CI installs it; set LDASH_REQUIRE_TOOLS=1 to fail instead)");
-    }
-    found
-}
-
-/// The folder whose node_modules holds the browser driver (playwright-core, from `npm ci --prefix
-/// player`): the tests' own dependency, not the server's (its player libraries are built in).
-/// None (the test skips) when it is not installed, unless LDASH_REQUIRE_TOOLS=1, where it fails.
-pub fn browser_driver() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("player");
-    if dir.join("node_modules/playwright-core").is_dir() {
-        return Some(dir);
-    }
-    let required = std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "the browser driver (playwright-core) is required: npm ci --prefix player"
-    );
-    eprintln!("SKIPPED: player/node_modules/playwright-core is missing (npm ci --prefix player)");
-    None
 }

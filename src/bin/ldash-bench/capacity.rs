@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use testkit::client::Client;
+use testkit::digest::{sha256_of, Sha256};
+use testkit::{Origin, Proto};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::clients::{Conn, Proto};
 use crate::procs;
 use crate::recording::{self, Publisher, Recording, Written};
 use crate::stats::{self, Summary};
@@ -101,7 +103,6 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
 
 async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>, dir: &Path) -> Result<Trial, String> {
     let server = procs::start_ldash(dir, &[]).await?;
-    let base = format!("https://localhost:{}", server.https.port());
     let chunks = rec.segments[0].len();
     let written = Written::new(segments as usize + 2, chunks);
     // What every reader must receive: chunk end offsets and the digest of each segment.
@@ -116,14 +117,14 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
                         Some(*end)
                     })
                     .collect();
-                (ends, recording::digest(&chunks))
+                (ends, sha256_of(&chunks))
             })
             .collect(),
     );
-    let publisher = Publisher::new(server.http, "live", Arc::clone(rec))?;
+    let publisher = Publisher::new(&server, "live", Arc::clone(rec)).await?;
     publisher.start(SystemTime::now()).await?;
     let mut upload = publisher.open_first().await?;
-    let probe = Conn::open(Proto::H1, &format!("http://{}", server.http), None, &server.cert_pem).await?;
+    let probe = server.connect(Proto::H1).await?;
     crate::relay::wait_exists(&probe, "/ldash/download/live/chunk-stream0-00001.m4s").await?;
 
     // Connect every reader (bounded concurrency), then wait until each has segment 1's headers.
@@ -139,11 +140,11 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
             Arc::clone(&all_attached),
             Arc::clone(&connecting),
         );
-        let (base, quic, cert) = (base.clone(), server.quic, server.cert_pem.clone());
+        let origin = Origin::clone(&server);
         tasks.spawn(async move {
             let conn = {
                 let _permit = connecting.acquire().await.map_err(|e| e.to_string())?;
-                Conn::open(proto, &base, quic, &cert).await?
+                origin.connect(proto).await?
             };
             follow(&conn, &expect, &written, || {
                 if attached.fetch_add(1, Ordering::AcqRel) + 1 == readers {
@@ -161,7 +162,7 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
     }
 
     // The ingest, in real time: a chunk every 100 ms; the next segment opened before this one ends.
-    let before = server.proc.usage();
+    let before = server.usage();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     for n in 1..=segments {
@@ -190,7 +191,7 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
     broken += tasks.len() * segments as usize;
     tasks.abort_all();
     let wall = started.elapsed().as_secs_f64();
-    let after = server.proc.usage();
+    let after = server.usage();
     drop(upload);
     Ok(Trial {
         broken,
@@ -211,7 +212,7 @@ struct Followed {
 
 /// Reads every expected segment as it grows; checks each against the recording.
 async fn follow(
-    conn: &Conn,
+    conn: &Client,
     expect: &[Expected],
     written: &Written,
     mut on_attached: impl FnMut(),
@@ -222,20 +223,20 @@ async fn follow(
     };
     for (n, (ends, digest)) in (1..).zip(expect) {
         let route = format!("/ldash/download/live/chunk-stream0-{n:05}.m4s");
-        let (status, mut body) = conn.get(&route).await?;
+        let mut body = conn.get(&route).send().await?;
         if n == 1 {
             on_attached();
         }
-        if status != 200 {
+        if body.status != 200 {
             out.broken += 1;
             continue;
         }
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let (mut offset, mut next) = (0, 0);
+        let mut received = Sha256::new();
+        let mut next = 0;
         while let Ok(Some(data)) = body.chunk().await {
             let now = Instant::now();
-            ctx.update(&data);
-            offset += data.len();
+            received.update(&data);
+            let offset = received.len() as usize;
             while next < ends.len() && ends[next] <= offset {
                 if let Some(at) = written.at(n, next) {
                     out.latencies.push(now.saturating_duration_since(at));
@@ -243,7 +244,7 @@ async fn follow(
                 next += 1;
             }
         }
-        if ctx.finish().as_ref() != digest {
+        if received.finish() != *digest {
             out.broken += 1;
         }
     }

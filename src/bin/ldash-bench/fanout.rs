@@ -7,9 +7,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use testkit::client::{Client, H3Client};
+use testkit::daemon::Daemon;
+use testkit::process::Usage;
+use testkit::tools::{tools_required, which};
+use testkit::{Origin, Proto};
 
-use crate::clients::{self, H3};
-use crate::procs::{self, Proc};
+use crate::procs;
 use crate::Plan;
 
 const ROUTE: &str = "/ldash/download/bench/segment.m4s";
@@ -55,17 +59,18 @@ impl Kind {
 
 pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     let (clients, seconds) = if plan.quick { (8, 2) } else { (64, 10) };
-    let h2load = procs::which("h2load").ok_or("h2load is not installed (apt-get install nghttp2-client)")?;
+    let h2load = which("h2load").ok_or("h2load is not installed (apt-get install nghttp2-client)")?;
     let body = segment();
     let ldash = procs::start_ldash(&dir.join("ldash"), &[]).await?;
-    let put = clients::reqwest_client(clients::Proto::H1, &ldash.cert_pem)?
-        .put(format!("http://{}/ldash/upload/bench/segment.m4s", ldash.http))
+    let put = ldash
+        .connect(Proto::H1)
+        .await?
+        .put("/ldash/upload/bench/segment.m4s")
         .body(body.clone())
         .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !put.status().is_success() {
-        return Err(format!("upload of the segment answered {}", put.status()));
+        .await?;
+    if !(200..300).contains(&put.status) {
+        return Err(format!("upload of the segment answered {}", put.status));
     }
     let docroot = dir.join("docroot");
     let file = docroot.join(ROUTE.trim_start_matches('/'));
@@ -75,7 +80,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     std::fs::write(&file, &body).map_err(|e| e.to_string())?;
     let nginx = match procs::start_nginx(&dir.join("nginx"), &docroot).await {
         Ok(n) => Some(n),
-        Err(err) if crate::tools_required() => return Err(format!("nginx: {err}")),
+        Err(err) if tools_required() => return Err(format!("nginx: {err}")),
         Err(err) => {
             println!("(nginx not measured: {err})");
             None
@@ -83,7 +88,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     };
     let caddy = match procs::start_caddy(&dir.join("caddy"), &docroot, &ldash.cert_pem, &ldash.key_pem).await {
         Ok(c) => Some(c),
-        Err(err) if crate::tools_required() => return Err(format!("caddy: {err}")),
+        Err(err) if tools_required() => return Err(format!("caddy: {err}")),
         Err(err) => {
             println!("(caddy not measured: {err})");
             None
@@ -114,47 +119,38 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
             &h2load,
             kind,
             &url,
-            &ldash.proc,
+            &|| ldash.usage(),
             clients,
             seconds,
             h3_by_h2load,
-            &ldash.cert_pem,
+            &ldash,
         )
         .await;
         print_row("ldash", kind, &ours, None);
-        let peers: Vec<(&str, &Proc, Option<String>)> = [
+        let peers: Vec<(&str, &Daemon, Option<String>)> = [
             nginx.as_ref().map(|n| {
                 let url = match kind {
-                    Kind::H1 => Some(format!("http://127.0.0.1:{}{ROUTE}", n.h1)),
-                    Kind::H2c => Some(format!("http://127.0.0.1:{}{ROUTE}", n.h2c)),
+                    Kind::H1 => Some(format!("http://127.0.0.1:{}{ROUTE}", n.ports[0])),
+                    Kind::H2c => Some(format!("http://127.0.0.1:{}{ROUTE}", n.ports[1])),
                     Kind::H3 => None, // Debian's nginx 1.22 has no HTTP/3
                 };
-                ("nginx", &n.proc, url)
+                ("nginx", n, url)
             }),
             caddy.as_ref().map(|c| {
                 let url = match kind {
-                    Kind::H3 => format!("https://localhost:{}{ROUTE}", c.tls),
-                    _ => format!("http://127.0.0.1:{}{ROUTE}", c.h1),
+                    Kind::H3 => format!("https://localhost:{}{ROUTE}", c.ports[1]),
+                    _ => format!("http://127.0.0.1:{}{ROUTE}", c.ports[0]),
                 };
-                ("caddy", &c.proc, Some(url))
+                ("caddy", c, Some(url))
             }),
         ]
         .into_iter()
         .flatten()
         .collect();
-        for (name, proc, url) in peers {
+        for (name, peer, url) in peers {
             let Some(url) = url else { continue };
-            let theirs = measure(
-                &h2load,
-                kind,
-                &url,
-                proc,
-                clients,
-                seconds,
-                h3_by_h2load,
-                &ldash.cert_pem,
-            )
-            .await;
+            let usage = || peer.usage();
+            let theirs = measure(&h2load, kind, &url, &usage, clients, seconds, h3_by_h2load, &ldash).await;
             let ratio = match (&ours, &theirs) {
                 (Ok(a), Ok(b)) if b.rps() > 0.0 => Some(a.rps() / b.rps()),
                 _ => None,
@@ -193,24 +189,26 @@ fn segment() -> Bytes {
     data.into()
 }
 
+/// One load run against `url`; `usage` reads the server's CPU time around it. `origin` is the
+/// ldash whose certificate every server here serves.
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     h2load: &Path,
     kind: Kind,
     url: &str,
-    server: &Proc,
+    usage: &dyn Fn() -> Usage,
     clients: usize,
     seconds: u64,
     h3_by_h2load: bool,
-    cert: &Path,
+    origin: &Origin,
 ) -> Result<Load, String> {
-    let before = server.usage();
+    let before = usage();
     let mut load = if kind == Kind::H3 && !h3_by_h2load {
-        h3_load(url, clients, seconds, cert).await?
+        h3_load(url, clients, seconds, origin).await?
     } else {
         run_h2load(h2load, kind, url, clients, seconds).await?
     };
-    load.cpu = server.usage().cpu - before.cpu;
+    load.cpu = usage().cpu - before.cpu;
     Ok(load)
 }
 
@@ -290,7 +288,7 @@ async fn h2load_speaks_h3(h2load: &Path, quic: Option<std::net::SocketAddr>) -> 
 }
 
 /// HTTP/3 load: `clients` connections, each fetching `url` again and again for `seconds`.
-async fn h3_load(url: &str, clients: usize, seconds: u64, cert: &Path) -> Result<Load, String> {
+async fn h3_load(url: &str, clients: usize, seconds: u64, origin: &Origin) -> Result<Load, String> {
     let rest = url
         .strip_prefix("https://localhost:")
         .ok_or("an https://localhost URL")?;
@@ -298,7 +296,7 @@ async fn h3_load(url: &str, clients: usize, seconds: u64, cert: &Path) -> Result
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|_| "port")?;
     let mut conns = Vec::new();
     for _ in 0..clients {
-        conns.push(H3::connect(addr, cert).await?);
+        conns.push(Client::H3(H3Client::connect(addr, origin.tls_client(&[b"h3"])?).await?));
     }
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
@@ -308,9 +306,12 @@ async fn h3_load(url: &str, clients: usize, seconds: u64, cert: &Path) -> Result
         tasks.spawn(async move {
             let (mut requests, mut bytes) = (0u64, 0u64);
             while Instant::now() < until {
-                let Ok((200, mut body)) = conn.get(&route).await else {
+                let Ok(mut body) = conn.get(&route).send().await else {
                     break;
                 };
+                if body.status != 200 {
+                    break;
+                }
                 let mut got = 0;
                 while let Ok(Some(piece)) = body.chunk().await {
                     got += piece.len();

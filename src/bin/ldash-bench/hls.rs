@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::clients::{self, Conn, Proto};
+use testkit::client::Client;
+use testkit::{OriginProcess, Proto};
+
 use crate::procs;
 use crate::recording::{self, Publisher};
 use crate::stats::{self, Summary};
@@ -55,7 +57,7 @@ async fn wake_up(
     dir: &Path,
 ) -> Result<(Vec<Duration>, usize), String> {
     let server = procs::start_ldash(dir, &[]).await?;
-    let publisher = Publisher::new(server.http, "live", Arc::clone(rec))?;
+    let publisher = Publisher::new(&server, "live", Arc::clone(rec)).await?;
     publisher.start(SystemTime::now()).await?;
     // Two segments in real time, so the stream has a live edge and a fixed part target.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -70,23 +72,17 @@ async fn wake_up(
         upload = next;
     }
     let route = "/ldash/download/live/stream.0.m3u8";
-    let probe = Conn::open(Proto::H1, &format!("http://{}", server.http), None, &server.cert_pem).await?;
+    let probe = server.connect(Proto::H1).await?;
     let offset = msn_offset(&probe, route).await?;
 
-    let base = match proto {
-        Proto::H2Tls => format!("https://localhost:{}", server.https.port()),
-        _ => format!("http://{}", server.http),
-    };
     let mut conns = Vec::with_capacity(waiters);
     for _ in 0..waiters {
-        conns.push(Conn::open(proto, &base, server.quic, &server.cert_pem).await?);
+        conns.push(server.connect(proto).await?);
     }
     // Warm every connection (and, over TLS, finish every handshake) before measuring.
     for conn in &conns {
-        let (_, mut body) = conn.get(route).await?;
-        while body.chunk().await?.is_some() {}
+        conn.get(route).send().await?.bytes().await?;
     }
-    let scraper = clients::reqwest_client(Proto::H1, &server.cert_pem)?;
     let mut samples = Vec::new();
     let mut early = 0;
     for n in 3..3 + segments {
@@ -97,13 +93,14 @@ async fn wake_up(
             for conn in &conns {
                 let (conn, target) = (conn.clone(), target.clone());
                 blocked.spawn(async move {
-                    let (status, mut body) = conn.get(&target).await?;
-                    while body.chunk().await?.is_some() {}
+                    let response = conn.get(&target).send().await?;
+                    let status = response.status;
+                    response.bytes().await?;
                     Ok::<_, String>((status, Instant::now()))
                 });
             }
             // Every request has reached the server and is parked there (the part does not exist yet).
-            wait_blocked(&server, &scraper, waiters).await?;
+            wait_blocked(&server, waiters).await?;
             upload.send(chunk, None).await?;
             let sent = Instant::now();
             while let Some(joined) = blocked.join_next().await {
@@ -124,9 +121,9 @@ async fn wake_up(
 }
 
 /// Waits (bounded) until ldash counts `waiters` blocking playlist requests in progress.
-async fn wait_blocked(server: &procs::Ldash, scraper: &reqwest::Client, waiters: usize) -> Result<(), String> {
+async fn wait_blocked(server: &OriginProcess, waiters: usize) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.metric(scraper, "ldash_hls_blocking_requests").await? < waiters as f64 {
+    while server.metric("ldash_hls_blocking_requests").await? < waiters as f64 {
         if Instant::now() > deadline {
             return Err("the blocking requests did not all reach the server within 10 s".into());
         }
@@ -136,15 +133,12 @@ async fn wait_blocked(server: &procs::Ldash, scraper: &reqwest::Client, waiters:
 }
 
 /// Media sequence number minus segment number, read from the playlist.
-async fn msn_offset(conn: &Conn, route: &str) -> Result<i64, String> {
-    let (status, mut body) = conn.get(route).await?;
-    if status != 200 {
-        return Err(format!("{route} answered {status}"));
+async fn msn_offset(conn: &Client, route: &str) -> Result<i64, String> {
+    let response = conn.get(route).send().await?;
+    if response.status != 200 {
+        return Err(format!("{route} answered {}", response.status));
     }
-    let mut text = Vec::new();
-    while let Some(piece) = body.chunk().await? {
-        text.extend_from_slice(&piece);
-    }
+    let text = response.bytes().await?;
     let text = String::from_utf8_lossy(&text);
     let mut msn: Option<i64> = None;
     for line in text.lines() {

@@ -8,10 +8,15 @@
 //! ```
 //!
 //! `ldash-bench serve ROOT [OPTIONS]` is the server side (ldash's library with ldash's options), which
-//! the benchmark starts as a child process.
+//! the benchmark starts as a child process; `ldash-bench clock [OPTIONS]` is `ldash-clock` (the
+//! glass-to-glass source), which `cargo run --bin ldash-bench` does not build. Clients, launchers,
+//! the encoder and the metrics scrape are the test kit's (testkit/), shared with the tests.
 
 mod capacity;
+// The same source file as the `ldash-clock` binary.
 mod clients;
+#[path = "../ldash-clock.rs"]
+mod clock;
 mod fanout;
 mod glass;
 mod hls;
@@ -23,7 +28,7 @@ mod stats;
 
 use std::process::ExitCode;
 
-use clients::Proto;
+use testkit::{OriginProcess, Proto};
 
 /// What a run measures, and how much of it.
 #[derive(Debug, Clone)]
@@ -52,8 +57,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if args.first().is_some_and(|a| a == "serve") {
-        return runtime.block_on(procs::serve(args[1..].to_vec()));
+    match args.first().map(String::as_str) {
+        Some("serve") => return runtime.block_on(procs::serve(args[1..].to_vec())),
+        // Its own name first, as a program's arguments come.
+        Some("clock") => return clock::run(std::env::args_os().skip(1)),
+        _ => {}
     }
     let mut plan = Plan {
         quick: false,
@@ -105,12 +113,6 @@ pub fn recording_dir(item_dir: &std::path::Path) -> std::path::PathBuf {
     item_dir.parent().unwrap_or(item_dir).join("recording")
 }
 
-/// Whether tools a run needs must be there (CI sets LDASH_REQUIRE_TOOLS=1): then a missing peer
-/// server fails the run instead of being left out.
-pub fn tools_required() -> bool {
-    std::env::var("LDASH_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-}
-
 /// Runs every wanted item; returns how many failed to run (a missed target is not a failure).
 async fn run(plan: Plan) -> usize {
     let work = std::env::temp_dir().join(format!("ldash-bench-{}", std::process::id()));
@@ -147,12 +149,13 @@ async fn run(plan: Plan) -> usize {
 }
 
 /// ldash's relay-delay histogram: deliveries within 1 ms, within 2.5 ms, and all.
-async fn relay_histogram(server: &procs::Ldash, scraper: &reqwest::Client) -> Option<[f64; 3]> {
-    let bucket = |le: &str| format!("ldash_relay_delay_seconds_bucket{{le=\"{le}\"}}");
+async fn relay_histogram(server: &OriginProcess) -> Option<[f64; 3]> {
+    let scrape = server.scrape().await.ok()?;
+    let bucket = |le: &str| scrape.value(&format!("ldash_relay_delay_seconds_bucket{{le=\"{le}\"}}"));
     Some([
-        server.metric(scraper, &bucket("0.001")).await.ok()?,
-        server.metric(scraper, &bucket("0.0025")).await.ok()?,
-        server.metric(scraper, "ldash_relay_delay_seconds_count").await.ok()?,
+        bucket("0.001")?,
+        bucket("0.0025")?,
+        scrape.value("ldash_relay_delay_seconds_count")?,
     ])
 }
 
@@ -195,7 +198,6 @@ async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let server = procs::start_ldash(dir, &[]).await?;
-    let scraper = clients::reqwest_client(Proto::H1, &server.cert_pem)?;
     let mut id = 0;
     for &chunk in sizes {
         for &n in readers {
@@ -213,9 +215,9 @@ async fn relay_table(plan: &Plan, dir: &std::path::Path) -> Result<(), String> {
                 let label = proto.map_or("TCP floor", Proto::label);
                 // What the readers ask of the server together: chunk bytes x 100 a second x readers.
                 let offered = (chunk * 100 * n * 8) as f64 / 1e6;
-                let before = relay_histogram(&server, &scraper).await;
+                let before = relay_histogram(&server).await;
                 let result = relay::run(case, &server, id).await;
-                let after = relay_histogram(&server, &scraper).await;
+                let after = relay_histogram(&server).await;
                 let share = |i: usize| match (before, after) {
                     (Some(b), Some(a)) if proto.is_some() && a[2] > b[2] => {
                         format!("{:.1}%", (a[i] - b[i]) / (a[2] - b[2]) * 100.0)

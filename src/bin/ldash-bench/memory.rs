@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use testkit::{OriginProcess, Proto};
 use tokio::sync::Notify;
 
-use crate::clients::{Conn, Proto};
-use crate::procs::{self, Ldash};
+use crate::procs;
 use crate::recording::{self, Publisher};
 use crate::stats;
 use crate::Plan;
@@ -26,7 +26,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
     let (realtime, total, readers) = if plan.quick { (5, 100, 50) } else { (60, 3600, 500) };
     println!("\n## 5. Memory\n");
     let server = procs::start_ldash(dir, &["--ttl", "60"]).await?;
-    let publisher = Publisher::new(server.http, "live", Arc::clone(&rec))?;
+    let publisher = Publisher::new(&server, "live", Arc::clone(&rec)).await?;
     let start = SystemTime::now();
     publisher.start(start).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -52,12 +52,12 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
             publisher.delete(n - WINDOW).await?;
         }
         if n == realtime {
-            after_minute = server.proc.usage().rss;
+            after_minute = server.usage().rss;
         } else if n > realtime && n % (total / 10).max(1) == 0 && n != total {
-            samples.push((n, server.proc.usage().rss));
+            samples.push((n, server.usage().rss));
         }
     }
-    let after_hour = server.proc.usage().rss;
+    let after_hour = server.usage().rss;
     println!(
         "A {:.1} Mbit/s stream (1 s segments), window {WINDOW} segments, `--ttl 60`: {realtime} segments in real \
          time, then up to {total} segments ({:.1} GB) at {SPEEDUP}x real time.\n",
@@ -106,22 +106,21 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
 
 /// RSS before and after `readers` readers have attached to growing segment `n` (each has its first
 /// chunk); the readers stay attached until the segment completes.
-async fn per_reader(server: &Ldash, proto: Proto, readers: usize, n: u64) -> Result<(u64, u64), String> {
-    let base = match proto {
-        Proto::H2Tls => format!("https://localhost:{}", server.https.port()),
-        _ => format!("http://{}", server.http),
-    };
+async fn per_reader(server: &OriginProcess, proto: Proto, readers: usize, n: u64) -> Result<(u64, u64), String> {
     let route = format!("/ldash/download/live/chunk-stream0-{n:05}.m4s");
-    let before = server.proc.usage().rss;
+    let before = server.usage().rss;
     let attached = Arc::new(AtomicUsize::new(0));
     let all = Arc::new(Notify::new());
     for _ in 0..readers {
-        let conn = Conn::open(proto, &base, server.quic, &server.cert_pem).await?;
+        let conn = server.connect(proto).await?;
         let (route, attached, all) = (route.clone(), Arc::clone(&attached), Arc::clone(&all));
         tokio::spawn(async move {
-            let Ok((200, mut body)) = conn.get(&route).await else {
+            let Ok(mut body) = conn.get(&route).send().await else {
                 return;
             };
+            if body.status != 200 {
+                return;
+            }
             let mut first = true;
             while let Ok(Some(_)) = body.chunk().await {
                 if std::mem::take(&mut first) && attached.fetch_add(1, Ordering::AcqRel) + 1 == readers {
@@ -136,5 +135,5 @@ async fn per_reader(server: &Ldash, proto: Proto, readers: usize, n: u64) -> Res
             .await
             .map_err(|_| "readers did not attach within 60 s")?;
     }
-    Ok((before, server.proc.usage().rss))
+    Ok((before, server.usage().rss))
 }

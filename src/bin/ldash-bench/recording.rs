@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http::Method;
+use testkit::client::{Chunk, Client};
+use testkit::encoder::{Dash, Ingest, Output, Source, Video};
+use testkit::{Origin, Proto};
 use tokio::sync::mpsc;
 
 use crate::clients;
@@ -28,7 +32,7 @@ pub struct Recording {
 
 /// Encodes the recording with ffmpeg into `dir` (4 Mbit/s, 1 s segments of 100 ms chunks).
 pub async fn record(dir: &Path, seconds: u32) -> Result<Recording, String> {
-    let ffmpeg = crate::procs::which("ffmpeg").ok_or("ffmpeg is not installed (apt-get install ffmpeg)")?;
+    let ffmpeg = testkit::tools::which("ffmpeg").ok_or("ffmpeg is not installed (apt-get install ffmpeg)")?;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     // Encoded once per run; later items read the same files.
     let done = dir.join("encoded");
@@ -40,29 +44,18 @@ pub async fn record(dir: &Path, seconds: u32) -> Result<Recording, String> {
 }
 
 async fn encode(ffmpeg: &Path, dir: &Path, seconds: u32) -> Result<(), String> {
-    let status = tokio::process::Command::new(ffmpeg)
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-        .args(["-t", &(seconds + 1).to_string(), "-map", "0:v"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
-        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-bf", "0"])
-        .args(["-b:v", "4M", "-minrate", "4M", "-maxrate", "4M", "-bufsize", "1M"])
-        .args(["-x264-params", "nal-hrd=cbr"])
-        .args([
-            "-f",
-            "dash",
-            "-ldash",
-            "1",
-            "-streaming",
-            "1",
-            "-use_template",
-            "1",
-            "-use_timeline",
-            "0",
-        ])
-        .args(["-seg_duration", "1", "-frag_type", "duration", "-frag_duration", "0.1"])
-        .args(["-format_options", "movflags=cmaf"])
-        .arg(dir.join("stream.mpd"))
+    let dash = Dash {
+        source: Source::TestPattern { size: "1280x720" },
+        video: Video::Cbr("4M"),
+        audio: false,
+        chunk: 0.1,
+        output: Output::Files(dir.join("stream.mpd")),
+        loglevel: "error",
+        ..Dash::test_stream("", Ingest::PutPersistent, seconds + 1)
+    };
+    let status = dash
+        .command(ffmpeg)
+        .stderr(std::process::Stdio::inherit())
         .status()
         .await
         .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
@@ -237,33 +230,37 @@ impl Written {
 
 /// One segment's upload in progress.
 pub struct SegmentUpload {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Chunk>,
     task: tokio::task::JoinHandle<Result<u16, String>>,
 }
 
 /// Uploads the replay to ldash the way ffmpeg does.
 pub struct Publisher {
+    origin: Origin,
     /// Segments and deletes (a connection each, as needed).
-    client: reqwest::Client,
+    client: Client,
     /// The manifest and init segment, one after the other on one connection, as ffmpeg sends them:
     /// ldash orders uploads of one path by connection and request order.
     manifests: tokio::sync::Mutex<clients::RawConn>,
     /// `/ldash/upload/FOLDER`
     route: String,
-    /// `http://HOST/ldash/upload/FOLDER`
-    base: String,
     pub rec: Arc<Recording>,
 }
 
 impl Publisher {
-    pub fn new(http: std::net::SocketAddr, folder: &str, rec: Arc<Recording>) -> Result<Publisher, String> {
+    pub async fn new(origin: &Origin, folder: &str, rec: Arc<Recording>) -> Result<Publisher, String> {
         Ok(Publisher {
-            client: clients::reqwest_client(clients::Proto::H1, Path::new("/nonexistent"))?,
-            manifests: tokio::sync::Mutex::new(clients::RawConn::new(http)),
+            origin: origin.clone(),
+            client: origin.connect(Proto::H1).await?,
+            manifests: tokio::sync::Mutex::new(clients::RawConn::new(origin.http)),
             route: format!("/ldash/upload/{folder}"),
-            base: format!("http://{http}/ldash/upload/{folder}"),
             rec,
         })
+    }
+
+    /// The upload route of segment `n`.
+    fn segment(&self, n: u64) -> String {
+        format!("{}/chunk-stream0-{n:05}.m4s", self.route)
     }
 
     async fn put(&self, name: &str, body: &[u8]) -> Result<(), String> {
@@ -296,15 +293,17 @@ impl Publisher {
     /// upload of a lower number after a higher one is how a restarted encoder looks (a new run).
     pub async fn open_first(&self) -> Result<SegmentUpload, String> {
         let upload = self.open(1);
-        let url = format!(
-            "{}/chunk-stream0-00001.m4s",
-            self.base.replace("/ldash/upload/", "/ldash/download/")
-        );
+        let route = self.segment(1).replace("/ldash/upload/", "/ldash/download/");
         // A client of its own: a probe connection left idle in the segments' pool could carry a
         // later segment with an arrival before segment 1's.
-        let probe = clients::reqwest_client(clients::Proto::H1, Path::new("/nonexistent"))?;
+        let probe = self.origin.connect(Proto::H1).await?;
         for _ in 0..2000 {
-            if probe.head(&url).send().await.is_ok_and(|r| r.status() == 200) {
+            if probe
+                .request(Method::HEAD, &route)
+                .send()
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
                 return Ok(upload);
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -314,18 +313,17 @@ impl Publisher {
 
     /// Opens the upload of segment `n` (the path exists from now on, still empty).
     pub fn open(&self, n: u64) -> SegmentUpload {
-        let (tx, task) = clients::put_stream(&self.client, format!("{}/chunk-stream0-{n:05}.m4s", self.base));
+        let (tx, task) = clients::upload_stream(&self.client, &self.segment(n));
         SegmentUpload { tx, task }
     }
 
     /// Deletes segment `n`, as ffmpeg does beyond its window.
     pub async fn delete(&self, n: u64) -> Result<(), String> {
         self.client
-            .delete(format!("{}/chunk-stream0-{n:05}.m4s", self.base))
+            .request(Method::DELETE, &self.segment(n))
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -336,7 +334,7 @@ impl SegmentUpload {
             w.mark(segment, index);
         }
         self.tx
-            .send(chunk)
+            .send(Ok(chunk))
             .await
             .map_err(|_| "the segment upload ended early".to_owned())
     }
@@ -349,15 +347,4 @@ impl SegmentUpload {
             status => Err(format!("segment upload answered {status}")),
         }
     }
-}
-
-/// SHA-256 of the concatenated chunks.
-pub fn digest(chunks: &[Bytes]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for c in chunks {
-        ctx.update(c);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
 }

@@ -11,8 +11,10 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
-use crate::clients::{self, Conn, Proto};
-use crate::procs::Ldash;
+use testkit::client::Client;
+use testkit::{OriginProcess, Proto};
+
+use crate::clients::{self, Download};
 use crate::stats::Summary;
 
 /// One measurement.
@@ -74,19 +76,19 @@ fn chunk(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
 }
 
-async fn writer(case: Case, sent: Arc<Sent>, tx: mpsc::Sender<Bytes>) {
+async fn writer<T>(case: Case, sent: Arc<Sent>, tx: mpsc::Sender<T>, item: impl Fn(Bytes) -> T) {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let data = chunk(case.chunk);
     for seq in 0..case.chunks {
         tick.tick().await;
         sent.mark(seq);
-        if tx.send(data.clone()).await.is_err() {
+        if tx.send(item(data.clone())).await.is_err() {
             return;
         }
     }
 }
 
-pub async fn run(case: Case, server: &Ldash, id: usize) -> Result<Summary, String> {
+pub async fn run(case: Case, server: &OriginProcess, id: usize) -> Result<Summary, String> {
     let mut latencies = match case.proto {
         None => tcp_floor(case).await?,
         Some(proto) => through_ldash(case, proto, server, id).await?,
@@ -114,7 +116,7 @@ async fn tcp_floor(case: Case) -> Result<Vec<Duration>, String> {
         Ok::<_, String>(())
     });
     let mut reader = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    tokio::spawn(writer(case, Arc::clone(&sent), tx));
+    tokio::spawn(writer(case, Arc::clone(&sent), tx, |b| b));
     let mut follower = Follower {
         offset: 0,
         size: case.chunk,
@@ -132,20 +134,13 @@ async fn tcp_floor(case: Case) -> Result<Vec<Duration>, String> {
     Ok(follower.latencies)
 }
 
-async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> Result<Vec<Duration>, String> {
+async fn through_ldash(case: Case, proto: Proto, server: &OriginProcess, id: usize) -> Result<Vec<Duration>, String> {
     let route = format!("/ldash/download/bench/relay-{id}.bin");
-    let uploader = clients::reqwest_client(Proto::H1, &server.cert_pem)?;
-    let (tx, upload) = clients::put_stream(
-        &uploader,
-        format!("http://{}/ldash/upload/bench/relay-{id}.bin", server.http),
-    );
+    let uploader = server.connect(Proto::H1).await?;
+    let (tx, upload) = clients::upload_stream(&uploader, &format!("/ldash/upload/bench/relay-{id}.bin"));
     // An untimed first chunk; readers attach once the path exists, then the timed chunks follow.
-    tx.send(chunk(case.chunk)).await.map_err(|_| "upload closed")?;
-    let base = match proto {
-        Proto::H2Tls => format!("https://localhost:{}", server.https.port()),
-        _ => format!("http://{}", server.http),
-    };
-    let probe = Conn::open(Proto::H1, &format!("http://{}", server.http), None, &server.cert_pem).await?;
+    tx.send(Ok(chunk(case.chunk))).await.map_err(|_| "upload closed")?;
+    let probe = server.connect(Proto::H1).await?;
     wait_exists(&probe, &route).await?;
 
     let sent = Sent::new(case.chunks);
@@ -156,7 +151,7 @@ async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> R
         // HTTP/1.1 readers use the lean raw client; the others need their protocol stacks.
         let conn = match proto {
             Proto::H1 => None,
-            _ => Some(Conn::open(proto, &base, server.quic, &server.cert_pem).await?),
+            _ => Some(server.connect(proto).await?),
         };
         let http = server.http;
         let (sent, attached, all_attached, route) = (
@@ -167,10 +162,13 @@ async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> R
         );
         readers.spawn(async move {
             let (status, mut body) = match &conn {
-                Some(conn) => conn.get(&route).await?,
+                Some(conn) => {
+                    let response = conn.get(&route).send().await?;
+                    (response.status, Download::Kit(Box::new(response)))
+                }
                 None => {
                     let (status, body) = clients::raw_get(http, &route).await?;
-                    (status, clients::Download::Raw(body))
+                    (status, Download::Raw(body))
                 }
             };
             if status != 200 {
@@ -207,7 +205,7 @@ async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> R
             .await
             .map_err(|_| "readers did not attach within 60 s")?;
     }
-    tokio::spawn(writer(case, Arc::clone(&sent), tx));
+    tokio::spawn(writer(case, Arc::clone(&sent), tx, Ok));
     let mut all = Vec::with_capacity(case.readers * case.chunks);
     let deadline = Duration::from_secs(60 + case.chunks as u64 / 50);
     while let Ok(Some(joined)) = tokio::time::timeout(deadline, readers.join_next()).await {
@@ -218,9 +216,9 @@ async fn through_ldash(case: Case, proto: Proto, server: &Ldash, id: usize) -> R
 }
 
 /// Waits (bounded) until `route` answers 200; the body is dropped.
-pub async fn wait_exists(conn: &Conn, route: &str) -> Result<(), String> {
+pub async fn wait_exists(conn: &Client, route: &str) -> Result<(), String> {
     for _ in 0..2000 {
-        if conn.get(route).await?.0 == 200 {
+        if conn.get(route).send().await?.status == 200 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -1,0 +1,235 @@
+//! The real ffmpeg as the LL-DASH encoder: the documented low-latency command (x264 ultrafast and
+//! zerolatency, 1 s segments of CMAF chunks) from one of two sources (ffmpeg's test pattern, or
+//! `ldash-clock`'s frames that carry their capture time), uploading to ldash or writing files.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// How the encoder uploads.
+#[derive(Debug, Clone, Copy)]
+pub enum Ingest {
+    /// The documented low-latency command: PUT on persistent connections.
+    PutPersistent,
+    /// ffmpeg's defaults: POST, a new connection per file.
+    PostDefaults,
+    /// The documented command with -remove_at_exit 1: everything is deleted when ffmpeg stops.
+    PutRemoveAtExit,
+}
+
+/// The frame size and rate of both sources (and of the first video rendition).
+pub const SIZE: &str = "640x360";
+pub const FPS: u32 = 30;
+
+/// Where the pictures come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// ffmpeg's own test pattern (testsrc2) of this size, read at its native rate when uploading.
+    TestPattern { size: &'static str },
+    /// Raw yuv420p frames of [`SIZE`] on standard input, paced by their writer (ldash-clock).
+    Clock,
+}
+
+/// The video renditions.
+#[derive(Debug, Clone, Copy)]
+pub enum Video {
+    /// Two renditions: 640x360 at 800 kbit/s and 320x180 at 300 kbit/s.
+    Ladder,
+    /// One rendition at this bit rate.
+    One(&'static str),
+    /// One rendition at this constant bit rate (x264's HRD CBR).
+    Cbr(&'static str),
+}
+
+/// Where the stream goes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Uploaded to this manifest URL, keeping a live window of 5 segments (+2 before deletion).
+    Upload { url: String, ingest: Ingest },
+    /// Written as files (manifest and segments) beside this manifest path.
+    Files(PathBuf),
+}
+
+/// One ffmpeg LL-DASH encoding.
+#[derive(Debug, Clone)]
+pub struct Dash {
+    pub source: Source,
+    pub video: Video,
+    /// A 440 Hz sine as AAC beside the video, in an adaptation set of its own.
+    pub audio: bool,
+    pub seconds: u32,
+    /// The CMAF chunk (fragment) duration in seconds, in 1 s segments.
+    pub chunk: f64,
+    pub output: Output,
+    /// ffmpeg's -loglevel (warning shows what the tests look for in its log).
+    pub loglevel: &'static str,
+}
+
+impl Dash {
+    /// The test encoder the tests use: the test pattern with a sine, two video renditions and AAC,
+    /// 1 s segments of 0.2 s chunks, uploaded as `ingest` says.
+    pub fn test_stream(url: &str, ingest: Ingest, seconds: u32) -> Dash {
+        Dash {
+            source: Source::TestPattern { size: SIZE },
+            video: Video::Ladder,
+            audio: true,
+            seconds,
+            chunk: 0.2,
+            output: Output::Upload {
+                url: url.to_owned(),
+                ingest,
+            },
+            loglevel: "warning",
+        }
+    }
+
+    /// The ffmpeg command, its standard error piped (for the log) and killed when dropped.
+    pub fn command(&self, ffmpeg: &Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(ffmpeg);
+        command.args(["-hide_banner", "-loglevel", self.loglevel]);
+        let uploading = matches!(self.output, Output::Upload { .. });
+        match self.source {
+            Source::TestPattern { size } => {
+                command.args(["-nostdin"]);
+                if uploading {
+                    command.arg("-re");
+                }
+                command.args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate={FPS}")]);
+                command.stdin(Stdio::null());
+            }
+            Source::Clock => {
+                command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", SIZE]);
+                command.args(["-framerate", &FPS.to_string(), "-i", "pipe:0"]);
+            }
+        }
+        if let Output::Files(_) = self.output {
+            command.arg("-y");
+        }
+        if self.audio {
+            // -re paces the sine (the clock's frames are paced by their writer).
+            if let Source::Clock = self.source {
+                command.arg("-re");
+            }
+            command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+        }
+        command.args(["-t", &self.seconds.to_string()]);
+        self.video(&mut command);
+        if self.audio {
+            command.args(["-map", "1:a", "-c:a", "aac", "-b:a", "64k"]);
+        }
+        command.args(["-f", "dash", "-ldash", "1", "-streaming", "1"]);
+        command.args(["-use_template", "1", "-use_timeline", "0", "-seg_duration", "1"]);
+        command.args(["-frag_type", "duration", "-frag_duration", &self.chunk.to_string()]);
+        if self.audio {
+            command.args(["-adaptation_sets", "id=0,streams=v id=1,streams=a"]);
+        }
+        command.args(["-format_options", "movflags=cmaf"]);
+        match &self.output {
+            Output::Upload { url, ingest } => {
+                command.args(["-window_size", "5", "-extra_window_size", "2"]);
+                if let Ingest::PutPersistent | Ingest::PutRemoveAtExit = ingest {
+                    command.args(["-method", "PUT", "-http_persistent", "1", "-http_opts", "tcp_nodelay=1"]);
+                }
+                if let Ingest::PutRemoveAtExit = ingest {
+                    command.args(["-remove_at_exit", "1"]);
+                }
+                command.arg(url);
+            }
+            Output::Files(manifest) => {
+                command.arg(manifest);
+            }
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        command
+    }
+
+    /// The video maps, codec and rates: one GOP per 1 s segment, no B-frames, no scene cuts.
+    fn video(&self, command: &mut tokio::process::Command) {
+        match self.video {
+            Video::Ladder => command.args(["-map", "0:v", "-map", "0:v"]),
+            Video::One(_) | Video::Cbr(_) => command.args(["-map", "0:v"]),
+        };
+        command.args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]);
+        command.args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-bf", "0"]);
+        match self.video {
+            Video::Ladder => command.args(["-b:v:0", "800k", "-s:v:1", "320x180", "-b:v:1", "300k"]),
+            Video::One(rate) => command.args(["-b:v", rate]),
+            Video::Cbr(rate) => command
+                .args(["-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", "1M"])
+                .args(["-x264-params", "nal-hrd=cbr"]),
+        };
+    }
+}
+
+/// `ldash-clock` piped into ffmpeg: frames that carry their capture time, for glass-to-glass
+/// latency. Both processes are killed when this is dropped.
+pub struct ClockEncoder {
+    clock: std::process::Child,
+    pub ffmpeg: tokio::process::Child,
+}
+
+impl Drop for ClockEncoder {
+    fn drop(&mut self) {
+        let _ = self.clock.kill();
+        let _ = self.clock.wait();
+        let _ = self.ffmpeg.start_kill();
+    }
+}
+
+/// Starts `clock` (the `ldash-clock` program, or a command that runs it) for `dash`'s duration and
+/// ffmpeg encoding its frames as `dash` says ([`Source::Clock`]); ffmpeg's log goes to this
+/// process's standard error.
+pub fn clock_encoder(mut clock: std::process::Command, ffmpeg: &Path, dash: &Dash) -> Result<ClockEncoder, String> {
+    let mut clock = clock
+        .args(["--size", SIZE, "--fps", &FPS.to_string()])
+        .args(["--seconds", &dash.seconds.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start ldash-clock: {e}"))?;
+    let frames = clock.stdout.take().ok_or("ldash-clock's standard output")?;
+    let mut command = dash.command(ffmpeg);
+    command.stdin(Stdio::from(frames)).stderr(Stdio::inherit());
+    match command.spawn() {
+        Ok(ffmpeg) => Ok(ClockEncoder { clock, ffmpeg }),
+        Err(err) => {
+            let _ = clock.kill();
+            let _ = clock.wait();
+            Err(format!("cannot start ffmpeg: {err}"))
+        }
+    }
+}
+
+/// A running ffmpeg whose log (its standard error) is read as it comes and kept.
+pub struct Encoder {
+    pub child: tokio::process::Child,
+    log: Option<tokio::task::JoinHandle<String>>,
+}
+
+impl Encoder {
+    /// Starts `command` (from [`Dash::command`]).
+    pub fn start(mut command: tokio::process::Command) -> Result<Encoder, String> {
+        let mut child = command.spawn().map_err(|e| format!("cannot start ffmpeg: {e}"))?;
+        let log = child.stderr.take().map(|mut stderr| {
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+                text
+            })
+        });
+        Ok(Encoder { child, log })
+    }
+
+    /// Kills ffmpeg (an error if it was gone already) and waits until it has gone.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await.map(drop)
+    }
+
+    /// Everything ffmpeg logged, once it has closed its log (it exited); "" when asked again.
+    pub async fn log(&mut self) -> String {
+        match self.log.take() {
+            Some(log) => log.await.unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+}
