@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use testkit::client::Client;
 use testkit::digest::{sha256_of, Sha256};
-use testkit::{Origin, Proto};
+use testkit::{process, Origin, Proto};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::procs;
@@ -27,6 +27,8 @@ struct Trial {
     late: usize,
     latency: Summary,
     cpu_percent: f64,
+    /// The load generator's CPU (this process: the publisher and every reader), % of one core.
+    load_percent: f64,
     rss: u64,
 }
 
@@ -48,14 +50,15 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
         "One ingest of {:.1} Mbit/s (recorded ffmpeg x264 CBR, 1 s segments of {} chunks, replayed in real time \
          over HTTP/1.1), {segments} segments per trial; N readers follow the live edge, each on its own \
          connection. Pass: every segment's SHA-256 matches and every chunk arrives within 500 ms of its upload. \
-         Latency: upload of a chunk to its last byte at the reader, ms. Server CPU is % of one core.\n",
+         Latency: upload of a chunk to its last byte at the reader, ms. Server CPU and load CPU (this benchmark's \
+         own process: the publisher and every reader, on the same two cores) are % of one core.\n",
         (rec.segment_bytes() * 8) as f64 / 1e6,
         rec.segments[0].len()
     );
     println!(
-        "| proto | readers | result | broken segments | late chunks | p50 | p99 | max | server CPU | server RSS MiB |"
+        "| proto | readers | result | broken segments | late chunks | p50 | p99 | max | server CPU | load CPU | server RSS MiB |"
     );
-    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for proto in [Proto::H2Tls, Proto::H3] {
         let mut best: Option<usize> = None;
         let mut tries: Vec<usize> = counts.to_vec();
@@ -65,7 +68,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
             i += 1;
             let trial = trial(proto, n, segments, &rec, &dir.join(format!("{proto:?}-{n}"))).await?;
             println!(
-                "| {} | {n} | {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
+                "| {} | {n} | {} | {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} |",
                 proto.label(),
                 if trial.passed() { "pass" } else { "FAIL" },
                 trial.broken,
@@ -74,6 +77,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
                 stats::ms(trial.latency.p99),
                 stats::ms(trial.latency.max),
                 trial.cpu_percent,
+                trial.load_percent,
                 stats::mib(trial.rss)
             );
             if trial.passed() {
@@ -94,8 +98,8 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
             None => println!("\n{}: no tried count passed.\n", proto.label()),
         }
         if proto == Proto::H2Tls {
-            println!("| proto | readers | result | broken segments | late chunks | p50 | p99 | max | server CPU | server RSS MiB |");
-            println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            println!("| proto | readers | result | broken segments | late chunks | p50 | p99 | max | server CPU | load CPU | server RSS MiB |");
+            println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         }
     }
     Ok(())
@@ -163,6 +167,7 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
 
     // The ingest, in real time: a chunk every 100 ms; the next segment opened before this one ends.
     let before = server.usage();
+    let load_before = process::usage(std::process::id());
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     for n in 1..=segments {
@@ -192,12 +197,14 @@ async fn trial(proto: Proto, readers: usize, segments: u64, rec: &Arc<Recording>
     tasks.abort_all();
     let wall = started.elapsed().as_secs_f64();
     let after = server.usage();
+    let load_after = process::usage(std::process::id());
     drop(upload);
     Ok(Trial {
         broken,
         late,
         latency: Summary::of(&mut latencies),
         cpu_percent: (after.cpu - before.cpu) / wall * 100.0,
+        load_percent: (load_after.cpu - load_before.cpu) / wall * 100.0,
         rss: after.rss,
     })
 }
