@@ -105,15 +105,6 @@ impl Kind {
         }
     }
 
-    /// Whether it forwards the viewer's Host on downloads, so that ldash writes the edge's address
-    /// into an MPD's clock URL. deploy/nginx/ldash-edge.conf does not: its /ldash/download/
-    /// location sets proxy_set_header of its own (Range, If-Range), so none of the server-level
-    /// ones (Host, Connection, Accept-Encoding, X-Forwarded-For) apply there, and ldash, given
-    /// the upstream's name as Host, writes a relative clock URL (which still resolves to the edge).
-    fn forwards_host(self) -> bool {
-        self == Kind::Varnish
-    }
-
     /// Whether it answers methods other than GET, HEAD and OPTIONS itself (Varnish: 405); nginx
     /// passes them to the origin, which answers 405 to them on downloads.
     fn refuses_other_methods(self) -> bool {
@@ -719,11 +710,8 @@ async fn mpd_names_the_edge(server: &TestServer, edge: &Edge) {
         "MPDs are not cached"
     );
     let mpd = mpd.text().await.expect("MPD text");
-    let clock = if edge.kind.forwards_host() {
-        edge.url("/ldash/time")
-    } else {
-        "/ldash/time".to_owned()
-    };
+    // Both edges forward the viewer's Host, so ldash writes the edge's own clock URL.
+    let clock = edge.url("/ldash/time");
     assert!(
         mpd.contains(&format!("value=\"{clock}\"")),
         "the MPD's clock is the edge's ({clock}): {mpd}"
