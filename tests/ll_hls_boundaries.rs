@@ -102,9 +102,11 @@ fn parse(text: &str) -> Result<MediaPlaylist, String> {
             segment.complete = true;
         } else if let Some(attrs) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
             let uri = attribute(attrs, "URI").ok_or(format!("hint without URI: {line:?}"))?;
-            let start = attribute(attrs, "BYTERANGE-START")
-                .and_then(|s| s.parse().ok())
-                .ok_or(format!("hint without BYTERANGE-START: {line:?}"))?;
+            // The draft (4.4.5.3): "Its absence implies a value of 0", as between segments.
+            let start = match attribute(attrs, "BYTERANGE-START") {
+                Some(s) => s.parse().map_err(|_| format!("bad BYTERANGE-START: {line:?}"))?,
+                None => 0,
+            };
             playlist.hint = Some((uri.to_owned(), start));
         }
     }
@@ -142,7 +144,11 @@ fn check_consistent(rep: &str, playlist: &MediaPlaylist) -> Result<(), String> {
     match (&playlist.hint, last.complete) {
         (Some((uri, start)), false) => {
             let end = last.parts.last().map_or(0, |(len, offset, _)| offset + len);
-            if *uri != last.uri || *start != end {
+            // Between the close of the last segment and the start of the next, ldash lists the
+            // closed segment without EXTINF (it is published complete only once the next one has
+            // started) and hints the start of the next one.
+            let closed = *uri == segment_uri(rep, last.msn + 1) && *start == 0;
+            if !closed && (*uri != last.uri || *start != end) {
                 return Err(format!(
                     "the preload hint {uri}@{start} is not the rest of growing {} (from {end})",
                     last.uri
