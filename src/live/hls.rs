@@ -503,6 +503,7 @@ mod tests {
             handler: *b"soun",
             default_duration: 0,
             default_flags: 0,
+            coding: None,
         };
         f.inits
             .insert("a-init.m4s".into(), Arc::new(Init { tracks: vec![track] }));

@@ -8,3 +8,4 @@ pub mod hls;
 pub mod kind;
 pub mod liveness;
 pub mod mpd;
+pub mod package;

@@ -8,6 +8,7 @@
 //! `scanner`; the box walking and field reads both rely on are in `boxes`.
 
 mod boxes;
+mod codec;
 mod scanner;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 
 use boxes::{be32, children, version};
 
+pub use codec::Coding;
 pub use scanner::ChunkScanner;
 
 /// Why CMAF bytes could not be read.
@@ -48,6 +50,8 @@ pub struct Track {
     pub default_duration: u32,
     /// default_sample_flags from `trex`.
     pub default_flags: u32,
+    /// The coding its first sample entry describes.
+    pub coding: Option<Coding>,
 }
 
 /// An init segment's tracks.
@@ -68,6 +72,23 @@ impl Init {
                 _ => None,
             })
     }
+}
+
+/// The coding in `minf` > `stbl` > `stsd`, if there is one.
+fn sample_description(minf: &[u8]) -> Result<Option<Coding>, CmafError> {
+    for item in children(minf) {
+        let (kind, stbl) = item?;
+        if &kind != b"stbl" {
+            continue;
+        }
+        for item in children(stbl) {
+            let (kind, stsd) = item?;
+            if &kind == b"stsd" {
+                return codec::parse_stsd(stsd);
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// One CMAF chunk of a segment: bytes `start..end` of the file.
@@ -127,6 +148,7 @@ fn parse_trak(trak: &[u8]) -> Result<Track, CmafError> {
         handler: *b"    ",
         default_duration: 0,
         default_flags: 0,
+        coding: None,
     };
     for item in children(trak) {
         let (kind, body) = item?;
@@ -147,6 +169,7 @@ fn parse_trak(trak: &[u8]) -> Result<Track, CmafError> {
                             let handler = body.get(8..12).ok_or(CmafError::Malformed("hdlr"))?;
                             track.handler.copy_from_slice(handler);
                         }
+                        b"minf" => track.coding = sample_description(body)?,
                         _ => {}
                     }
                 }

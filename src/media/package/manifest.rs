@@ -1,0 +1,128 @@
+//! The DASH manifest of a packaged channel, as an encoder that writes DASH would upload it: a
+//! dynamic MPD with one SegmentTemplate (`$Number$`) per representation, video tracks in one
+//! adaptation set and audio tracks in another. The low-latency parts (availabilityTimeOffset,
+//! UTCTiming to ldash's clock, ServiceDescription) are added on every GET by the same rewrite as for
+//! any uploaded MPD.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use super::channel::{Channel, Kind, Track};
+use crate::media::mpd::format_duration;
+
+/// The channel's manifest, in the channel's folder.
+pub const MANIFEST: &str = "stream.mpd";
+
+/// The file name of track `id`'s init segment.
+pub fn init_name(id: &str) -> String {
+    format!("init-{id}.m4s")
+}
+
+/// The file name of track `id`'s segment `number`.
+pub fn segment_name(id: &str, number: u64) -> String {
+    format!("chunk-{id}-{number:05}.m4s")
+}
+
+/// The media template: [`segment_name`] for every representation and number.
+const MEDIA: &str = "chunk-$RepresentationID$-$Number%05d$.m4s";
+
+/// Bits per second assumed before a track's first segment is measured.
+const UNMEASURED: [(Kind, u64); 3] = [(Kind::Video, 2_000_000), (Kind::Audio, 128_000), (Kind::Other, 100_000)];
+
+impl Channel {
+    /// The manifest as of `now`, once the channel has a timeline (its first chunk); None before.
+    pub fn manifest(&self, now: SystemTime) -> Option<String> {
+        let anchor = self.anchor?;
+        let d = self.options.segment_duration;
+        let window = d.saturating_mul(u32::try_from(self.options.window).unwrap_or(u32::MAX));
+        let update = d.saturating_mul(2).max(Duration::from_secs(2));
+        let mut out = String::with_capacity(2048);
+        let _ = write!(
+            out,
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
+             <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
+             profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" \
+             type=\"dynamic\" availabilityStartTime=\"{}\" publishTime=\"{}\" \
+             minimumUpdatePeriod=\"{}\" minBufferTime=\"{}\" timeShiftBufferDepth=\"{}\" \
+             maxSegmentDuration=\"{}\">\n  <Period id=\"0\" start=\"PT0S\">\n",
+            humantime::format_rfc3339_millis(anchor),
+            humantime::format_rfc3339_millis(now.max(anchor)),
+            format_duration(update),
+            format_duration(d),
+            format_duration(window),
+            format_duration(d),
+        );
+        for (set, (kind, content, mime)) in [(Kind::Video, "video", "video/mp4"), (Kind::Audio, "audio", "audio/mp4")]
+            .into_iter()
+            .enumerate()
+        {
+            let tracks: Vec<(&String, &Track)> = self.tracks.iter().filter(|(_, t)| t.kind == kind).collect();
+            if tracks.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "    <AdaptationSet id=\"{set}\" contentType=\"{content}\" mimeType=\"{mime}\" \
+                 segmentAlignment=\"true\" startWithSAP=\"1\">"
+            );
+            for (id, track) in tracks {
+                self.representation(&mut out, id, track);
+            }
+            out.push_str("    </AdaptationSet>\n");
+        }
+        out.push_str("  </Period>\n</MPD>\n");
+        Some(out)
+    }
+
+    fn representation(&self, out: &mut String, id: &str, track: &Track) {
+        let bandwidth = track.bandwidth.unwrap_or_else(|| {
+            UNMEASURED
+                .iter()
+                .find(|(kind, _)| *kind == track.kind)
+                .map_or(100_000, |(_, b)| *b)
+        });
+        let coding = &track.coding;
+        let _ = write!(
+            out,
+            "      <Representation id=\"{id}\" bandwidth=\"{bandwidth}\" codecs=\"{}\"",
+            escape(&coding.codecs)
+        );
+        if let Some((width, height)) = coding.size.filter(|(w, h)| *w > 0 && *h > 0) {
+            let _ = write!(out, " width=\"{width}\" height=\"{height}\"");
+        }
+        if let Some(rate) = coding.sample_rate.filter(|r| *r > 0) {
+            let _ = write!(out, " audioSamplingRate=\"{rate}\"");
+        }
+        out.push_str(">\n");
+        if let Some(channels) = coding.channels.filter(|c| *c > 0 && track.kind == Kind::Audio) {
+            let _ = writeln!(
+                out,
+                "        <AudioChannelConfiguration \
+                 schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{channels}\"/>"
+            );
+        }
+        let duration = (self.options.segment_duration.as_secs_f64() * f64::from(track.timescale)).round() as u64;
+        let _ = writeln!(
+            out,
+            "        <SegmentTemplate timescale=\"{}\" duration=\"{duration}\" startNumber=\"1\" \
+             initialization=\"{}\" media=\"{MEDIA}\"/>",
+            track.timescale,
+            init_name("$RepresentationID$"),
+        );
+        out.push_str("      </Representation>\n");
+    }
+}
+
+/// XML attribute escaping for the few values taken from the encoder's bytes.
+fn escape(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
