@@ -84,6 +84,16 @@ pub struct Config {
     #[arg(long, env = "LDASH_END_AFTER_SEGMENTS", default_value_t = 5)]
     pub end_after_segments: u32,
 
+    /// CMAF ingest: the segment duration (seconds) ldash cuts a channel's tracks into; a segment
+    /// starts at the first fragment with a sync sample from its time on (keep the encoder's
+    /// keyframe interval a divisor of it). From 0.1 to 60.
+    #[arg(long, env = "LDASH_SEGMENT_DURATION", default_value_t = 1.0)]
+    pub segment_duration: f64,
+
+    /// CMAF ingest: segments kept per track (at least 2); older ones are removed.
+    #[arg(long, env = "LDASH_WINDOW", default_value_t = 30)]
+    pub window: u64,
+
     /// Bytes a download of a growing file may fall behind the upload (beyond where it started)
     /// before it is cut off with an error (0: never). Suffixes K, M, G accepted.
     #[arg(long, env = "LDASH_READER_LAG_LIMIT", default_value = "8M", value_parser = parse_size)]

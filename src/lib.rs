@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod live;
 pub mod media;
 pub mod metrics;

@@ -11,6 +11,7 @@ use crate::config::{Config, Congestion};
 use crate::live::LiveOptions;
 use crate::media::liveness::EndRule;
 use crate::media::mpd::{Latency, ServiceDefaults};
+use crate::media::package::PackageOptions;
 use crate::store::Limits;
 
 /// Everything [`crate::Server`] needs, by part.
@@ -28,6 +29,8 @@ pub struct Settings {
     pub live: LiveOptions,
     /// The ServiceDescription values written into MPDs that lack them.
     pub service: ServiceDefaults,
+    /// How CMAF ingest channels are packaged.
+    pub package: PackageOptions,
     /// What the routes need.
     pub routes: RouteSettings,
     /// Connection handling, the same for TCP and QUIC.
@@ -126,6 +129,12 @@ impl Settings {
                 }),
                 playback_rate_min: config.playback_rate_min.clamp(0.5, 1.0),
                 playback_rate_max: config.playback_rate_max.clamp(1.0, 2.0),
+            },
+            package: PackageOptions {
+                // At least 0.1 s, at most a minute; --window at least 2 segments.
+                segment_duration: Duration::try_from_secs_f64(config.segment_duration.clamp(0.1, 60.0))
+                    .unwrap_or(Duration::from_secs(1)),
+                window: config.window.max(2),
             },
             routes: RouteSettings {
                 upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),

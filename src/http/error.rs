@@ -51,6 +51,9 @@ pub enum HttpError {
     /// An LL-HLS playlist could not be served.
     #[error("{0}")]
     Hls(#[from] crate::live::hls::HlsError),
+    /// A CMAF ingest track was refused.
+    #[error("{0}")]
+    Track(#[from] crate::ingest::TrackError),
 }
 
 impl HttpError {
@@ -77,9 +80,24 @@ impl HttpError {
             HttpError::Hls(crate::live::hls::HlsError::NotFound) => StatusCode::NOT_FOUND,
             HttpError::Hls(crate::live::hls::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             HttpError::Hls(crate::live::hls::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Track(err) => track_status(err),
         }
     }
+}
 
+fn track_status(err: &crate::ingest::TrackError) -> StatusCode {
+    use crate::ingest::TrackError;
+    use crate::media::package::IngestError;
+    match err {
+        TrackError::Ingest(IngestError::FragmentTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        TrackError::Ingest(IngestError::NotCmaf(_) | IngestError::Cmaf(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        TrackError::Ingest(_) | TrackError::Body(_) => StatusCode::BAD_REQUEST,
+        TrackError::Idle(_) => StatusCode::REQUEST_TIMEOUT,
+        TrackError::Store(store) => HttpError::Store(store.clone()).status(),
+    }
+}
+
+impl HttpError {
     /// The response: the status, the reason as plain text, and the headers the status calls for.
     pub fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();

@@ -86,6 +86,8 @@ pub struct App {
     pub store: Store,
     /// The live stream index over the store.
     pub live: Live,
+    /// The packaged channels (CMAF ingest).
+    pub packager: crate::ingest::Packager,
     /// The routes' settings.
     pub settings: RouteSettings,
     /// Alt-Svc advertised on the TLS TCP listener when HTTP/3 is on.
@@ -98,11 +100,18 @@ pub struct App {
 
 impl App {
     /// The routes over `store` and `live`, with their settings and the Alt-Svc value to advertise.
-    pub fn new(store: Store, live: Live, settings: RouteSettings, alt_svc: Option<HeaderValue>) -> App {
+    pub fn new(
+        store: Store,
+        live: Live,
+        packager: crate::ingest::Packager,
+        settings: RouteSettings,
+        alt_svc: Option<HeaderValue>,
+    ) -> App {
         App {
             metrics: std::sync::Arc::new(Metrics::new(&store)),
             store,
             live,
+            packager,
             settings,
             alt_svc,
             connections: Default::default(),

@@ -23,6 +23,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     authorize(app, req.headers(), conn)?;
+    // A track's limit is per fragment (it is one long POST): checked as it is read.
+    if let Some((channel, track)) = crate::media::package::track_path(path) {
+        return ingest(app, channel, track, req).await;
+    }
     if let Some(declared) = content_length(req.headers())? {
         if declared > app.store.limits().max_upload_bytes {
             return Err(HttpError::PayloadTooLarge(app.store.limits().max_upload_bytes));
@@ -75,6 +79,34 @@ where
     })
 }
 
+/// A CMAF ingest track (`{channel}/Streams({track})`): packaged as it arrives, answered when it
+/// ends.
+async fn ingest<B>(app: &App, channel: &str, track: &str, req: Request<B>) -> Result<Response<ResponseBody>, HttpError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let received = app.metrics.received(req.version());
+    let body = req.into_body().map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            received.inc_by(data.len() as u64);
+        }
+        frame
+    });
+    let delivered = app
+        .packager
+        .ingest(channel, track, body, app.settings.upload_idle_timeout)
+        .await
+        .inspect_err(|err| tracing::warn!(channel, track, %err, "CMAF ingest track refused"))?;
+    tracing::debug!(channel, track, chunks = delivered.chunks, "CMAF ingest track ended");
+    let mut response = Response::new(ResponseBody::full(format!("received {} chunks\n", delivered.chunks)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
+}
+
 pub(super) fn delete<B>(
     app: &App,
     path: &str,
@@ -84,6 +116,10 @@ pub(super) fn delete<B>(
     // ffmpeg sends DELETE with `Transfer-Encoding: chunked` and an empty body; the body is not read,
     // which is harmless for an empty one.
     authorize(app, req.headers(), conn)?;
+    // A DELETE of a packaged channel ends it (its final, static manifest).
+    if app.packager.end(path) {
+        return Ok(no_content());
+    }
     if app.store.delete(path, Some(conn.arrival)) {
         Ok(no_content())
     } else {

@@ -160,6 +160,126 @@ impl Dash {
     }
 }
 
+/// ffmpeg as a DASH-IF CMAF ingest encoder (interface 1): one process, each track a long-running
+/// POST of fragmented MP4 to `{channel}/Streams({track})`, the documented command of the README.
+#[derive(Debug, Clone)]
+pub struct CmafIngest {
+    pub source: Source,
+    /// The channel's upload URL (`http://host:port/ldash/upload/ch1`).
+    pub channel: String,
+    /// Two video tracks (`video_hi` 640x360 at 800 kbit/s, `video_lo` 320x180 at 300 kbit/s)
+    /// instead of one (`video`).
+    pub ladder: bool,
+    /// An AAC track (`audio`) from a 440 Hz sine.
+    pub audio: bool,
+    pub seconds: u32,
+    /// The CMAF fragment (chunk) duration in seconds.
+    pub chunk: f64,
+    /// Added to every timestamp (ffmpeg's -output_ts_offset): an encoder that reconnects and
+    /// continues the channel's timeline.
+    pub offset: f64,
+    pub loglevel: &'static str,
+}
+
+impl CmafIngest {
+    /// The test pattern (and a sine) into `channel`, 0.2 s chunks.
+    pub fn test_stream(channel: &str, ladder: bool, audio: bool, seconds: u32) -> CmafIngest {
+        CmafIngest {
+            source: Source::TestPattern { size: SIZE },
+            channel: channel.to_owned(),
+            ladder,
+            audio,
+            seconds,
+            chunk: 0.2,
+            offset: 0.0,
+            loglevel: "warning",
+        }
+    }
+
+    /// The track names it posts, in output order.
+    pub fn tracks(&self) -> Vec<&'static str> {
+        let mut tracks = if self.ladder {
+            vec!["video_hi.cmfv", "video_lo.cmfv"]
+        } else {
+            vec!["video.cmfv"]
+        };
+        if self.audio {
+            tracks.push("audio.cmfa");
+        }
+        tracks
+    }
+
+    /// The ffmpeg command, its standard error piped (for the log) and killed when dropped.
+    pub fn command(&self, ffmpeg: &Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(ffmpeg);
+        command.args(["-hide_banner", "-loglevel", self.loglevel]);
+        match self.source {
+            Source::TestPattern { size } => {
+                command.args(["-nostdin", "-re", "-f", "lavfi"]);
+                command.args(["-i", &format!("testsrc2=size={size}:rate={FPS}")]);
+                command.stdin(Stdio::null());
+            }
+            Source::Clock => {
+                command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", SIZE]);
+                command.args(["-framerate", &FPS.to_string(), "-i", "pipe:0"]);
+            }
+        }
+        if self.audio {
+            command.args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+        }
+        let x264 = |command: &mut tokio::process::Command, rate: &str, size: Option<&str>| {
+            command.args([
+                "-map",
+                "0:v",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ]);
+            command.args([
+                "-g",
+                "30",
+                "-keyint_min",
+                "30",
+                "-sc_threshold",
+                "0",
+                "-bf",
+                "0",
+                "-b:v",
+                rate,
+            ]);
+            if let Some(size) = size {
+                command.args(["-s", size]);
+            }
+        };
+        for track in self.tracks() {
+            match track {
+                "video_hi.cmfv" | "video.cmfv" => x264(&mut command, "800k", None),
+                "video_lo.cmfv" => x264(&mut command, "300k", Some("320x180")),
+                _ => {
+                    command.args(["-map", "1:a", "-c:a", "aac", "-b:a", "64k"]);
+                }
+            }
+            self.output(&mut command, track);
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        command
+    }
+
+    fn output(&self, command: &mut tokio::process::Command, track: &str) {
+        // -t is an output option: each output of the one process needs its own.
+        command.args(["-t", &self.seconds.to_string()]);
+        command.args(["-f", "mp4", "-movflags", "+cmaf+empty_moov+separate_moof+frag_keyframe"]);
+        command.args(["-frag_duration", &((self.chunk * 1e6).round() as u64).to_string()]);
+        if self.offset > 0.0 {
+            command.args(["-output_ts_offset", &self.offset.to_string()]);
+        }
+        command.args(["-method", "POST", &format!("{}/Streams({track})", self.channel)]);
+    }
+}
+
 /// `ldash-clock` piped into ffmpeg: frames that carry their capture time, for glass-to-glass
 /// latency. Both processes are killed when this is dropped.
 pub struct ClockEncoder {

@@ -76,11 +76,11 @@ pub(super) struct Track {
     /// The segment being written, its bytes so far and its first decode time.
     open: Option<(u64, u64, u64)>,
     /// The newest segment started, open or closed.
-    newest: Option<u64>,
+    pub(super) newest: Option<u64>,
     /// The oldest segment kept.
-    oldest: Option<u64>,
+    pub(super) oldest: Option<u64>,
     /// The end of the last chunk, in the track's timescale.
-    end: u64,
+    pub(super) end: u64,
 }
 
 /// A packaged channel.

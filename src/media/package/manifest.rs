@@ -36,21 +36,59 @@ impl Channel {
         let d = self.options.segment_duration;
         let window = d.saturating_mul(u32::try_from(self.options.window).unwrap_or(u32::MAX));
         let update = d.saturating_mul(2).max(Duration::from_secs(2));
-        let mut out = String::with_capacity(2048);
-        let _ = write!(
-            out,
-            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
-             <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
-             profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" \
-             type=\"dynamic\" availabilityStartTime=\"{}\" publishTime=\"{}\" \
+        let head = format!(
+            "type=\"dynamic\" availabilityStartTime=\"{}\" publishTime=\"{}\" \
              minimumUpdatePeriod=\"{}\" minBufferTime=\"{}\" timeShiftBufferDepth=\"{}\" \
-             maxSegmentDuration=\"{}\">\n  <Period id=\"0\" start=\"PT0S\">\n",
+             maxSegmentDuration=\"{}\"",
             humantime::format_rfc3339_millis(anchor),
             humantime::format_rfc3339_millis(now.max(anchor)),
             format_duration(update),
             format_duration(d),
             format_duration(window),
             format_duration(d),
+        );
+        Some(self.document(&head, 1))
+    }
+
+    /// The manifest of the ended channel: static, from the oldest segment every track still has to
+    /// the newest they all have. None before the first chunk.
+    pub fn final_manifest(&self, now: SystemTime) -> Option<String> {
+        let anchor = self.anchor?;
+        let listed = || self.tracks.values().filter(|t| t.kind != Kind::Other);
+        let first = listed().filter_map(|t| t.oldest).max()?;
+        let last = listed().filter_map(|t| t.newest).min()?.max(first);
+        let d = self.options.segment_duration;
+        // From the start of segment `first` to the end of the shortest track.
+        let end = listed()
+            .map(|t| Duration::try_from_secs_f64(t.end as f64 / f64::from(t.timescale.max(1))).unwrap_or_default())
+            .min()
+            .unwrap_or_default();
+        let start = d.saturating_mul(u32::try_from(first.saturating_sub(1)).unwrap_or(u32::MAX));
+        let duration = end
+            .saturating_sub(start)
+            .min(d.saturating_mul(u32::try_from(last - first + 1).unwrap_or(u32::MAX)));
+        let head = format!(
+            "type=\"static\" availabilityStartTime=\"{}\" publishTime=\"{}\" \
+             mediaPresentationDuration=\"{}\" minBufferTime=\"{}\" maxSegmentDuration=\"{}\"",
+            humantime::format_rfc3339_millis(anchor),
+            humantime::format_rfc3339_millis(now.max(anchor)),
+            format_duration(duration),
+            format_duration(d),
+            format_duration(d),
+        );
+        Some(self.document(&head, first))
+    }
+
+    /// The document, with `head` as the MPD element's attributes after its profiles, listing
+    /// segments from `first` on.
+    fn document(&self, head: &str, first: u64) -> String {
+        let mut out = String::with_capacity(2048);
+        let _ = write!(
+            out,
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
+             <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
+             profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" \
+             {head}>\n  <Period id=\"0\" start=\"PT0S\">\n"
         );
         for (set, (kind, content, mime)) in [(Kind::Video, "video", "video/mp4"), (Kind::Audio, "audio", "audio/mp4")]
             .into_iter()
@@ -66,15 +104,15 @@ impl Channel {
                  segmentAlignment=\"true\" startWithSAP=\"1\">"
             );
             for (id, track) in tracks {
-                self.representation(&mut out, id, track);
+                self.representation(&mut out, id, track, first);
             }
             out.push_str("    </AdaptationSet>\n");
         }
         out.push_str("  </Period>\n</MPD>\n");
-        Some(out)
+        out
     }
 
-    fn representation(&self, out: &mut String, id: &str, track: &Track) {
+    fn representation(&self, out: &mut String, id: &str, track: &Track, first: u64) {
         let bandwidth = track.bandwidth.unwrap_or_else(|| {
             UNMEASURED
                 .iter()
@@ -102,12 +140,20 @@ impl Channel {
             );
         }
         let duration = (self.options.segment_duration.as_secs_f64() * f64::from(track.timescale)).round() as u64;
+        // Segment `first` starts at media time (first - 1) * duration.
+        let offset = first.saturating_sub(1).saturating_mul(duration);
+        let _ = write!(
+            out,
+            "        <SegmentTemplate timescale=\"{}\" duration=\"{duration}\" startNumber=\"{first}\"",
+            track.timescale
+        );
+        if offset > 0 {
+            let _ = write!(out, " presentationTimeOffset=\"{offset}\"");
+        }
         let _ = writeln!(
             out,
-            "        <SegmentTemplate timescale=\"{}\" duration=\"{duration}\" startNumber=\"1\" \
-             initialization=\"{}\" media=\"{MEDIA}\"/>",
-            track.timescale,
-            init_name("$RepresentationID$"),
+            " initialization=\"{}\" media=\"{MEDIA}\"/>",
+            init_name("$RepresentationID$")
         );
         out.push_str("      </Representation>\n");
     }

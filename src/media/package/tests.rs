@@ -259,3 +259,17 @@ fn track_paths_and_names() {
     assert!(representation_id("a b.cmfv").is_err());
     assert!(representation_id("$Number$").is_err());
 }
+
+#[test]
+fn a_fragment_over_the_limit_is_refused_however_the_body_is_cut() {
+    let bytes = track();
+    for piece in [1usize, 1000, 16_384, bytes.len()] {
+        let mut reader = TrackReader::new(4096);
+        let refused = bytes.chunks(piece).find_map(|part| reader.push(part).err());
+        assert_eq!(
+            refused,
+            Some(IngestError::FragmentTooLarge { limit: 4096 }),
+            "pieces of {piece}"
+        );
+    }
+}
