@@ -129,6 +129,9 @@
     hls.on(Hls.Events.ERROR, (_, data) => {
       if (data.fatal) {
         fail("hls.js: " + data.type + " " + data.details);
+      } else {
+        // Stalls and recovered errors, for whoever reads the console (the browser tests print it).
+        console.warn("hls.js " + data.details + " at " + video.currentTime.toFixed(3) + " buffered " + bufferAhead().toFixed(3));
       }
     });
     hls.loadSource(config.manifest);
@@ -272,6 +275,12 @@
     if (stats.playing && waitingSince === null && !video.seeking) {
       waitingSince = performance.now();
       stats.stalls += 1;
+      // What the buffer held when playback stopped, for whoever reads the console.
+      const ranges = [];
+      for (let i = 0; i < video.buffered.length; i++) {
+        ranges.push(video.buffered.start(i).toFixed(3) + "-" + video.buffered.end(i).toFixed(3));
+      }
+      console.warn("stall at " + video.currentTime.toFixed(3) + ", buffered " + ranges.join(" "));
     }
   });
   video.addEventListener("playing", () => {

@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 
 use crate::media::liveness::EndRule;
 use crate::media::package::{
-    init_name, representation_id, segment_name, Channel, IngestError, PackageOptions, Placement, TrackEvent,
-    TrackReader, MANIFEST,
+    init_name, representation_id, segment_name, Channel, IngestError, PackageOptions, Step, TrackEvent, TrackReader,
+    MANIFEST,
 };
 use crate::store::{Replace, Store, StoreError, Upload, UploadOptions};
 
@@ -103,11 +103,10 @@ impl Packager {
             chunks: 0,
         };
         let result = writer.read(body, idle).await;
-        let started = writer.started;
-        let closed = writer.close();
-        if started {
-            let mut slot = lock(&slot);
-            slot.channel.track_ended(&id);
+        let ended = writer.started.then(|| lock(&slot).channel.track_ended(&id)).flatten();
+        let closed = writer.close(ended.is_some_and(|(_, empty)| empty));
+        if writer.started {
+            let slot = lock(&slot);
             if !slot.channel.receiving() {
                 self.end_later(channel, &slot);
             }
@@ -218,7 +217,6 @@ impl TrackWriter<'_> {
     }
 
     fn handle(&mut self, event: TrackEvent) -> Result<(), TrackError> {
-        let store = &self.packager.store;
         match event {
             TrackEvent::Init { bytes, init } => {
                 // Published with the first chunk: a track refused before it publishes nothing.
@@ -235,47 +233,38 @@ impl TrackWriter<'_> {
                     }
                 }
                 self.chunks += 1;
-                let mut slot = lock(self.slot);
-                let placement = slot
+                let placement = lock(self.slot)
                     .channel
                     .place(self.id, &chunk, bytes.len() as u64, SystemTime::now());
-                match placement {
-                    Placement::Append { .. } => {
-                        drop(slot);
-                        if let Some(open) = self.open.as_mut() {
-                            open.append(bytes)?;
-                        }
-                    }
-                    Placement::Begin {
-                        number,
-                        delete,
-                        republish,
-                        ..
-                    } => {
-                        if let Some(open) = self.open.take() {
-                            open.finish()?;
-                        }
-                        let path = self.path(&segment_name(self.id, number));
-                        let mut upload = store.begin_upload(
-                            &path,
-                            UploadOptions {
-                                arrival: None,
-                                replace: Replace::AtOnce,
-                            },
-                        )?;
-                        upload.append(bytes)?;
-                        self.open = Some(upload);
-                        if !slot.published || republish {
-                            slot.published = true;
-                            self.publish(&slot);
-                        }
-                        drop(slot);
-                        for old in delete {
-                            store.delete(&self.path(&segment_name(self.id, old)), None);
-                        }
-                    }
-                    Placement::Drop => {}
+                for step in placement.steps {
+                    self.step(step, &bytes)?;
                 }
+                let mut slot = lock(self.slot);
+                if self.open.is_some() && (!slot.published || placement.republish) {
+                    slot.published = true;
+                    self.publish(&slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, step: Step, chunk: &Bytes) -> Result<(), TrackError> {
+        let store = &self.packager.store;
+        match step {
+            Step::Close { empty, .. } => return self.close(empty),
+            Step::Open { number } => {
+                let path = self.path(&segment_name(self.id, number));
+                let replace = Replace::AtOnce;
+                self.open = Some(store.begin_upload(&path, UploadOptions { arrival: None, replace })?);
+            }
+            Step::Append { .. } => {
+                if let Some(open) = self.open.as_mut() {
+                    open.append(chunk.clone())?;
+                }
+            }
+            Step::Delete { number } => {
+                store.delete(&self.path(&segment_name(self.id, number)), None);
             }
         }
         Ok(())
@@ -292,9 +281,14 @@ impl TrackWriter<'_> {
     }
 
     /// Ends the open segment. It holds whole chunks only, so it is complete even when the body
-    /// failed (an encoder that lost its connection): a shorter segment, never a broken one.
-    fn close(&mut self) -> Result<(), TrackError> {
+    /// failed (an encoder that lost its connection): a shorter segment, never a broken one. An
+    /// empty one (opened ahead of a chunk that never came) is discarded.
+    fn close(&mut self, empty: bool) -> Result<(), TrackError> {
         match self.open.take() {
+            Some(open) if empty => {
+                open.abort();
+                Ok(())
+            }
             Some(open) => open.finish().map(|_| ()).map_err(TrackError::from),
             None => Ok(()),
         }

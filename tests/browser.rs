@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::{assert_plays, browser_driver, drive, screenshot};
-use common::encoder::{clock_encoder, MANIFEST};
+use common::encoder::{clock_encoder, clock_ingest, MANIFEST};
 use common::{require_tool, Proto, TestServer};
 
 /// Seconds the player gets to reach its steady latency before the measurement starts.
@@ -27,29 +27,48 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// clock source with 0.1 s chunks, over HTTP/2 or HTTP/3. Prints the glass-to-glass latency read from
 /// the frames beside the player's own figure; asserts no player error, no 4xx/5xx on a manifest or
 /// playlist request, at most one stall in the 30 s measured, and that playback keeps up.
-async fn play(engine: &str, kind: &str, h3: bool) {
+async fn play(engine: &str, kind: &str, h3: bool, ingest: Ingest) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let (Some(ffmpeg), Some(driver)) = (require_tool("ffmpeg"), browser_driver()) else {
         return;
     };
     // No player folder: the page loads the libraries built into the binary.
     let server = TestServer::start_with(|c| c.player_dir = c.root.join("no-player-dir")).await;
-    let url = server.url(Proto::H1, MANIFEST);
-    let _encoder = clock_encoder(&ffmpeg, &url, WARMUP + MEASURED + 60, 0.1);
-    server
-        .upload_started("live/chunk-stream0-00003.m4s", Duration::from_secs(20))
-        .await;
+    let seconds = WARMUP + MEASURED + 60;
+    // Either way the stream is live/stream.mpd (and its playlists): written by ffmpeg's DASH muxer,
+    // or packaged by ldash from the tracks ffmpeg posts into channel "live".
+    let (_encoder, third) = match ingest {
+        Ingest::Dash => (
+            clock_encoder(&ffmpeg, &server.url(Proto::H1, MANIFEST), seconds, 0.1),
+            "live/chunk-stream0-00003.m4s",
+        ),
+        Ingest::Cmaf => (
+            clock_ingest(
+                &ffmpeg,
+                &server.url(Proto::H1, "/ldash/upload/live"),
+                true,
+                seconds,
+                0.1,
+            ),
+            "live/chunk-video-00003.m4s",
+        ),
+    };
+    server.upload_started(third, Duration::from_secs(20)).await;
     let port = server.https.port();
     let manifest = if kind == "hls" { "stream.m3u8" } else { "stream.mpd" };
     let page = format!("https://127.0.0.1:{port}/ldash/play/live/{manifest}?engine={engine}");
-    let shot = screenshot(&format!("{engine}-{kind}-{}", if h3 { "h3" } else { "h2" }));
+    let shot = screenshot(&format!("{engine}-{kind}-{}-{ingest:?}", if h3 { "h3" } else { "h2" }));
     let mut flags = Vec::new();
     if h3 {
         flags.push(format!("--origin-to-force-quic-on=127.0.0.1:{port}"));
         flags.push(format!("--ignore-certificate-errors-spki-list={}", server.spki));
     }
     let format = if kind == "hls" { "LL-HLS" } else { "LL-DASH" };
-    let case = format!("{engine} {format} over {}", if h3 { "HTTP/3" } else { "HTTP/2" });
+    let from = match ingest {
+        Ingest::Dash => "",
+        Ingest::Cmaf => " (CMAF ingest)",
+    };
+    let case = format!("{engine} {format}{from} over {}", if h3 { "HTTP/3" } else { "HTTP/2" });
     let run = drive(&driver, &page, (WARMUP, MEASURED), &shot, &flags, &case).await;
     let s = &run.summary;
     let stalls = run.samples.last().map_or(0, |l| l.stalls);
@@ -71,7 +90,19 @@ async fn play(engine: &str, kind: &str, h3: bool) {
         "{case}: manifest or playlist requests answered with an error: {:?}",
         run.failed
     );
-    assert!(last.stalls <= 1, "{case}: {} stalls in {MEASURED} s", last.stalls);
+    assert!(
+        last.stalls <= 1,
+        "{case}: {} stalls in {MEASURED} s; the page's console:\n{}",
+        last.stalls,
+        run.console
+            .iter()
+            .rev()
+            .take(40)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The measurement itself worked: most frames shown in 30 s (30 per second) were read.
     assert!(
         s.glass_reads >= 300,
@@ -87,23 +118,36 @@ async fn play(engine: &str, kind: &str, h3: bool) {
     );
 }
 
-/// One test per player, format and protocol, each named for what it proves.
+/// How the stream gets into ldash.
+#[derive(Debug, Clone, Copy)]
+enum Ingest {
+    /// ffmpeg's DASH muxer uploads segments and the MPD.
+    Dash,
+    /// ffmpeg posts each track as a CMAF ingest stream; ldash packages the channel.
+    Cmaf,
+}
+
+/// One test per player, format, protocol and ingest, each named for what it proves.
 macro_rules! plays {
-    ($($name:ident: $engine:literal plays $kind:literal over h3 = $h3:literal;)*) => {$(
+    ($($name:ident: $engine:literal plays $kind:literal over h3 = $h3:literal from $ingest:ident;)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            play($engine, $kind, $h3).await;
+            play($engine, $kind, $h3, Ingest::$ingest).await;
         }
     )*};
 }
 
 plays! {
-    dashjs_plays_ll_dash_over_http2: "dashjs" plays "dash" over h3 = false;
-    hlsjs_plays_ll_hls_over_http2: "hlsjs" plays "hls" over h3 = false;
-    shaka_plays_ll_dash_over_http2: "shaka" plays "dash" over h3 = false;
-    shaka_plays_ll_hls_over_http2: "shaka" plays "hls" over h3 = false;
-    dashjs_plays_ll_dash_over_http3: "dashjs" plays "dash" over h3 = true;
-    hlsjs_plays_ll_hls_over_http3: "hlsjs" plays "hls" over h3 = true;
-    shaka_plays_ll_dash_over_http3: "shaka" plays "dash" over h3 = true;
-    shaka_plays_ll_hls_over_http3: "shaka" plays "hls" over h3 = true;
+    dashjs_plays_ll_dash_over_http2: "dashjs" plays "dash" over h3 = false from Dash;
+    hlsjs_plays_ll_hls_over_http2: "hlsjs" plays "hls" over h3 = false from Dash;
+    shaka_plays_ll_dash_over_http2: "shaka" plays "dash" over h3 = false from Dash;
+    shaka_plays_ll_hls_over_http2: "shaka" plays "hls" over h3 = false from Dash;
+    dashjs_plays_ll_dash_over_http3: "dashjs" plays "dash" over h3 = true from Dash;
+    hlsjs_plays_ll_hls_over_http3: "hlsjs" plays "hls" over h3 = true from Dash;
+    shaka_plays_ll_dash_over_http3: "shaka" plays "dash" over h3 = true from Dash;
+    shaka_plays_ll_hls_over_http3: "shaka" plays "hls" over h3 = true from Dash;
+    dashjs_plays_a_packaged_channel_over_http2: "dashjs" plays "dash" over h3 = false from Cmaf;
+    hlsjs_plays_a_packaged_channel_over_http3: "hlsjs" plays "hls" over h3 = true from Cmaf;
+    shaka_plays_a_packaged_ll_dash_channel_over_http3: "shaka" plays "dash" over h3 = true from Cmaf;
+    shaka_plays_a_packaged_ll_hls_channel_over_http2: "shaka" plays "hls" over h3 = false from Cmaf;
 }

@@ -298,16 +298,29 @@ impl Drop for ClockEncoder {
 /// Starts `clock` (the `ldash-clock` program, or a command that runs it) for `dash`'s duration and
 /// ffmpeg encoding its frames as `dash` says ([`Source::Clock`]); ffmpeg's log goes to this
 /// process's standard error.
-pub fn clock_encoder(mut clock: std::process::Command, ffmpeg: &Path, dash: &Dash) -> Result<ClockEncoder, String> {
+pub fn clock_encoder(clock: std::process::Command, ffmpeg: &Path, dash: &Dash) -> Result<ClockEncoder, String> {
+    clock_into(clock, dash.command(ffmpeg), dash.seconds)
+}
+
+/// [`clock_encoder`] for a CMAF ingest encoder ([`CmafIngest`] with [`Source::Clock`]).
+pub fn clock_ingest(clock: std::process::Command, ffmpeg: &Path, ingest: &CmafIngest) -> Result<ClockEncoder, String> {
+    clock_into(clock, ingest.command(ffmpeg), ingest.seconds)
+}
+
+/// `clock`'s frames for `seconds` piped into `command` (an ffmpeg reading them on standard input).
+fn clock_into(
+    mut clock: std::process::Command,
+    mut command: tokio::process::Command,
+    seconds: u32,
+) -> Result<ClockEncoder, String> {
     let mut clock = clock
         .args(["--size", SIZE, "--fps", &FPS.to_string()])
-        .args(["--seconds", &dash.seconds.to_string()])
+        .args(["--seconds", &seconds.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start ldash-clock: {e}"))?;
     let frames = clock.stdout.take().ok_or("ldash-clock's standard output")?;
-    let mut command = dash.command(ffmpeg);
     command.stdin(Stdio::from(frames)).stderr(Stdio::inherit());
     match command.spawn() {
         Ok(ffmpeg) => Ok(ClockEncoder { clock, ffmpeg }),

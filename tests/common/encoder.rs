@@ -110,3 +110,16 @@ pub fn ffprobe_decodes(init: &[u8], segment: &[u8]) -> Result<(), String> {
         ))
     }
 }
+
+/// ldash-clock piped into ffmpeg as a CMAF ingest encoder: one video track (`video`) and, with
+/// `audio`, an AAC track, posted into `channel` (its upload URL) for `seconds` in `chunk`-second
+/// fragments.
+pub fn clock_ingest(ffmpeg: &Path, channel: &str, audio: bool, seconds: u32, chunk: f64) -> ClockEncoder {
+    let ingest = testkit::encoder::CmafIngest {
+        source: Source::Clock,
+        chunk,
+        ..testkit::encoder::CmafIngest::test_stream(channel, false, audio, seconds)
+    };
+    let clock = std::process::Command::new(env!("CARGO_BIN_EXE_ldash-clock"));
+    testkit::encoder::clock_ingest(clock, ffmpeg, &ingest).expect("ldash-clock and ffmpeg start")
+}

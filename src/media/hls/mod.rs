@@ -233,9 +233,11 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
     let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", rendition.init_uri);
-    // Parts are listed for the segments in the last three target durations.
+    // Parts are listed for the segments in the last three target durations, counted from the start
+    // of the whole playlist (skipped segments included: a delta update lists the same parts as the
+    // full playlist, or hls.js loses the parts it is loading and falls back to whole segments).
     let parts_from = total - 3.0 * td as f64;
-    let mut elapsed = 0.0;
+    let mut elapsed: f64 = listed.iter().take(skipped).map(|s| s.duration()).sum();
     for segment in listed.iter().skip(skipped) {
         let _ = writeln!(
             out,

@@ -143,6 +143,27 @@ fn delta_update_skips_old_segments_and_merges_back() {
         delta_uris[..],
         "skipped segments + delta = full playlist"
     );
+    // And line for line from the first segment it lists: the same parts too (hls.js drops the
+    // parts it is loading when a delta update leaves them out).
+    let from_segment = |text: &str, n: usize| -> Vec<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
+            .nth(n)
+            .map(|(i, _)| i)
+            .expect("a PDT per segment");
+        lines[start..].iter().map(|l| l.to_string()).collect()
+    };
+    assert_eq!(from_segment(&full, 6), from_segment(&delta, 0));
+    assert!(
+        from_segment(&delta, 0)
+            .iter()
+            .filter(|l| l.starts_with("#EXT-X-PART:"))
+            .count()
+            >= 15
+    );
 }
 
 #[test]

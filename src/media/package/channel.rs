@@ -30,29 +30,51 @@ impl Default for PackageOptions {
     }
 }
 
-/// What the driver does with a chunk.
+/// One thing the driver does for a chunk, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
-    /// Append it to the open segment `number`.
+pub enum Step {
+    /// The segment being written is complete: finish its upload (discard it, when `empty`: a
+    /// segment opened ahead that never got a chunk).
+    Close {
+        /// The segment.
+        number: u64,
+        /// It holds nothing.
+        empty: bool,
+    },
+    /// Start segment `number`'s upload (readable at once, growing).
+    Open {
+        /// The segment.
+        number: u64,
+    },
+    /// Append the chunk to segment `number`.
     Append {
         /// The segment.
         number: u64,
     },
-    /// Close the open segment (if any), start segment `number` with it, and delete the segments
-    /// `delete` (out of the window).
-    Begin {
-        /// The new segment.
+    /// Remove segment `number`: it left the window.
+    Delete {
+        /// The segment.
         number: u64,
-        /// The segment it closes.
-        closes: Option<u64>,
-        /// Segments that left the window.
-        delete: Vec<u64>,
-        /// The manifest changed (a first bandwidth measured): publish it again.
-        republish: bool,
     },
-    /// Drop it: it belongs to a segment already closed (a reconnect inside a segment) or comes
-    /// before the first segment's sync sample.
-    Drop,
+}
+
+/// What the driver does with a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// The steps, in order; without an [`Step::Append`] the chunk is dropped (it belongs to a
+    /// segment already closed, as after a reconnect inside a segment, or precedes a sync sample).
+    pub steps: Vec<Step>,
+    /// The manifest changed (a first bandwidth measured): publish it again.
+    pub republish: bool,
+}
+
+/// The segment a track is writing.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    number: u64,
+    bytes: u64,
+    /// Decode time of its first chunk.
+    from: Option<u64>,
 }
 
 /// The kind of a track, from its handler.
@@ -73,14 +95,52 @@ pub(super) struct Track {
     pub(super) bandwidth: Option<u64>,
     /// POSTs of this track in progress.
     posts: u32,
-    /// The segment being written, its bytes so far and its first decode time.
-    open: Option<(u64, u64, u64)>,
+    /// The segment being written.
+    open: Option<Open>,
+    /// A chunk that does not start with a sync sample came where a segment had to start: the
+    /// encoder's keyframes do not line up with the segment duration, so segments are no longer
+    /// closed (and the next one opened) as soon as a chunk reaches their end, but when the next
+    /// sync sample comes.
+    pub(super) misaligned: bool,
     /// The newest segment started, open or closed.
     pub(super) newest: Option<u64>,
     /// The oldest segment kept.
     pub(super) oldest: Option<u64>,
     /// The end of the last chunk, in the track's timescale.
     pub(super) end: u64,
+}
+
+impl Track {
+    /// Closes `open`, which ends at decode time `end`; true when this measured the track's first
+    /// bandwidth.
+    fn close(&mut self, open: Open, end: u64, steps: &mut Vec<Step>) -> bool {
+        let empty = open.bytes == 0;
+        steps.push(Step::Close {
+            number: open.number,
+            empty,
+        });
+        let (Some(from), None) = (open.from, self.bandwidth) else {
+            return false;
+        };
+        let seconds = end.saturating_sub(from) as f64 / f64::from(self.timescale);
+        self.bandwidth = (seconds > 0.0).then(|| (open.bytes as f64 * 8.0 / seconds) as u64);
+        self.bandwidth.is_some()
+    }
+
+    /// Opens segment `number` and deletes what leaves the window of `window` segments.
+    fn open_segment(&mut self, number: u64, window: u64, steps: &mut Vec<Step>) {
+        self.open = Some(Open {
+            number,
+            bytes: 0,
+            from: None,
+        });
+        self.newest = Some(number);
+        let oldest = *self.oldest.get_or_insert(number);
+        let keep_from = number.saturating_sub(window - 1).max(oldest);
+        self.oldest = Some(keep_from);
+        steps.push(Step::Open { number });
+        steps.extend((oldest..keep_from).map(|number| Step::Delete { number }));
+    }
 }
 
 /// A packaged channel.
@@ -126,6 +186,7 @@ impl Channel {
             bandwidth: None,
             posts: 0,
             open: None,
+            misaligned: false,
             newest: None,
             oldest: None,
             end: 0,
@@ -144,57 +205,64 @@ impl Channel {
     pub fn place(&mut self, id: &str, chunk: &Chunk, len: u64, now: SystemTime) -> Placement {
         let d = self.options.segment_duration.as_secs_f64();
         let window = self.options.window.max(1);
+        let mut placement = Placement::default();
         let Some(track) = self.tracks.get_mut(id) else {
-            return Placement::Drop;
+            return placement;
         };
         let scale = f64::from(track.timescale);
-        let start = chunk.decode_time as f64 / scale;
         let end = chunk.decode_time.saturating_add(chunk.duration);
         if self.anchor.is_none() {
             let media_end = Duration::try_from_secs_f64(end as f64 / scale).unwrap_or_default();
             self.anchor = Some(now.checked_sub(media_end).unwrap_or(SystemTime::UNIX_EPOCH));
         }
         track.end = track.end.max(end);
-        // A chunk belongs to the segment that holds its middle: audio frames rarely land on a
-        // boundary, and the one that straddles it starts the segment after it.
-        let middle = start + (chunk.duration as f64 / scale / 2.0).min(d / 2.0);
-        let number = (middle / d).floor() as u64 + 1;
-        let later = track.newest.is_none_or(|newest| number > newest);
-        if chunk.independent && later {
-            let closes = track.open.take();
-            let republish = closes.is_some_and(|(_, bytes, from)| {
-                track.bandwidth.is_none() && {
-                    let seconds = (chunk.decode_time.saturating_sub(from)) as f64 / scale;
-                    track.bandwidth = (seconds > 0.0).then(|| (bytes as f64 * 8.0 / seconds) as u64);
-                    track.bandwidth.is_some()
-                }
-            });
-            track.open = Some((number, len, chunk.decode_time));
-            track.newest = Some(number);
-            let oldest = *track.oldest.get_or_insert(number);
-            let keep_from = number.saturating_sub(window - 1).max(oldest);
-            track.oldest = Some(keep_from);
-            return Placement::Begin {
-                number,
-                closes: closes.map(|(n, _, _)| n),
-                delete: (oldest..keep_from).collect(),
-                republish,
-            };
-        }
-        match &mut track.open {
-            Some((open, bytes, _)) => {
-                *bytes += len;
-                Placement::Append { number: *open }
+        // Times within half a sample of a boundary count as on it (rounding in the encoder's
+        // timestamps). A segment starts with the first chunk at or after its time, as ffmpeg's DASH
+        // muxer cuts audio (whose frames rarely land on a boundary).
+        let half_sample = (chunk.duration as f64 / f64::from(chunk.samples.max(1)) / scale / 2.0).min(d / 2.0);
+        let number = ((chunk.decode_time as f64 / scale + half_sample) / d).floor() as u64 + 1;
+        let steps = &mut placement.steps;
+        if chunk.independent && track.newest.is_none_or(|newest| number > newest) {
+            if let Some(open) = track.open.take() {
+                placement.republish |= track.close(open, chunk.decode_time, steps);
             }
-            None => Placement::Drop,
+            track.open_segment(number, window, steps);
         }
+        let Some(open) = track.open.as_mut() else {
+            return placement;
+        };
+        if open.bytes == 0 && !chunk.independent {
+            // A segment opened ahead must start with a sync sample.
+            track.misaligned = true;
+            return placement;
+        }
+        open.bytes += len;
+        open.from.get_or_insert(chunk.decode_time);
+        steps.push(Step::Append { number: open.number });
+        // The chunk reaches the segment's end: close it now and open the next, so that players
+        // asking for what comes next are pointed at it at once.
+        let reaches = (end as f64 / scale + half_sample) / d >= open.number as f64;
+        if reaches && !track.misaligned {
+            let (open, next) = (*open, open.number + 1);
+            track.open = None;
+            placement.republish |= track.close(open, end, steps);
+            track.open_segment(next, window, steps);
+        }
+        placement
     }
 
-    /// A POST of track `id` ended: the segment it was writing, if any, is closed.
-    pub fn track_ended(&mut self, id: &str) -> Option<u64> {
+    /// A POST of track `id` ended: the segment it was writing, if any, is closed (number, and
+    /// whether it is empty).
+    pub fn track_ended(&mut self, id: &str) -> Option<(u64, bool)> {
         let track = self.tracks.get_mut(id)?;
         track.posts = track.posts.saturating_sub(1);
-        track.open.take().map(|(number, _, _)| number)
+        let open = track.open.take()?;
+        let empty = open.bytes == 0;
+        if empty {
+            // Opened ahead and discarded: the next POST may start it.
+            track.newest = open.number.checked_sub(1).filter(|n| *n > 0);
+        }
+        Some((open.number, empty))
     }
 
     /// Whether any POST of the channel is in progress.

@@ -15,7 +15,7 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{Channel, PackageOptions, Placement};
+pub use channel::{Channel, PackageOptions, Placement, Step};
 pub use manifest::{init_name, segment_name, MANIFEST};
 pub use reader::{TrackEvent, TrackReader};
 

@@ -146,12 +146,20 @@ fn at(seconds: f64) -> SystemTime {
     T0 + Duration::from_secs_f64(seconds)
 }
 
+/// Where each chunk went (None: dropped), and the other steps in order.
+fn appended(placement: &Placement) -> Option<u64> {
+    placement.steps.iter().find_map(|s| match s {
+        Step::Append { number } => Some(*number),
+        _ => None,
+    })
+}
+
 #[test]
 fn segments_start_at_sync_samples_on_the_channel_timeline_and_leave_the_window() {
     let mut channel = channel();
     let scale = u64::from(parse_init(INIT).expect("init").tracks[0].timescale);
     let fifth = scale / 5;
-    let mut begun = Vec::new();
+    let mut steps = Vec::new();
     for i in 0..25u64 {
         let placement = channel.place(
             "video",
@@ -159,24 +167,58 @@ fn segments_start_at_sync_samples_on_the_channel_timeline_and_leave_the_window()
             1000,
             at(10.0 + i as f64 / 5.0),
         );
-        match placement {
-            Placement::Begin {
-                number, closes, delete, ..
-            } => begun.push((number, closes, delete)),
-            Placement::Append { number } => assert_eq!(Some(number), begun.last().map(|b| b.0)),
-            Placement::Drop => panic!("chunk {i} dropped"),
-        }
+        assert_eq!(appended(&placement), Some(i / 5 + 1), "chunk {i}: {placement:?}");
+        steps.extend(
+            placement
+                .steps
+                .into_iter()
+                .filter(|s| !matches!(s, Step::Append { .. })),
+        );
     }
-    assert_eq!(
-        begun,
-        [
-            (1, None, vec![]),
-            (2, Some(1), vec![]),
-            (3, Some(2), vec![]),
-            (4, Some(3), vec![1]),
-            (5, Some(4), vec![2]),
-        ]
-    );
+    // Each segment is closed by the chunk that reaches its end, and the next one opened at once.
+    let expected: Vec<Step> = [
+        vec![Step::Open { number: 1 }],
+        vec![
+            Step::Close {
+                number: 1,
+                empty: false,
+            },
+            Step::Open { number: 2 },
+        ],
+        vec![
+            Step::Close {
+                number: 2,
+                empty: false,
+            },
+            Step::Open { number: 3 },
+        ],
+        vec![
+            Step::Close {
+                number: 3,
+                empty: false,
+            },
+            Step::Open { number: 4 },
+            Step::Delete { number: 1 },
+        ],
+        vec![
+            Step::Close {
+                number: 4,
+                empty: false,
+            },
+            Step::Open { number: 5 },
+            Step::Delete { number: 2 },
+        ],
+        vec![
+            Step::Close {
+                number: 5,
+                empty: false,
+            },
+            Step::Open { number: 6 },
+            Step::Delete { number: 3 },
+        ],
+    ]
+    .concat();
+    assert_eq!(steps, expected);
     let anchor = channel.anchor.expect("anchored by the first chunk");
     assert_eq!(
         anchor,
@@ -186,29 +228,52 @@ fn segments_start_at_sync_samples_on_the_channel_timeline_and_leave_the_window()
 }
 
 #[test]
+fn keyframes_that_miss_the_boundaries_make_segments_wait_for_the_next_one() {
+    let mut channel = channel();
+    let scale = u64::from(parse_init(INIT).expect("init").tracks[0].timescale);
+    let fifth = scale / 5;
+    let mut numbers = Vec::new();
+    // A keyframe every 1.4 s (every 7 chunks) against 1 s segments.
+    for i in 0..21u64 {
+        let placement = channel.place("video", &chunk(i * fifth, fifth, i % 7 == 0), 1000, at(1.0));
+        numbers.push(appended(&placement));
+    }
+    // Segment 2 was opened ahead at 1.0 s; the chunk at 1.0 s is not a sync sample, so it and
+    // the rest up to the keyframe at 1.4 s are dropped, and from then on segments wait for
+    // keyframes.
+    assert_eq!(&numbers[..5], [Some(1); 5]);
+    assert_eq!(&numbers[5..7], [None, None]);
+    assert_eq!(&numbers[7..14], [Some(2); 7], "{numbers:?}");
+    assert_eq!(&numbers[14..21], [Some(3); 7], "{numbers:?}");
+}
+
+#[test]
 fn a_reconnect_inside_a_segment_waits_for_the_next_boundary_and_continues_the_numbering() {
     let mut channel = channel();
     let scale = u64::from(parse_init(INIT).expect("init").tracks[0].timescale);
     let half = scale / 2;
     channel.place("video", &chunk(0, half, true), 10, at(1.0));
-    channel.place("video", &chunk(half, half, false), 10, at(1.5));
-    assert_eq!(channel.track_ended("video"), Some(1));
+    assert_eq!(channel.track_ended("video"), Some((1, false)));
     assert!(!channel.receiving());
     let init = parse_init(INIT).expect("init");
     channel.track_started("video", &init);
     assert!(channel.receiving());
+    let inside = channel.place("video", &chunk(half, half, true), 10, at(2.0));
     assert_eq!(
-        channel.place("video", &chunk(half, half, true), 10, at(2.0)),
-        Placement::Drop
+        inside,
+        Placement::default(),
+        "segment 1 is closed: its second half is dropped"
     );
-    assert!(matches!(
-        channel.place("video", &chunk(scale, half, true), 10, at(2.5)),
-        Placement::Begin {
-            number: 2,
-            closes: None,
-            ..
-        }
-    ));
+    let next = channel.place("video", &chunk(scale, half, true), 10, at(2.5));
+    assert_eq!(next.steps[..2], [Step::Open { number: 2 }, Step::Append { number: 2 }]);
+
+    // A POST that ends at a boundary leaves the next segment opened ahead, empty: it is discarded,
+    // and the next POST opens it again.
+    channel.place("video", &chunk(scale + half, half, false), 10, at(3.0));
+    assert_eq!(channel.track_ended("video"), Some((3, true)));
+    channel.track_started("video", &init);
+    let again = channel.place("video", &chunk(2 * scale, half, true), 10, at(3.5));
+    assert_eq!(again.steps[..2], [Step::Open { number: 3 }, Step::Append { number: 3 }]);
 }
 
 #[test]
@@ -216,15 +281,31 @@ fn audio_chunks_just_before_a_boundary_start_the_next_segment() {
     let mut channel = channel();
     let audio = parse_init(AUDIO_INIT).expect("audio init");
     channel.track_started("audio", &audio);
-    // 44.1 kHz, 1024-sample frames: the frame at 0.998 s starts segment 2.
+    // 44.1 kHz, one 1024-sample frame per chunk: the frame at 0.9985 s starts segment 2.
     let frame = 1024u64;
-    let mut numbers = Vec::new();
-    for i in 0..50u64 {
-        if let Placement::Begin { number, .. } = channel.place("audio", &chunk(i * frame, frame, true), 10, at(1.0)) {
-            numbers.push((number, i * frame));
-        }
-    }
-    assert_eq!(numbers, [(1, 0), (2, 43 * 1024)]);
+    let numbers: Vec<Option<u64>> = (0..50u64)
+        .map(|i| appended(&channel.place("audio", &chunk(i * frame, frame, true), 10, at(1.0))))
+        .collect();
+    assert_eq!(numbers[42], Some(1));
+    assert_eq!(numbers[43], Some(2));
+    // Five-frame chunks (0.116 s): the one that straddles 1 s ends segment 1.
+    let mut channel = self::channel();
+    channel.track_started("audio", &audio);
+    let five = Chunk {
+        samples: 5,
+        ..chunk(0, 5 * frame, true)
+    };
+    let numbers: Vec<Option<u64>> = (0..10u64)
+        .map(|i| {
+            let chunk = Chunk {
+                decode_time: i * 5 * frame,
+                ..five
+            };
+            appended(&channel.place("audio", &chunk, 10, at(1.0)))
+        })
+        .collect();
+    assert_eq!(numbers[8], Some(1), "0.929 s to 1.045 s");
+    assert_eq!(numbers[9], Some(2));
 }
 
 #[test]
