@@ -108,6 +108,8 @@ pub(super) struct Track {
     pub(super) oldest: Option<u64>,
     /// The end of the last chunk, in the track's timescale.
     pub(super) end: u64,
+    /// A POST of the track started and has placed no chunk yet.
+    fresh: bool,
 }
 
 impl Track {
@@ -190,6 +192,7 @@ impl Channel {
             newest: None,
             oldest: None,
             end: 0,
+            fresh: true,
         });
         if changed {
             track.kind = kind;
@@ -198,14 +201,47 @@ impl Channel {
             track.coding = coding;
         }
         track.posts += 1;
+        track.fresh = true;
         changed
     }
 
     /// Where `chunk` (`len` bytes) of track `id`, received at `now`, goes.
     pub fn place(&mut self, id: &str, chunk: &Chunk, len: u64, now: SystemTime) -> Placement {
         let d = self.options.segment_duration.as_secs_f64();
-        let window = self.options.window.max(1);
         let mut placement = Placement::default();
+        let (Some(track), Some(anchor)) = (self.tracks.get_mut(id), self.anchor) else {
+            return self.place_on(id, chunk, len, now, placement);
+        };
+        // A POST whose timeline is not the channel's (a restarted encoder counts from 0 again)
+        // restarts the channel's timeline: it is anchored anew, numbering starts again, and the
+        // live index treats segment numbers starting over as a new run of the encoder. One that
+        // continues it (its media time where the wall clock says, give or take three segments)
+        // continues the numbering, gaps included.
+        let fresh = std::mem::take(&mut track.fresh);
+        let media_end = chunk.decode_time.saturating_add(chunk.duration) as f64 / f64::from(track.timescale);
+        let wall = now.duration_since(anchor).map_or(0.0, |t| t.as_secs_f64());
+        if fresh && track.newest.is_some() && (media_end - wall).abs() > (3.0 * d).max(3.0) {
+            self.restart();
+            placement.republish = true;
+        }
+        self.place_on(id, chunk, len, now, placement)
+    }
+
+    /// Forgets the channel's timeline (anchor, numbering, open segments).
+    fn restart(&mut self) {
+        self.anchor = None;
+        for track in self.tracks.values_mut() {
+            track.open = None;
+            track.newest = None;
+            track.oldest = None;
+            track.end = 0;
+            track.misaligned = false;
+        }
+    }
+
+    fn place_on(&mut self, id: &str, chunk: &Chunk, len: u64, now: SystemTime, mut placement: Placement) -> Placement {
+        let d = self.options.segment_duration.as_secs_f64();
+        let window = self.options.window.max(1);
         let Some(track) = self.tracks.get_mut(id) else {
             return placement;
         };

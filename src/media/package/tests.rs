@@ -354,3 +354,29 @@ fn a_fragment_over_the_limit_is_refused_however_the_body_is_cut() {
         );
     }
 }
+
+#[test]
+fn a_restarted_encoder_restarts_the_channel_timeline_and_a_continuing_one_keeps_it() {
+    let mut channel = channel();
+    let init = parse_init(INIT).expect("init");
+    let scale = u64::from(init.tracks[0].timescale);
+    // Ten seconds of a track, received in real time from t = 100 s.
+    for i in 0..10u64 {
+        channel.place("video", &chunk(i * scale, scale, true), 10, at(101.0 + i as f64));
+    }
+    let anchor = channel.anchor;
+    channel.track_ended("video");
+    // Back 20 s later, its timestamps where the wall clock says: numbering goes on, gap included.
+    channel.track_started("video", &init);
+    let later = channel.place("video", &chunk(30 * scale, scale, true), 10, at(131.0));
+    assert!(!later.republish);
+    assert_eq!(appended(&later), Some(31));
+    assert_eq!(channel.anchor, anchor);
+    channel.track_ended("video");
+    // A restarted encoder counting from 0: a new timeline from segment 1.
+    channel.track_started("video", &init);
+    let restarted = channel.place("video", &chunk(0, scale, true), 10, at(140.0));
+    assert!(restarted.republish, "the manifest has a new availabilityStartTime");
+    assert_eq!(appended(&restarted), Some(1));
+    assert_eq!(channel.anchor, Some(at(139.0)));
+}
