@@ -84,13 +84,20 @@ impl Packager {
         lock(&self.channels).contains_key(channel)
     }
 
-    /// Reads track `track` of `channel` from `body` until it ends, storing what it carries.
-    pub async fn ingest<B>(&self, channel: &str, track: &str, body: B, idle: Duration) -> Result<Delivered, TrackError>
+    /// Reads track `track` of `channel` from `body` until it ends, storing what it carries. A
+    /// failure comes with the chunks packaged before it.
+    pub async fn ingest<B>(
+        &self,
+        channel: &str,
+        track: &str,
+        body: B,
+        idle: Duration,
+    ) -> Result<Delivered, (TrackError, u64)>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let id = representation_id(track)?;
+        let id = representation_id(track).map_err(|err| (err.into(), 0))?;
         let slot = self.slot(channel);
         let mut writer = TrackWriter {
             packager: self,
@@ -111,8 +118,8 @@ impl Packager {
                 self.end_later(channel, &slot);
             }
         }
-        closed?;
-        result
+        let chunks = writer.chunks;
+        closed.and(result).map_err(|err| (err, chunks))
     }
 
     /// Ends `channel` now (a DELETE of the channel): its final manifest is stored. False if there is

@@ -53,6 +53,9 @@ pub struct Metrics {
     early_held: Counter,
     early_waiting: Gauge,
     slow_cut: Counter,
+    ingest_tracks: Gauge,
+    ingest_chunks: Counter,
+    ingest_refused: Counter,
 }
 
 impl Metrics {
@@ -74,6 +77,9 @@ impl Metrics {
             early_held: Counter::default(),
             early_waiting: Gauge::default(),
             slow_cut: Counter::default(),
+            ingest_tracks: Gauge::default(),
+            ingest_chunks: Counter::default(),
+            ingest_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -120,6 +126,21 @@ impl Metrics {
             "slow_readers_cut",
             "Downloads of a growing entry cut off for falling further behind its upload than --reader-lag-limit",
             metrics.slow_cut.clone(),
+        );
+        registry.register(
+            "ingest_tracks",
+            "CMAF ingest tracks (POST to {channel}/Streams({track})) being received",
+            metrics.ingest_tracks.clone(),
+        );
+        registry.register(
+            "ingest_chunks",
+            "CMAF chunks (fragments) packaged from CMAF ingest tracks",
+            metrics.ingest_chunks.clone(),
+        );
+        registry.register(
+            "ingest_refused",
+            "CMAF ingest tracks refused (not CMAF, no init segment, a fragment too large, ...)",
+            metrics.ingest_refused.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store.clone())));
         Metrics { registry, ..metrics }
@@ -175,6 +196,19 @@ impl Metrics {
     /// Counts an LL-HLS blocking playlist request in progress while the guard lives.
     pub fn hls_blocking(&self) -> GaugeGuard {
         GaugeGuard::new(&self.hls_blocking)
+    }
+
+    /// Counts a CMAF ingest track in progress while the guard lives.
+    pub fn ingest_track(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.ingest_tracks)
+    }
+
+    /// Counts what an ended CMAF ingest track delivered: its chunks, and whether it was refused.
+    pub fn ingest_ended(&self, chunks: u64, refused: bool) {
+        self.ingest_chunks.inc_by(chunks);
+        if refused {
+            self.ingest_refused.inc();
+        }
     }
 
     /// Counts an early request as held, and as waiting while the guard lives.

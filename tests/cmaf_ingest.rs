@@ -161,6 +161,12 @@ async fn ffmpeg_cmaf_ingest_is_packaged_into_ll_dash_and_ll_hls_over_every_proto
         "the stream list names the channel: {list}"
     );
 
+    let scrape = testkit::metrics::scrape(server.metrics.expect("metrics listener"))
+        .await
+        .expect("a scrape");
+    assert_eq!(scrape.get("ldash_ingest_tracks"), 3.0, "three tracks being received");
+    assert_eq!(scrape.get("ldash_ingest_refused_total"), 0.0);
+
     let still_running = ffmpeg.child.try_wait().expect("ffmpeg status").is_none();
     let _ = ffmpeg.stop().await;
     assert!(
@@ -182,7 +188,6 @@ async fn the_channel_ends_when_its_posts_end_and_at_a_delete() {
     let mut ffmpeg = encoder(&program, &ingest);
     let status = ffmpeg.child.wait().await.expect("ffmpeg runs to its end");
     assert!(status.success(), "ffmpeg: {}", ffmpeg.log().await);
-
     // A second after the last POST ended (one segment), the MPD is stored again: static.
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -212,6 +217,13 @@ async fn the_channel_ends_when_its_posts_end_and_at_a_delete() {
         tokio::task::yield_now().await;
     };
     xmllint_validates(mpd.as_bytes()).unwrap_or_else(|e| panic!("the final MPD: {e}\n{mpd}"));
+    // The channel ended after both POSTs had: what they delivered is counted.
+    let scrape = testkit::metrics::scrape(server.metrics.expect("metrics listener"))
+        .await
+        .expect("a scrape");
+    let chunks = scrape.get("ldash_ingest_chunks_total");
+    // Four seconds of video and audio in 0.2 s fragments (AAC's are a little longer).
+    assert!((35.0..=42.0).contains(&chunks), "{chunks} chunks packaged");
     assert!(mpd.contains("mediaPresentationDuration="), "{mpd}");
     for proto in ALL_PROTOS {
         let (status, playlist) = server
@@ -279,6 +291,13 @@ async fn bad_tracks_are_refused_with_a_reason_and_publish_nothing() {
             assert!(names.is_empty(), "{proto:?} {name}: nothing is published: {names:?}");
         }
     }
+    let metrics = server.metrics.expect("the test server's metrics listener");
+    let scrape = testkit::metrics::scrape(metrics).await.expect("a scrape");
+    // At least one per request (a client may send a refused request again).
+    let refused = scrape.get("ldash_ingest_refused_total");
+    assert!(refused >= 12.0, "4 bad tracks x 3 protocols: {refused}");
+    assert_eq!(scrape.get("ldash_ingest_chunks_total"), 0.0);
+    assert_eq!(scrape.get("ldash_ingest_tracks"), 0.0, "none in progress");
     server.stop().await;
 }
 

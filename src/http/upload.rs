@@ -93,11 +93,21 @@ where
         }
         frame
     });
-    let delivered = app
+    let _receiving = app.metrics.ingest_track();
+    let result = app
         .packager
         .ingest(channel, track, body, app.settings.upload_idle_timeout)
-        .await
-        .inspect_err(|err| tracing::warn!(channel, track, %err, "CMAF ingest track refused"))?;
+        .await;
+    let delivered = match result {
+        Ok(delivered) => delivered,
+        Err((err, chunks)) => {
+            app.metrics
+                .ingest_ended(chunks, matches!(err, crate::ingest::TrackError::Ingest(_)));
+            tracing::warn!(channel, track, %err, "CMAF ingest track refused");
+            return Err(err.into());
+        }
+    };
+    app.metrics.ingest_ended(delivered.chunks, false);
     tracing::debug!(channel, track, chunks = delivered.chunks, "CMAF ingest track ended");
     let mut response = Response::new(ResponseBody::full(format!("received {} chunks\n", delivered.chunks)));
     response.headers_mut().insert(

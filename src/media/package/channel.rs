@@ -215,12 +215,12 @@ impl Channel {
         // A POST whose timeline is not the channel's (a restarted encoder counts from 0 again)
         // restarts the channel's timeline: it is anchored anew, numbering starts again, and the
         // live index treats segment numbers starting over as a new run of the encoder. One that
-        // continues it (its media time where the wall clock says, give or take three segments)
-        // continues the numbering, gaps included.
+        // continues it (its media time where the wall clock says, give or take five segments or
+        // ten seconds: an encoder's start-up and buffering) continues the numbering, gaps included.
         let fresh = std::mem::take(&mut track.fresh);
         let media_end = chunk.decode_time.saturating_add(chunk.duration) as f64 / f64::from(track.timescale);
         let wall = now.duration_since(anchor).map_or(0.0, |t| t.as_secs_f64());
-        if fresh && track.newest.is_some() && (media_end - wall).abs() > (3.0 * d).max(3.0) {
+        if fresh && track.newest.is_some() && (media_end - wall).abs() > (5.0 * d).max(10.0) {
             self.restart();
             placement.republish = true;
         }
