@@ -35,6 +35,9 @@ pub enum TrackError {
     /// The body sent nothing for too long.
     #[error("no data for {0} s")]
     Idle(u64),
+    /// A newer POST of the same track took over, or the channel was deleted.
+    #[error("a newer POST of this track took over (or the channel was deleted)")]
+    Superseded,
 }
 
 /// What a finished POST delivered.
@@ -44,14 +47,23 @@ pub struct Delivered {
     pub chunks: u64,
 }
 
-/// A channel and what the driver knows of it beyond the pure part.
+/// A channel and what the driver knows of it beyond the pure part. Everything a chunk changes is
+/// done under its lock (store calls, no `.await`), so the POSTs of a channel never interleave
+/// halfway through a chunk.
 #[derive(Debug)]
 struct Slot {
     channel: Channel,
-    /// A manifest has been stored.
-    published: bool,
-    /// Bumped by every POST that starts, so a pending end knows it was overtaken.
+    /// The segment each track is writing (owned here, not by a POST: a POST that takes over a
+    /// track, or a restart of the timeline, finishes it rather than dropping it).
+    uploads: HashMap<String, Upload>,
+    /// The newest POST of each track: an older one still running stops at its next chunk.
+    posts: HashMap<String, u64>,
+    /// Bumped by every POST that starts and by a DELETE, so a pending end knows it was overtaken.
     generation: u64,
+    /// The dynamic manifest is stored and current.
+    published: bool,
+    /// The manifest changed since it was stored.
+    dirty: bool,
 }
 
 /// The packaged channels.
@@ -79,11 +91,6 @@ impl Packager {
         }
     }
 
-    /// Whether `channel` is a packaged channel.
-    pub fn has_channel(&self, channel: &str) -> bool {
-        lock(&self.channels).contains_key(channel)
-    }
-
     /// Reads track `track` of `channel` from `body` until it ends, storing what it carries. A
     /// failure comes with the chunks packaged before it.
     pub async fn ingest<B>(
@@ -104,47 +111,58 @@ impl Packager {
             folder: channel,
             id: &id,
             slot: &slot,
-            open: None,
+            post: None,
             init: None,
-            started: false,
             chunks: 0,
         };
         let result = writer.read(body, idle).await;
-        let ended = writer.started.then(|| lock(&slot).channel.track_ended(&id)).flatten();
-        let closed = writer.close(ended.is_some_and(|(_, empty)| empty));
-        if writer.started {
+        let closed = writer.end();
+        let chunks = writer.chunks;
+        {
             let slot = lock(&slot);
             if !slot.channel.receiving() {
                 self.end_later(channel, &slot);
             }
         }
-        let chunks = writer.chunks;
-        closed.and(result).map_err(|err| (err, chunks))
+        result
+            .and_then(|delivered| closed.map(|()| delivered))
+            .map_err(|err| (err, chunks))
     }
 
-    /// Ends `channel` now (a DELETE of the channel): its final manifest is stored. False if there is
-    /// no such channel.
+    /// Ends `channel` now (a DELETE of the channel): POSTs still running stop at their next chunk,
+    /// open segments are finished and the final manifest is stored. False if the channel never
+    /// published anything.
     pub fn end(&self, channel: &str) -> bool {
         let Some(slot) = lock(&self.channels).get(channel).cloned() else {
             return false;
         };
-        let slot = lock(&slot);
-        if let Some(text) = slot.channel.final_manifest(SystemTime::now()) {
-            self.put(&format!("{channel}/{MANIFEST}"), Bytes::from(text));
+        let mut slot = lock(&slot);
+        if !slot.published && slot.uploads.is_empty() {
+            return false;
         }
+        slot.generation += 1;
+        let running: Vec<String> = slot.posts.drain().map(|(id, _)| id).collect();
+        for id in running {
+            slot.channel.track_ended(&id);
+        }
+        for (_, upload) in slot.uploads.drain() {
+            let _ = upload.finish();
+        }
+        self.store_final(channel, &mut slot);
         true
     }
 
     fn slot(&self, channel: &str) -> Arc<Mutex<Slot>> {
-        let slot = Arc::clone(lock(&self.channels).entry(channel.to_owned()).or_insert_with(|| {
+        Arc::clone(lock(&self.channels).entry(channel.to_owned()).or_insert_with(|| {
             Arc::new(Mutex::new(Slot {
                 channel: Channel::new(self.options),
-                published: false,
+                uploads: HashMap::new(),
+                posts: HashMap::new(),
                 generation: 0,
+                published: false,
+                dirty: false,
             }))
-        }));
-        lock(&slot).generation += 1;
-        slot
+        }))
     }
 
     /// Once no POST of the channel has started for the end rule's time, stores its final manifest.
@@ -160,28 +178,29 @@ impl Packager {
             let Some(slot) = lock(&packager.channels).get(&channel).cloned() else {
                 return;
             };
-            let slot = lock(&slot);
-            if slot.generation == generation && !slot.channel.receiving() {
-                if let Some(text) = slot.channel.final_manifest(SystemTime::now()) {
-                    tracing::info!(channel, "packaged channel ended");
-                    packager.put(&format!("{channel}/{MANIFEST}"), Bytes::from(text));
-                }
+            let mut slot = lock(&slot);
+            if slot.generation == generation && !slot.channel.receiving() && slot.published {
+                tracing::info!(channel, "packaged channel ended");
+                packager.store_final(&channel, &mut slot);
             }
         });
     }
 
-    /// Stores a whole file (an init segment, a manifest).
-    fn put(&self, path: &str, bytes: Bytes) {
-        let stored = self
-            .store
-            .begin_upload(path, UploadOptions::default())
-            .and_then(|mut upload| {
-                upload.append(bytes)?;
-                upload.finish()
-            });
-        if let Err(err) = stored {
-            tracing::warn!(path, %err, "packager: could not store");
+    /// Stores the channel's static manifest; a POST that comes back publishes a dynamic one again.
+    fn store_final(&self, channel: &str, slot: &mut Slot) {
+        if let Some(text) = slot.channel.final_manifest(SystemTime::now()) {
+            if let Err(err) = self.put(&format!("{channel}/{MANIFEST}"), Bytes::from(text)) {
+                tracing::warn!(channel, %err, "packager: could not store the final manifest");
+            }
         }
+        slot.published = false;
+    }
+
+    /// Stores a whole file (an init segment, a manifest).
+    fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let mut upload = self.store.begin_upload(path, UploadOptions::default())?;
+        upload.append(bytes)?;
+        upload.finish().map(|_| ())
     }
 }
 
@@ -191,12 +210,10 @@ struct TrackWriter<'a> {
     folder: &'a str,
     id: &'a str,
     slot: &'a Mutex<Slot>,
-    /// The segment being written.
-    open: Option<Upload>,
+    /// This POST's number among the track's, once its first chunk made it the track's newest.
+    post: Option<u64>,
     /// The init segment, until the first chunk.
     init: Option<(Bytes, crate::media::cmaf::Init)>,
-    /// The track joined its channel (its first chunk came).
-    started: bool,
     chunks: u64,
 }
 
@@ -224,49 +241,66 @@ impl TrackWriter<'_> {
     }
 
     fn handle(&mut self, event: TrackEvent) -> Result<(), TrackError> {
-        match event {
+        let (bytes, chunk) = match event {
             TrackEvent::Init { bytes, init } => {
                 // Published with the first chunk: a track refused before it publishes nothing.
                 self.init = Some((bytes, init));
+                return Ok(());
             }
-            TrackEvent::Chunk { bytes, chunk } => {
-                if let Some((bytes, init)) = self.init.take() {
-                    self.packager.put(&self.path(&init_name(self.id)), bytes);
-                    let mut slot = lock(self.slot);
-                    let changed = slot.channel.track_started(self.id, &init);
-                    self.started = true;
-                    if changed && slot.published {
-                        self.publish(&slot);
-                    }
-                }
-                self.chunks += 1;
-                let placement = lock(self.slot)
-                    .channel
-                    .place(self.id, &chunk, bytes.len() as u64, SystemTime::now());
-                for step in placement.steps {
-                    self.step(step, &bytes)?;
-                }
-                let mut slot = lock(self.slot);
-                if self.open.is_some() && (!slot.published || placement.republish) {
-                    slot.published = true;
-                    self.publish(&slot);
-                }
+            TrackEvent::Chunk { bytes, chunk } => (bytes, chunk),
+        };
+        let mut slot = lock(self.slot);
+        if let Some((init_bytes, init)) = self.init.take() {
+            self.packager.put(&self.path(&init_name(self.id)), init_bytes)?;
+            // This POST becomes the track's newest: an older one still running stops, and the
+            // segment it was writing is closed (this POST's chunks in it are dropped, not appended
+            // over what the older one sent).
+            if slot.posts.contains_key(self.id) {
+                let empty = slot.channel.track_ended(self.id).is_some_and(|(_, empty)| empty);
+                close(slot.uploads.remove(self.id), empty)?;
+            }
+            slot.generation += 1;
+            let post = slot.generation;
+            slot.posts.insert(self.id.to_owned(), post);
+            self.post = Some(post);
+            slot.dirty |= slot.channel.track_started(self.id, &init);
+        }
+        if self.post.is_none() || slot.posts.get(self.id) != self.post.as_ref() {
+            self.post = None;
+            return Err(TrackError::Superseded);
+        }
+        self.chunks += 1;
+        let placement = slot
+            .channel
+            .place(self.id, &chunk, bytes.len() as u64, SystemTime::now());
+        slot.dirty |= placement.republish;
+        for step in placement.steps {
+            self.step(&mut slot, step, &bytes)?;
+        }
+        if slot.uploads.contains_key(self.id) && (!slot.published || slot.dirty) {
+            if let Some(text) = slot.channel.manifest(SystemTime::now()) {
+                self.packager.put(&self.path(MANIFEST), Bytes::from(text))?;
+                slot.published = true;
+                slot.dirty = false;
             }
         }
         Ok(())
     }
 
-    fn step(&mut self, step: Step, chunk: &Bytes) -> Result<(), TrackError> {
+    fn step(&self, slot: &mut Slot, step: Step, chunk: &Bytes) -> Result<(), TrackError> {
         let store = &self.packager.store;
         match step {
-            Step::Close { empty, .. } => return self.close(empty),
+            Step::Close { empty, .. } => close(slot.uploads.remove(self.id), empty)?,
             Step::Open { number } => {
+                // One a restart of the timeline left open is finished, never dropped.
+                close(slot.uploads.remove(self.id), false)?;
                 let path = self.path(&segment_name(self.id, number));
                 let replace = Replace::AtOnce;
-                self.open = Some(store.begin_upload(&path, UploadOptions { arrival: None, replace })?);
+                let upload = store.begin_upload(&path, UploadOptions { arrival: None, replace })?;
+                slot.uploads.insert(self.id.to_owned(), upload);
             }
             Step::Append { .. } => {
-                if let Some(open) = self.open.as_mut() {
+                if let Some(open) = slot.uploads.get_mut(self.id) {
                     open.append(chunk.clone())?;
                 }
             }
@@ -277,27 +311,35 @@ impl TrackWriter<'_> {
         Ok(())
     }
 
-    fn publish(&self, slot: &Slot) {
-        if let Some(text) = slot.channel.manifest(SystemTime::now()) {
-            self.packager.put(&self.path(MANIFEST), Bytes::from(text));
-        }
-    }
-
     fn path(&self, name: &str) -> String {
         format!("{}/{name}", self.folder)
     }
 
-    /// Ends the open segment. It holds whole chunks only, so it is complete even when the body
-    /// failed (an encoder that lost its connection): a shorter segment, never a broken one. An
-    /// empty one (opened ahead of a chunk that never came) is discarded.
-    fn close(&mut self, empty: bool) -> Result<(), TrackError> {
-        match self.open.take() {
-            Some(open) if empty => {
-                open.abort();
-                Ok(())
-            }
-            Some(open) => open.finish().map(|_| ()).map_err(TrackError::from),
-            None => Ok(()),
+    /// The POST ended: if it was still the track's newest, the segment it was writing is closed.
+    fn end(&mut self) -> Result<(), TrackError> {
+        let Some(post) = self.post else {
+            return Ok(());
+        };
+        let mut slot = lock(self.slot);
+        if slot.posts.get(self.id) != Some(&post) {
+            return Ok(());
         }
+        slot.posts.remove(self.id);
+        let empty = slot.channel.track_ended(self.id).is_some_and(|(_, empty)| empty);
+        close(slot.uploads.remove(self.id), empty)
+    }
+}
+
+/// Ends a segment's upload. It holds whole chunks only, so it is complete even when the body
+/// failed (an encoder that lost its connection): a shorter segment, never a broken one. An empty
+/// one (opened ahead of a chunk that never came) is discarded.
+fn close(upload: Option<Upload>, empty: bool) -> Result<(), TrackError> {
+    match upload {
+        Some(open) if empty => {
+            open.abort();
+            Ok(())
+        }
+        Some(open) => open.finish().map(|_| ()).map_err(TrackError::from),
+        None => Ok(()),
     }
 }

@@ -148,11 +148,11 @@ async fn ffmpeg_cmaf_ingest_is_packaged_into_ll_dash_and_ll_hls_over_every_proto
     // frame of audio), and the oldest ones left the window.
     let client = server.client_for(Proto::H2Tls).await;
     for track in tracks {
-        let gone = client
-            .get(&format!("/ldash/download/ch1/chunk-{track}-00001.m4s"))
-            .fetch()
-            .await;
-        assert_eq!(gone.status, 404, "segment 1 of {track} left the window of 4");
+        for gone in [1, 2] {
+            let route = format!("/ldash/download/ch1/chunk-{track}-{gone:05}.m4s");
+            let status = client.get(&route).fetch().await.status;
+            assert_eq!(status, 404, "segment {gone} of {track} left the window of 4");
+        }
         assert!(server.store.get(&format!("ch1/chunk-{track}-00004.m4s")).is_some());
     }
     let (_, list) = client.get_text("/ldash/").await;
@@ -205,17 +205,21 @@ async fn the_channel_ends_when_its_posts_end_and_at_a_delete() {
     .await
     .expect("the final MPD within 10 s of the end");
     // Served (rewritten) once its upload completed.
-    let mpd = loop {
-        let text = server
-            .get(Proto::H1, "/ldash/download/ch1/stream.mpd")
-            .await
-            .text()
-            .await;
-        if text.contains("type=\"static\"") {
-            break text;
+    let mpd = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let text = server
+                .get(Proto::H1, "/ldash/download/ch1/stream.mpd")
+                .await
+                .text()
+                .await;
+            if text.contains("type=\"static\"") {
+                return text;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
-    };
+    })
+    .await
+    .expect("the final MPD is served once stored");
     xmllint_validates(mpd.as_bytes()).unwrap_or_else(|e| panic!("the final MPD: {e}\n{mpd}"));
     // The channel ended after both POSTs had: what they delivered is counted.
     let scrape = testkit::metrics::scrape(server.metrics.expect("metrics listener"))
@@ -347,5 +351,62 @@ async fn an_encoder_that_reconnects_on_the_same_timeline_continues_the_channel()
     assert!(!playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
     assert!(playlist.contains(&format!("chunk-video-{next:05}.m4s")), "{playlist}");
     let _ = encoder2.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_post_of_a_track_takes_over_and_the_older_one_is_answered_409() {
+    let server = TestServer::start().await;
+    let init = ldash::media::cmaf::parse_init(INIT).expect("the fixture's init segment");
+    let chunks = ldash::media::cmaf::ChunkScanner::new(Some(&init))
+        .push(SEGMENT)
+        .expect("the fixture's chunks");
+    let first_end = chunks[0].end as usize;
+    for proto in ALL_PROTOS {
+        let channel = format!("takeover-{proto:?}");
+        let route = &format!("/ldash/upload/{channel}/Streams(video.cmfv)");
+        let client = server.client_for(proto).await;
+        // The older POST: its init segment and first chunk, then it waits.
+        let (older, rx) = testkit::client::chunk_channel();
+        let sent = tokio::spawn(client.request(http::Method::POST, route).stream(rx).send());
+        older
+            .send(Ok([INIT, &SEGMENT[..first_end]].concat().into()))
+            .await
+            .expect("the older POST takes its first bytes");
+        let mut events = server.store.subscribe();
+        // Its first chunk is packaged: the segment it starts is uploaded.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while server
+                .store
+                .list(&channel)
+                .iter()
+                .all(|e| !e.path().contains("/chunk-video-"))
+            {
+                let _ = events.recv().await;
+            }
+        })
+        .await
+        .expect("the older POST's first chunk is packaged");
+        // The newer POST, whole.
+        let newer = client
+            .request(http::Method::POST, route)
+            .body([INIT, SEGMENT].concat())
+            .fetch()
+            .await;
+        let newer_status = newer.status;
+        assert_eq!(newer_status, 200, "{proto:?}: {}", newer.text().await);
+        // The older one's next chunk is refused.
+        let _ = older.send(Ok(SEGMENT[first_end..].to_vec().into())).await;
+        drop(older);
+        let answer = tokio::time::timeout(Duration::from_secs(10), sent)
+            .await
+            .expect("the older POST is answered")
+            .expect("the request task");
+        let answer = answer.expect("the older POST gets a response");
+        let status = answer.status;
+        let text = answer.text().await;
+        assert_eq!(status, 409, "{proto:?}: {text}");
+        assert!(text.contains("newer POST"), "{text}");
+    }
     server.stop().await;
 }

@@ -90,8 +90,9 @@ fn track_status(err: &crate::ingest::TrackError) -> StatusCode {
     use crate::media::package::IngestError;
     match err {
         TrackError::Ingest(IngestError::FragmentTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-        TrackError::Ingest(IngestError::NotCmaf(_) | IngestError::Cmaf(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        TrackError::Ingest(IngestError::NotCmaf(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         TrackError::Ingest(_) | TrackError::Body(_) => StatusCode::BAD_REQUEST,
+        TrackError::Superseded => StatusCode::CONFLICT,
         TrackError::Idle(_) => StatusCode::REQUEST_TIMEOUT,
         TrackError::Store(store) => HttpError::Store(store.clone()).status(),
     }

@@ -112,8 +112,10 @@ fn audio(fourcc: &str, entry: &[u8]) -> Coding {
         .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])));
     let boxes = entry.get(AUDIO_ENTRY..).unwrap_or_default();
     let mut coding = Coding {
+        // RFC 6381 / the codecs registry: `opus` and `flac` in lower case.
         codecs: match fourcc {
             "fLaC" => "flac".to_owned(),
+            "Opus" => "opus".to_owned(),
             other => other.to_owned(),
         },
         channels,

@@ -136,12 +136,15 @@ impl Track {
             bytes: 0,
             from: None,
         });
+        // Only numbers that were used can be deleted: after a jump forward, at most the window.
+        let used_to = self.newest.map_or(number, |newest| newest.saturating_add(1));
         self.newest = Some(number);
         let oldest = *self.oldest.get_or_insert(number);
         let keep_from = number.saturating_sub(window - 1).max(oldest);
         self.oldest = Some(keep_from);
         steps.push(Step::Open { number });
-        steps.extend((oldest..keep_from).map(|number| Step::Delete { number }));
+        let gone = keep_from.min(used_to);
+        steps.extend((oldest.max(gone.saturating_sub(window))..gone).map(|number| Step::Delete { number }));
     }
 }
 
@@ -177,10 +180,13 @@ impl Channel {
             _ => Kind::Other,
         };
         let coding = first.coding.clone().unwrap_or_default();
-        let changed = self
-            .tracks
-            .get(id)
-            .is_none_or(|t| t.kind != kind || t.timescale != first.timescale || t.coding != coding);
+        let known = self.tracks.get(id);
+        let changed = known.is_none_or(|t| t.kind != kind || t.timescale != first.timescale || t.coding != coding);
+        // A track whose init segment changed restarts the channel's timeline: the segments in the
+        // window do not decode with the new one.
+        if changed && known.is_some_and(|t| t.newest.is_some()) {
+            self.restart();
+        }
         let track = self.tracks.entry(id.to_owned()).or_insert_with(|| Track {
             kind,
             timescale: first.timescale,
@@ -200,7 +206,8 @@ impl Channel {
             track.bandwidth = coding.bitrate;
             track.coding = coding;
         }
-        track.posts += 1;
+        // One POST per track: a newer one takes over (the driver ends the older one first).
+        track.posts = 1;
         track.fresh = true;
         changed
     }
@@ -209,7 +216,12 @@ impl Channel {
     pub fn place(&mut self, id: &str, chunk: &Chunk, len: u64, now: SystemTime) -> Placement {
         let d = self.options.segment_duration.as_secs_f64();
         let mut placement = Placement::default();
-        let (Some(track), Some(anchor)) = (self.tracks.get_mut(id), self.anchor) else {
+        let anchor = self.anchor;
+        let Some(track) = self.tracks.get_mut(id) else {
+            return placement;
+        };
+        let fresh = std::mem::take(&mut track.fresh);
+        let Some(anchor) = anchor else {
             return self.place_on(id, chunk, len, now, placement);
         };
         // A POST whose timeline is not the channel's (a restarted encoder counts from 0 again)
@@ -217,7 +229,6 @@ impl Channel {
         // live index treats segment numbers starting over as a new run of the encoder. One that
         // continues it (its media time where the wall clock says, give or take five segments or
         // ten seconds: an encoder's start-up and buffering) continues the numbering, gaps included.
-        let fresh = std::mem::take(&mut track.fresh);
         let media_end = chunk.decode_time.saturating_add(chunk.duration) as f64 / f64::from(track.timescale);
         let wall = now.duration_since(anchor).map_or(0.0, |t| t.as_secs_f64());
         if fresh && track.newest.is_some() && (media_end - wall).abs() > (5.0 * d).max(10.0) {
@@ -256,7 +267,8 @@ impl Channel {
         // timestamps). A segment starts with the first chunk at or after its time, as ffmpeg's DASH
         // muxer cuts audio (whose frames rarely land on a boundary).
         let half_sample = (chunk.duration as f64 / f64::from(chunk.samples.max(1)) / scale / 2.0).min(d / 2.0);
-        let number = ((chunk.decode_time as f64 / scale + half_sample) / d).floor() as u64 + 1;
+        // Saturating: decode times are the encoder's (the reader refuses any beyond 2^53 ticks).
+        let number = (((chunk.decode_time as f64 / scale + half_sample) / d).floor() as u64).saturating_add(1);
         let steps = &mut placement.steps;
         if chunk.independent && track.newest.is_none_or(|newest| number > newest) {
             if let Some(open) = track.open.take() {
@@ -279,7 +291,7 @@ impl Channel {
         // asking for what comes next are pointed at it at once.
         let reaches = (end as f64 / scale + half_sample) / d >= open.number as f64;
         if reaches && !track.misaligned {
-            let (open, next) = (*open, open.number + 1);
+            let (open, next) = (*open, open.number.saturating_add(1));
             track.open = None;
             placement.republish |= track.close(open, end, steps);
             track.open_segment(next, window, steps);

@@ -34,7 +34,8 @@ impl Channel {
     pub fn manifest(&self, now: SystemTime) -> Option<String> {
         let anchor = self.anchor?;
         let d = self.options.segment_duration;
-        let window = d.saturating_mul(u32::try_from(self.options.window).unwrap_or(u32::MAX));
+        // Complete segments in the window: the newest one grows.
+        let window = d.saturating_mul(u32::try_from(self.options.window.saturating_sub(1)).unwrap_or(u32::MAX));
         let update = d.saturating_mul(2).max(Duration::from_secs(2));
         let head = format!(
             "type=\"dynamic\" availabilityStartTime=\"{}\" publishTime=\"{}\" \
@@ -120,11 +121,10 @@ impl Channel {
                 .map_or(100_000, |(_, b)| *b)
         });
         let coding = &track.coding;
-        let _ = write!(
-            out,
-            "      <Representation id=\"{id}\" bandwidth=\"{bandwidth}\" codecs=\"{}\"",
-            escape(&coding.codecs)
-        );
+        let _ = write!(out, "      <Representation id=\"{id}\" bandwidth=\"{bandwidth}\"");
+        if !coding.codecs.is_empty() {
+            let _ = write!(out, " codecs=\"{}\"", escape(&coding.codecs));
+        }
         if let Some((width, height)) = coding.size.filter(|(w, h)| *w > 0 && *h > 0) {
             let _ = write!(out, " width=\"{width}\" height=\"{height}\"");
         }

@@ -162,6 +162,13 @@ impl TrackReader {
     }
 
     fn check(&mut self, chunk: &Chunk) -> Result<(), IngestError> {
+        // Past 2^53 ticks times lose precision as seconds (and nothing real gets there).
+        if chunk.decode_time.saturating_add(chunk.duration) > 1 << 53 {
+            return Err(IngestError::NotCmaf(format!(
+                "a decode time of {} ticks is out of range",
+                chunk.decode_time
+            )));
+        }
         if let Some(previous) = self.previous {
             if chunk.decode_time < previous {
                 return Err(IngestError::DecodeTimeBack {

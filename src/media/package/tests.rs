@@ -380,3 +380,21 @@ fn a_restarted_encoder_restarts_the_channel_timeline_and_a_continuing_one_keeps_
     assert_eq!(appended(&restarted), Some(1));
     assert_eq!(channel.anchor, Some(at(139.0)));
 }
+
+#[test]
+fn a_jump_forward_deletes_at_most_the_window_and_huge_times_do_not_overflow() {
+    let mut channel = channel();
+    let scale = u64::from(parse_init(INIT).expect("init").tracks[0].timescale);
+    channel.place("video", &chunk(0, scale, true), 10, at(1.0));
+    let jump = channel.place("video", &chunk(10_000_000 * scale, scale, true), 10, at(2.0));
+    let deletes = jump.steps.iter().filter(|s| matches!(s, Step::Delete { .. })).count();
+    assert!(deletes <= 3, "{jump:?}");
+    // Numbers saturate rather than overflow.
+    let far = Chunk {
+        decode_time: u64::MAX - 10,
+        duration: 5,
+        ..chunk(0, 1, true)
+    };
+    let placed = channel.place("video", &far, 10, at(3.0));
+    assert!(appended(&placed).is_some_and(|n| n > 10_000_000));
+}
