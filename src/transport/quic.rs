@@ -5,7 +5,8 @@
 //! - The request body is read with `recv_data` as it arrives and handed to the routes through a
 //!   bounded channel, so an upload over HTTP/3 reaches the store chunk by chunk.
 //! - The response body is sent DATA frame by DATA frame as the routes produce it; a body that ends in
-//!   an error (an aborted upload) resets the stream instead of finishing it.
+//!   an error (an aborted upload) resets the stream instead of finishing it. h3 runs over ldash's own
+//!   transport adapter ([`super::h3_transport`]), which hands each chunk's `Bytes` to quinn uncopied.
 //! - Every request body is read to its end before the response is finished, so a client still sending
 //!   is never told STOP_SENDING.
 //! - No 0-RTT: requests are read only after the full handshake. 0-RTT data is replayable (unsafe for
@@ -29,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::config::Congestion;
 use crate::http::{App, ConnInfo, ResponseBody, Transport};
 use crate::settings::ConnectionSettings;
+use crate::transport::h3_transport::{H3Connection, Payload, RecvHalf, SendHalf};
 use crate::transport::tls::{Identity, TlsError};
 
 /// Requests in flight on one connection: LL-HLS blocking reloads and live-edge segment requests stay
@@ -171,7 +173,7 @@ async fn connection(
     let Some(quic) = super::within(header_timeout, peer, "QUIC handshake", connecting).await else {
         return;
     };
-    let mut h3 = match h3::server::builder().build(h3_quinn::Connection::new(quic)).await {
+    let mut h3 = match h3::server::builder().build(H3Connection::new(quic)).await {
         Ok(h3) => h3,
         Err(err) => {
             tracing::debug!(%peer, %err, "HTTP/3 connection setup failed");
@@ -216,7 +218,7 @@ async fn connection(
 }
 
 async fn request(
-    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    resolver: h3::server::RequestResolver<H3Connection, Payload>,
     app: Arc<App>,
     info: ConnInfo,
     header_timeout: Duration,
@@ -238,7 +240,7 @@ async fn request(
 /// Feeds the request body to the routes; once the routes stop listening, reads (and drops) the rest,
 /// for a bounded time, so the client is never sent STOP_SENDING mid-body.
 async fn read_body(
-    mut recv: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+    mut recv: h3::server::RequestStream<RecvHalf, Payload>,
     tx: mpsc::Sender<Result<Bytes, BodyReadError>>,
 ) {
     let mut listening = true;
@@ -271,7 +273,7 @@ async fn read_body(
 }
 
 async fn send_response(
-    send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    send: &mut h3::server::RequestStream<SendHalf, Payload>,
     response: Response<ResponseBody>,
     reading: tokio::task::JoinHandle<()>,
 ) {
@@ -288,7 +290,7 @@ async fn send_response(
                 if data.is_empty() {
                     continue;
                 }
-                if let Err(err) = send.send_data(data).await {
+                if let Err(err) = send.send_data(Payload::from(data)).await {
                     tracing::debug!(%err, "HTTP/3 client stopped reading");
                     reading.abort();
                     return;
