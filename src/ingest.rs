@@ -58,6 +58,8 @@ struct Slot {
     uploads: HashMap<String, Upload>,
     /// The newest POST of each track: an older one still running stops at its next chunk.
     posts: HashMap<String, u64>,
+    /// Each track's newest init segment, stored again under a new run's name when one starts.
+    inits: HashMap<String, Bytes>,
     /// Bumped by every POST that starts and by a DELETE, so a pending end knows it was overtaken.
     generation: u64,
     /// The dynamic manifest is stored and current.
@@ -158,6 +160,7 @@ impl Packager {
                 channel: Channel::new(self.options),
                 uploads: HashMap::new(),
                 posts: HashMap::new(),
+                inits: HashMap::new(),
                 generation: 0,
                 published: false,
                 dirty: false,
@@ -250,8 +253,10 @@ impl TrackWriter<'_> {
             TrackEvent::Chunk { bytes, chunk } => (bytes, chunk),
         };
         let mut slot = lock(self.slot);
+        let mut new_init = false;
         if let Some((init_bytes, init)) = self.init.take() {
-            self.packager.put(&self.path(&init_name(self.id)), init_bytes)?;
+            slot.inits.insert(self.id.to_owned(), init_bytes);
+            new_init = true;
             // This POST becomes the track's newest: an older one still running stops, and the
             // segment it was writing is closed (this POST's chunks in it are dropped, not appended
             // over what the older one sent).
@@ -274,6 +279,22 @@ impl TrackWriter<'_> {
             .channel
             .place(self.id, &chunk, bytes.len() as u64, SystemTime::now());
         slot.dirty |= placement.republish;
+        // Init segments before the segments that need them: every track's under a new run's name,
+        // else this POST's own under the current run's.
+        let inits: Vec<(String, Bytes)> = match placement.run_started {
+            Some(_) => slot.inits.iter().map(|(id, b)| (id.clone(), b.clone())).collect(),
+            None if new_init => slot
+                .inits
+                .get(self.id)
+                .map(|b| (self.id.to_owned(), b.clone()))
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        let run = slot.channel.current_run();
+        for (id, bytes) in inits {
+            self.packager.put(&self.path(&init_name(&id, run)), bytes)?;
+        }
         for step in placement.steps {
             self.step(&mut slot, step, &bytes)?;
         }
@@ -294,7 +315,7 @@ impl TrackWriter<'_> {
             Step::Open { number } => {
                 // One a restart of the timeline left open is finished, never dropped.
                 close(slot.uploads.remove(self.id), false)?;
-                let path = self.path(&segment_name(self.id, number));
+                let path = self.path(&segment_name(self.id, number, slot.channel.run_of(number)));
                 let replace = Replace::AtOnce;
                 let upload = store.begin_upload(&path, UploadOptions { arrival: None, replace })?;
                 slot.uploads.insert(self.id.to_owned(), upload);
@@ -305,7 +326,8 @@ impl TrackWriter<'_> {
                 }
             }
             Step::Delete { number } => {
-                store.delete(&self.path(&segment_name(self.id, number)), None);
+                let run = slot.channel.run_of(number);
+                store.delete(&self.path(&segment_name(self.id, number, run)), None);
             }
         }
         Ok(())

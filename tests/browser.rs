@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::browser::{assert_plays, browser_driver, drive, screenshot};
 use common::encoder::{clock_encoder, clock_ingest, MANIFEST};
 use common::{require_tool, Proto, TestServer};
+use ldash::store::StoreEvent;
 
 /// Seconds the player gets to reach its steady latency before the measurement starts.
 const WARMUP: u32 = 10;
@@ -37,12 +38,12 @@ async fn play(engine: &str, kind: &str, h3: bool, ingest: Ingest) {
     let seconds = WARMUP + MEASURED + 60;
     // Either way the stream is live/stream.mpd (and its playlists): written by ffmpeg's DASH muxer,
     // or packaged by ldash from the tracks ffmpeg posts into channel "live".
-    let (_encoder, third) = match ingest {
+    let (encoder, third) = match ingest {
         Ingest::Dash => (
             clock_encoder(&ffmpeg, &server.url(Proto::H1, MANIFEST), seconds, 0.1),
             "live/chunk-stream0-00003.m4s",
         ),
-        Ingest::Cmaf => (
+        Ingest::Cmaf | Ingest::CmafReconnect => (
             clock_ingest(
                 &ffmpeg,
                 &server.url(Proto::H1, "/ldash/upload/live"),
@@ -67,9 +68,45 @@ async fn play(engine: &str, kind: &str, h3: bool, ingest: Ingest) {
     let from = match ingest {
         Ingest::Dash => "",
         Ingest::Cmaf => " (CMAF ingest)",
+        Ingest::CmafReconnect => " (CMAF ingest, encoder restarted mid-stream)",
     };
     let case = format!("{engine} {format}{from} over {}", if h3 { "HTTP/3" } else { "HTTP/2" });
-    let run = drive(&driver, &page, (WARMUP, MEASURED), &shot, &flags, &case).await;
+    // The encoder is killed when the channel's segment 20 starts (about 7 s into the measurement)
+    // and started again: its timeline starts at 0, the channel's is 20 s on, so the channel gets a
+    // new Period (DASH) and a discontinuity (HLS), and the player has to go on through them.
+    let reconnect = async {
+        if !matches!(ingest, Ingest::CmafReconnect) {
+            return encoder;
+        }
+        server
+            .upload_started("live/chunk-video-00020.m4s", Duration::from_secs(40))
+            .await;
+        drop(encoder);
+        let mut events = server.store.subscribe();
+        let again = clock_ingest(
+            &ffmpeg,
+            &server.url(Proto::H1, "/ldash/upload/live"),
+            true,
+            seconds,
+            0.1,
+        );
+        // The new run's first segment (numbered on from the newest of the first run).
+        let new_run = |path: &str| path.starts_with("live/chunk-video-") && path.ends_with(".p1.m4s");
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(event) = events.recv().await {
+                if matches!(&event, StoreEvent::Started { path, .. } if new_run(path)) {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{case}: no segment of a new Period within 20 s of the encoder's restart"));
+        again
+    };
+    let (run, _encoder) = tokio::join!(
+        drive(&driver, &page, (WARMUP, MEASURED), &shot, &flags, &case),
+        reconnect
+    );
     let s = &run.summary;
     let stalls = run.samples.last().map_or(0, |l| l.stalls);
     let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3} s"));
@@ -85,13 +122,19 @@ async fn play(engine: &str, kind: &str, h3: bool, ingest: Ingest) {
     );
     // Plays at about real speed: over the last 5 s, at least 4 s of media.
     let last = assert_plays(&run, 4.0, &case);
+    // Going through a reconnect, the player waits once for the encoder to come back, and may
+    // wait once more at the new Period's start.
+    let stalls_allowed = match ingest {
+        Ingest::CmafReconnect => 2,
+        Ingest::Dash | Ingest::Cmaf => 1,
+    };
     assert!(
         run.failed.is_empty(),
         "{case}: manifest or playlist requests answered with an error: {:?}",
         run.failed
     );
     assert!(
-        last.stalls <= 1,
+        last.stalls <= stalls_allowed,
         "{case}: {} stalls in {MEASURED} s; the page's console:\n{}",
         last.stalls,
         run.console
@@ -125,6 +168,9 @@ enum Ingest {
     Dash,
     /// ffmpeg posts each track as a CMAF ingest stream; ldash packages the channel.
     Cmaf,
+    /// As `Cmaf`, and the encoder is killed and started again mid-stream (its timeline restarting
+    /// at 0: a new Period and an HLS discontinuity).
+    CmafReconnect,
 }
 
 /// One test per player, format, protocol and ingest, each named for what it proves.
@@ -150,4 +196,6 @@ plays! {
     hlsjs_plays_a_packaged_channel_over_http3: "hlsjs" plays "hls" over h3 = true from Cmaf;
     shaka_plays_a_packaged_ll_dash_channel_over_http3: "shaka" plays "dash" over h3 = true from Cmaf;
     shaka_plays_a_packaged_ll_hls_channel_over_http2: "shaka" plays "hls" over h3 = false from Cmaf;
+    dashjs_plays_a_packaged_channel_on_through_an_encoder_restart: "dashjs" plays "dash" over h3 = true from CmafReconnect;
+    hlsjs_plays_a_packaged_channel_on_through_an_encoder_restart: "hlsjs" plays "hls" over h3 = false from CmafReconnect;
 }

@@ -354,6 +354,91 @@ async fn an_encoder_that_reconnects_on_the_same_timeline_continues_the_channel()
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_encoder_whose_timeline_jumps_starts_a_new_period_and_an_hls_discontinuity() {
+    let Some(ffmpeg) = tools(&["ffprobe", "xmllint"]) else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let mut events = server.store.subscribe();
+    let first = CmafIngest::test_stream(&server.url(Proto::H1, CHANNEL), false, true, 3);
+    let mut encoder1 = encoder(&ffmpeg, &first);
+    let status = encoder1.child.wait().await.expect("ffmpeg runs to its end");
+    assert!(status.success(), "ffmpeg: {}", encoder1.log().await);
+    // The encoder back with its clock 1000 s ahead: not the channel's timeline.
+    let again = CmafIngest {
+        offset: 1000.0,
+        ..CmafIngest::test_stream(&server.url(Proto::H1, CHANNEL), false, true, 30)
+    };
+    let mut encoder2 = encoder(&ffmpeg, &again);
+    // The new run's third video segment: its first is complete and listed so.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = 0;
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::Started { path, .. })
+                    if path.starts_with("ch1/chunk-video-") && path.ends_with(".p1.m4s") =>
+                {
+                    seen += 1;
+                    if seen == 3 {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(err) => panic!("store events: {err}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let stored: Vec<String> = server.store.list("ch1").iter().map(|e| e.path().to_owned()).collect();
+        panic!("the new run's segments within 20 s; stored: {stored:?}")
+    });
+    for proto in ALL_PROTOS {
+        let client = server.client_for(proto).await;
+        let (status, mpd) = client.get_text("/ldash/download/ch1/stream.mpd").await;
+        assert_eq!(status, 200, "{proto:?}");
+        xmllint_validates(mpd.as_bytes()).unwrap_or_else(|e| panic!("{proto:?}: not schema-valid: {e}\n{mpd}"));
+        assert!(mpd.contains("<Period id=\"0\" start=\"PT0S\">"), "{mpd}");
+        assert!(mpd.contains("<Period id=\"1\""), "{mpd}");
+        assert!(
+            mpd.contains("initialization=\"init-$RepresentationID$.p1.m4s\""),
+            "{mpd}"
+        );
+        assert_eq!(mpd.matches("availabilityStartTime=").count(), 1);
+        // The video playlist goes on across the boundary: a discontinuity, the new init segment,
+        // media sequence numbers that only grow.
+        let (status, playlist) = client.get_text("/ldash/download/ch1/stream.video.m3u8").await;
+        assert_eq!(status, 200, "{proto:?}: {playlist}");
+        assert!(playlist.contains("#EXT-X-MAP:URI=\"init-video.m4s\""), "{playlist}");
+        assert!(
+            playlist.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-video.p1.m4s\""),
+            "{playlist}"
+        );
+        let (segments, _) = segments_and_parts(&playlist);
+        let numbers: Vec<u64> = segments
+            .iter()
+            .filter_map(|s| s.strip_prefix("chunk-video-")?.get(..5)?.parse().ok())
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{playlist}");
+        let new_run = segments
+            .iter()
+            .find(|s| s.ends_with(".p1.m4s"))
+            .unwrap_or_else(|| panic!("{playlist}"));
+        let segment = client.get_ok(&format!("/ldash/download/ch1/{new_run}")).await;
+        let init = client.get_ok("/ldash/download/ch1/init-video.p1.m4s").await;
+        ffprobe_decodes(&init, &segment).unwrap_or_else(|e| panic!("{proto:?} {new_run}: {e}"));
+        let (status, audio) = client.get_text("/ldash/download/ch1/stream.audio.m3u8").await;
+        assert_eq!(status, 200, "{proto:?}: {audio}");
+        assert!(
+            audio.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-audio.p1.m4s\""),
+            "{audio}"
+        );
+    }
+    let _ = encoder2.stop().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_post_of_a_track_takes_over_and_the_older_one_is_answered_409() {
     let server = TestServer::start().await;

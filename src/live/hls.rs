@@ -136,9 +136,12 @@ pub fn media_name(mpd_name: &str, rep: &Representation) -> String {
     format!("{stem}.{}.m3u8", rep.id)
 }
 
+/// The representations of the newest Period (what a live stream is now): the renditions of the
+/// playlists. A rendition's segments come from every Period with a representation of its id.
 fn reps(mpd: &Mpd) -> impl Iterator<Item = (Option<&str>, &Representation)> {
     mpd.periods
         .iter()
+        .rev()
         .take(1)
         .flat_map(|p| &p.adaptation_sets)
         .flat_map(|a| {
@@ -297,7 +300,7 @@ fn snapshot_of(
     let mut this = None;
     let mut reports = Vec::new();
     for (_, rep) in reps(mpd) {
-        let Some(rendition) = rendition(f, mpd, mpd_name, rep, ended) else {
+        let Some(rendition) = rendition(f, mpd, mpd_name, &rep.id, ended) else {
             continue;
         };
         if rep.id == rep_id {
@@ -351,8 +354,15 @@ fn timescale(f: &Folder, rep: &Representation) -> Option<u64> {
     init.tracks.first().map(|t| u64::from(t.timescale)).filter(|t| *t > 0)
 }
 
-/// The contiguous run of segments ending at the newest, as parts.
-fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended: bool) -> Option<Rendition> {
+/// One Period's segments of a representation, as listed (see [`rendition`]).
+struct PeriodSegments {
+    segments: Vec<Segment>,
+    /// An incomplete segment was followed by a newer one: nothing after it is listed yet.
+    stopped: bool,
+}
+
+/// The contiguous run of segments of one Period's representation ending at its newest, as parts.
+fn period_segments(f: &Folder, mpd: &Mpd, period_start: Duration, rep: &Representation) -> Option<PeriodSegments> {
     let template = rep.template.as_ref()?;
     let duration = template.segment_duration()?;
     // Without its init segment (deleted with an ended stream) a rendition lists no segments.
@@ -361,7 +371,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
     let start = mpd
         .availability_start
         .unwrap_or(SystemTime::UNIX_EPOCH)
-        .checked_add(mpd.periods.first().and_then(|p| p.start).unwrap_or_default())?;
+        .checked_add(period_start)?;
     let mut numbered: Vec<(u64, Vec<crate::media::cmaf::Chunk>, Progress)> = numbered(f, rep, template)
         .map(|(n, index)| (n, index.chunks(), index.progress()))
         .collect();
@@ -369,6 +379,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
     let mut segments: Vec<Segment> = Vec::new();
     // A failed upload (an aborted segment) is a gap: the run starts again after it.
     let mut gap = false;
+    let mut stopped = false;
     for (n, chunks, progress) in numbered {
         let Some(timescale) = timescale else { break };
         if progress.failed {
@@ -379,6 +390,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
         // one: until the older segment completes, the newer one is not listed (only the last
         // segment of a playlist may grow, and the run must not restart at it).
         if !gap && segments.last().is_some_and(|s| !s.complete && s.number + 1 == n) {
+            stopped = true;
             break;
         }
         let contiguous = !gap && segments.last().is_none_or(|s| s.complete && s.number + 1 == n);
@@ -401,8 +413,71 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
                 })
                 .collect(),
             complete: progress.ended,
+            discontinuity: false,
+            map: None,
         });
     }
+    Some(PeriodSegments { segments, stopped })
+}
+
+/// The contiguous run of segments of representation `rep_id` ending at the newest, as parts, over
+/// the Periods that have it: a Period after the first starts with a discontinuity (and its own init
+/// segment), and its segment numbers must go on from the Period before (else the list starts again
+/// there, so that media sequence numbers only grow).
+fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep_id: &str, ended: bool) -> Option<Rendition> {
+    let mut segments: Vec<Segment> = Vec::new();
+    // The init segment and the discontinuity sequence of the first segment listed, and the
+    // template of the newest Period.
+    let mut first: Option<(String, u64)> = None;
+    let mut newest: Option<&Representation> = None;
+    for (p, period) in mpd.periods.iter().enumerate() {
+        let Some(rep) = period
+            .adaptation_sets
+            .iter()
+            .flat_map(|a| &a.representations)
+            .find(|r| r.id == rep_id)
+        else {
+            continue;
+        };
+        newest = Some(rep);
+        let init_uri = rep.template.as_ref()?.init_path(rep)?;
+        // Period@id counts the discontinuities when it is a number (ldash's packaged channels);
+        // else the Period's position does.
+        let sequence = period.id.as_deref().and_then(|id| id.parse().ok()).unwrap_or(p as u64);
+        let Some(PeriodSegments {
+            segments: mut these,
+            stopped,
+        }) = period_segments(f, mpd, period.start.unwrap_or_default(), rep)
+        else {
+            continue;
+        };
+        if let Some(head) = these.first_mut() {
+            let follows = segments.last().is_some_and(|s| s.complete && s.number < head.number);
+            if follows {
+                head.discontinuity = true;
+                head.map = Some(init_uri);
+            } else {
+                segments.clear();
+                first = Some((init_uri, sequence));
+            }
+            segments.append(&mut these);
+        } else if segments.is_empty() {
+            first = Some((init_uri, sequence));
+        }
+        if stopped {
+            break;
+        }
+        // Only the newest segment may grow: a growing one ends the list until it completes.
+        if segments.last().is_some_and(|s| !s.complete) {
+            break;
+        }
+    }
+    let rep = newest?;
+    let template = rep.template.as_ref()?;
+    let (init_uri, discontinuity_sequence) = match first {
+        Some(first) => first,
+        None => (template.init_path(rep)?, 0),
+    };
     // A live stream's newest segment is published complete only once the next one has started.
     let last_closed = !ended && segments.last().is_some_and(|s| s.complete);
     if let Some(last) = segments.last_mut().filter(|_| last_closed) {
@@ -411,7 +486,8 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep: &Representation, ended:
     let next_uri = segments.last().and_then(|s| template.media_path(rep, s.number + 1));
     Some(Rendition {
         uri: media_name(mpd_name, rep),
-        init_uri: template.init_path(rep)?,
+        init_uri,
+        discontinuity_sequence,
         segments,
         last_closed,
         next_uri,
@@ -551,7 +627,7 @@ mod tests {
             (4, Some(false)),
             (5, Some(false)),
         ]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -559,7 +635,7 @@ mod tests {
             "media sequence numbers stay consistent: the run restarts after the gap"
         );
         let f = folder(&[(1, Some(false)), (2, Some(false)), (3, Some(true))]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -578,6 +654,68 @@ mod tests {
     }
 
     #[test]
+    fn periods_follow_each_other_with_a_discontinuity_and_their_own_init_segment() {
+        let two = AUDIO_ONLY.replace(
+            "</Period></MPD>",
+            r#"</Period><Period id="1" start="PT10S"><AdaptationSet contentType="audio" mimeType="audio/mp4">
+            <Representation id="a" bandwidth="64000" codecs="mp4a.40.2">
+            <SegmentTemplate timescale="1000" duration="1000" startNumber="4" media="a-$Number$.p1.m4s" initialization="a-init.p1.m4s"/>
+            </Representation></AdaptationSet></Period></MPD>"#,
+        );
+        let mpd = mpd::parse(two.as_bytes()).expect("mpd");
+        let mut f = folder(&[
+            (1, Some(false)),
+            (2, Some(false)),
+            (3, Some(false)),
+            (4, Some(false)),
+            (5, None),
+        ]);
+        let init = f.inits.get("a-init.m4s").cloned().expect("init");
+        f.inits.insert("a-init.p1.m4s".into(), init);
+        for n in [4, 5] {
+            let index = f.segments.remove(&format!("a-{n}.m4s")).expect("segment");
+            f.segments.insert(format!("a-{n}.p1.m4s"), index);
+        }
+        let r = rendition(&f, &mpd, "radio.mpd", "a", false).expect("rendition");
+        let listed: Vec<(u64, bool, Option<&str>)> = r
+            .segments
+            .iter()
+            .map(|s| (s.number, s.discontinuity, s.map.as_deref()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (1, false, None),
+                (2, false, None),
+                (3, false, None),
+                (4, true, Some("a-init.p1.m4s")),
+                (5, false, None)
+            ]
+        );
+        assert_eq!((r.init_uri.as_str(), r.discontinuity_sequence), ("a-init.m4s", 0));
+        let start = mpd.availability_start.expect("start");
+        assert_eq!(
+            r.segments[3].start,
+            start + Duration::from_secs(10),
+            "Period 1 starts at 10 s"
+        );
+        assert_eq!(r.segments[4].uri, "a-5.p1.m4s");
+        // A Period that starts its numbers over is not listed after the one before: the list starts
+        // again with it.
+        let restarting = two.replace("startNumber=\"4\"", "startNumber=\"1\"");
+        let mpd = mpd::parse(restarting.as_bytes()).expect("mpd");
+        let mut f = folder(&[(1, Some(false)), (2, Some(false))]);
+        let init = f.inits.get("a-init.m4s").cloned().expect("init");
+        f.inits.insert("a-init.p1.m4s".into(), init);
+        let index = f.segments.remove("a-1.m4s").expect("segment");
+        f.segments.insert("a-1.p1.m4s".into(), index);
+        let r = rendition(&f, &mpd, "radio.mpd", "a", false).expect("rendition");
+        let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
+        assert_eq!(numbers, [1]);
+        assert_eq!((r.init_uri.as_str(), r.discontinuity_sequence), ("a-init.p1.m4s", 1));
+    }
+
+    #[test]
     fn a_next_segment_opened_before_the_previous_completes_waits_its_turn() {
         // ffmpeg opens segment 3's upload while segment 2 still grows: the playlist keeps segment 2
         // as its growing last segment, and a request for segment 3's first part (what Shaka and
@@ -585,13 +723,13 @@ mod tests {
         let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
         let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
         let f = folder(&[(1, Some(false)), (2, None), (3, None)]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(numbers, [1, 2], "segment 3 is listed once segment 2 is complete");
         let timing = stream_timing(&f, &mpd).expect("timing");
         assert_eq!(r.block(Wanted { msn: 3, part: Some(0) }, &timing), Block::Wait);
         let f = folder(&[(1, Some(false)), (2, Some(false)), (3, None)]);
-        let r = rendition(&f, &mpd, "radio.mpd", rep, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(numbers, [1, 2, 3]);
     }

@@ -175,8 +175,8 @@ pub struct CmafIngest {
     pub seconds: u32,
     /// The CMAF fragment (chunk) duration in seconds.
     pub chunk: f64,
-    /// Added to every timestamp (ffmpeg's -output_ts_offset): an encoder that reconnects and
-    /// continues the channel's timeline.
+    /// Added to every timestamp (ffmpeg's -output_ts_offset with -movflags +frag_discont): an
+    /// encoder that reconnects and continues the channel's timeline, or one whose timeline jumps.
     pub offset: f64,
     pub loglevel: &'static str,
 }
@@ -271,7 +271,14 @@ impl CmafIngest {
     fn output(&self, command: &mut tokio::process::Command, track: &str) {
         // -t is an output option: each output of the one process needs its own.
         command.args(["-t", &self.seconds.to_string()]);
-        command.args(["-f", "mp4", "-movflags", "+cmaf+empty_moov+separate_moof+frag_keyframe"]);
+        // An offset reaches the fragments' decode times (tfdt) only with frag_discont: without it
+        // ffmpeg's mp4 muxer starts every track's timeline at 0 whatever the timestamps.
+        let flags = if self.offset > 0.0 {
+            "+cmaf+empty_moov+separate_moof+frag_keyframe+frag_discont"
+        } else {
+            "+cmaf+empty_moov+separate_moof+frag_keyframe"
+        };
+        command.args(["-f", "mp4", "-movflags", flags]);
         command.args(["-frag_duration", &((self.chunk * 1e6).round() as u64).to_string()]);
         if self.offset > 0.0 {
             command.args(["-output_ts_offset", &self.offset.to_string()]);

@@ -355,12 +355,24 @@ impl State {
             if self.options.has_ended(f, mpd, now) {
                 continue;
             }
-            for rep in mpd.representations() {
+            let reps = mpd.periods.iter().enumerate().flat_map(|(p, period)| {
+                period
+                    .adaptation_sets
+                    .iter()
+                    .flat_map(move |a| a.representations.iter().map(move |r| (p, r)))
+            });
+            for (p, rep) in reps {
                 let Some(template) = &rep.template else { continue };
                 let Some(wanted) = template.match_media(rep, name) else {
                     continue;
                 };
-                let newest = numbered(f, rep, template).map(|(n, _)| n).max()?;
+                // A later Period with no segment yet (a new run of a packaged channel) waits for
+                // its first; a stream with nothing indexed has no window yet.
+                let newest = match numbered(f, rep, template).map(|(n, _)| n).max() {
+                    Some(newest) => newest,
+                    None if p > 0 => template.start_number.saturating_sub(1),
+                    None => return None,
+                };
                 if wanted > newest && wanted <= newest + 2 {
                     return Some(
                         template
@@ -384,9 +396,11 @@ impl State {
                 let Some(modified) = modified(&manifest) else {
                     continue;
                 };
+                // The newest Period's: what the stream is now.
                 let representations = mpd
                     .periods
                     .iter()
+                    .rev()
                     .take(1)
                     .flat_map(|p| &p.adaptation_sets)
                     .flat_map(|a| a.representations.iter().map(move |r| (a, r)))
@@ -493,9 +507,15 @@ fn longest_segment(mpd: &Mpd) -> Duration {
 /// The end of the media uploaded completely, as a presentation duration (the latest of the
 /// representations), for the MPD of an ended stream; None when no segment completed.
 fn presentation_end(f: &Folder, mpd: &Mpd) -> Option<Duration> {
-    let period_start = mpd.periods.first().and_then(|p| p.start).unwrap_or_default();
-    mpd.representations()
-        .filter_map(|rep| {
+    mpd.periods
+        .iter()
+        .flat_map(|p| {
+            let start = p.start.unwrap_or_default();
+            p.adaptation_sets
+                .iter()
+                .flat_map(move |a| a.representations.iter().map(move |r| (start, r)))
+        })
+        .filter_map(|(period_start, rep)| {
             let template = rep.template.as_ref()?;
             let init = f.inits.get(&template.init_path(rep)?)?;
             let timescale = u64::from(init.tracks.first()?.timescale);

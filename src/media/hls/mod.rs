@@ -33,6 +33,11 @@ pub struct Segment {
     pub parts: Vec<Part>,
     /// True once the whole segment is uploaded; its duration is then the sum of its parts.
     pub complete: bool,
+    /// It starts a new Period of the stream after an earlier segment of the playlist
+    /// (EXT-X-DISCONTINUITY before it).
+    pub discontinuity: bool,
+    /// The init segment it needs, when it differs from the one before it (EXT-X-MAP before it).
+    pub map: Option<String>,
 }
 
 impl Segment {
@@ -51,8 +56,10 @@ impl Segment {
 pub struct Rendition {
     /// This media playlist's URI, relative to the multivariant playlist.
     pub uri: String,
-    /// The init segment's URI (EXT-X-MAP).
+    /// The init segment's URI of the first segment (EXT-X-MAP; later ones change it).
     pub init_uri: String,
+    /// EXT-X-DISCONTINUITY-SEQUENCE: the discontinuities before the first segment.
+    pub discontinuity_sequence: u64,
     /// Contiguous segments, oldest first; only the last may be incomplete.
     pub segments: Vec<Segment>,
     /// The last segment's upload has ended, but the next has no part yet: the segment is still
@@ -210,6 +217,13 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
     let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(timing.part_target));
     let first = rendition.segments.first().map_or(0, |s| s.number);
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
+    if rendition.discontinuity_sequence > 0 {
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            rendition.discontinuity_sequence
+        );
+    }
     let listed: Vec<&Segment> = rendition
         .segments
         .iter()
@@ -232,13 +246,27 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
     if skipped > 0 {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
-    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", rendition.init_uri);
+    // The init segment in force at the first segment written (a delta update skips the EXT-X-MAP
+    // of the segments it skips).
+    let map = listed[..(skipped + 1).min(listed.len())]
+        .iter()
+        .rev()
+        .find_map(|s| s.map.as_deref())
+        .unwrap_or(&rendition.init_uri);
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
     // Parts are listed for the segments in the last three target durations, counted from the start
     // of the whole playlist (skipped segments included: a delta update lists the same parts as the
     // full playlist, or hls.js loses the parts it is loading and falls back to whole segments).
     let parts_from = total - 3.0 * td as f64;
     let mut elapsed: f64 = listed.iter().take(skipped).map(|s| s.duration()).sum();
-    for segment in listed.iter().skip(skipped) {
+    for (i, segment) in listed.iter().enumerate().skip(skipped) {
+        // The first segment of the playlist is counted by EXT-X-DISCONTINUITY-SEQUENCE.
+        if segment.discontinuity && i > 0 {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+        }
+        if let Some(map) = segment.map.as_deref().filter(|_| i > skipped) {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
+        }
         let _ = writeln!(
             out,
             "#EXT-X-PROGRAM-DATE-TIME:{}",

@@ -23,6 +23,8 @@ fn segment(number: u64, parts: usize, complete: bool) -> Segment {
         start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + number),
         parts: (0..parts).map(|i| part(i as u64 * 1000, i == 0)).collect(),
         complete,
+        discontinuity: false,
+        map: None,
     }
 }
 
@@ -32,6 +34,7 @@ fn rendition(complete: u64, growing_parts: usize) -> Rendition {
     Rendition {
         uri: "stream.0.m3u8".into(),
         init_uri: "init-stream0.m4s".into(),
+        discontinuity_sequence: 0,
         segments,
         last_closed: false,
         next_uri: Some(format!("chunk-stream0-{:05}.m4s", complete + 2)),
@@ -164,6 +167,46 @@ fn delta_update_skips_old_segments_and_merges_back() {
             .count()
             >= 15
     );
+}
+
+#[test]
+fn a_new_period_is_a_discontinuity_with_its_own_init_segment_in_full_and_delta_playlists() {
+    let mut r = rendition(12, 1);
+    r.discontinuity_sequence = 3;
+    r.segments[6].discontinuity = true;
+    r.segments[6].map = Some("init-stream0.p4.m4s".into());
+    let full = media_playlist(&r, &TIMING, &[], false);
+    check(&full, &TIMING);
+    assert!(full.contains("#EXT-X-DISCONTINUITY-SEQUENCE:3\n"), "{full}");
+    assert!(full.contains("#EXT-X-MAP:URI=\"init-stream0.m4s\"\n"), "{full}");
+    assert!(
+        full.contains(
+            "chunk-stream0-00006.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-stream0.p4.m4s\"\n\
+             #EXT-X-PROGRAM-DATE-TIME"
+        ),
+        "{full}"
+    );
+    assert_eq!(full.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+    // The delta update skips segments 1 to 6: the init segment in force is the new one, the
+    // sequence stays, and the discontinuity before segment 7 stays.
+    let delta = media_playlist(&r, &TIMING, &[], true);
+    check(&delta, &TIMING);
+    assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=6"), "{delta}");
+    assert!(delta.contains("#EXT-X-DISCONTINUITY-SEQUENCE:3\n"), "{delta}");
+    assert_eq!(delta.matches("#EXT-X-MAP:").count(), 1, "{delta}");
+    assert!(delta.contains("#EXT-X-MAP:URI=\"init-stream0.p4.m4s\"\n"), "{delta}");
+    assert!(
+        delta.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"),
+        "{delta}"
+    );
+    // Once the old Period has left the playlist, its first segment carries no tag: the sequence
+    // counts it.
+    r.segments.drain(..6);
+    r.discontinuity_sequence = 4;
+    r.init_uri = "init-stream0.p4.m4s".into();
+    let later = media_playlist(&r, &TIMING, &[], false);
+    assert!(!later.contains("#EXT-X-DISCONTINUITY\n"), "{later}");
+    assert_eq!(later.matches("#EXT-X-MAP:").count(), 1, "{later}");
 }
 
 #[test]

@@ -5,6 +5,12 @@
 //! anchor, fixed by the first chunk the channel receives: its arrival minus its end time). So the
 //! tracks of one encoder line up by their decode times, a reconnect that continues the timeline
 //! continues the numbering, and `$Number$` addressing in the manifest holds.
+//!
+//! A reconnect whose timeline does not continue the channel's (a restarted encoder counts from 0
+//! again), or whose init segment differs, starts a new run: a new Period of the manifest (and a
+//! discontinuity in HLS), anchored anew, with its own init segments and file names. Segment numbers
+//! go on across runs (the run's first segment follows the newest of the one before), so HLS media
+//! sequence numbers only grow and the window is kept across the boundary.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -64,8 +70,40 @@ pub struct Placement {
     /// The steps, in order; without an [`Step::Append`] the chunk is dropped (it belongs to a
     /// segment already closed, as after a reconnect inside a segment, or precedes a sync sample).
     pub steps: Vec<Step>,
-    /// The manifest changed (a first bandwidth measured): publish it again.
+    /// The manifest changed (a first bandwidth measured, a new run): publish it again.
     pub republish: bool,
+    /// This chunk started run `n` (a Period): every track's init segment is stored under the run's
+    /// name ([`super::init_name`]) before the steps.
+    pub run_started: Option<u64>,
+}
+
+/// One run of the encoder's timeline: a Period of the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Period@id, and the suffix of the run's file names (none for run 0).
+    pub id: u64,
+    /// Where the Period starts, after the channel's availabilityStartTime: the start of its first
+    /// segment.
+    pub start: Duration,
+    /// The number of its first segment.
+    pub first: u64,
+    /// The number the run's own timeline gives its first segment (media time
+    /// `(local_first - 1) * D` starts the Period).
+    pub local_first: u64,
+}
+
+impl Run {
+    /// The channel's number of the segment the run's timeline numbers `local`; None before the run.
+    fn number(&self, local: u64) -> Option<u64> {
+        local
+            .checked_sub(self.local_first)
+            .map(|d| self.first.saturating_add(d))
+    }
+
+    /// The run's timeline's number of the channel's segment `number`.
+    pub(super) fn local(&self, number: u64) -> u64 {
+        number.saturating_sub(self.first).saturating_add(self.local_first)
+    }
 }
 
 /// The segment a track is writing.
@@ -106,7 +144,7 @@ pub(super) struct Track {
     pub(super) newest: Option<u64>,
     /// The oldest segment kept.
     pub(super) oldest: Option<u64>,
-    /// The end of the last chunk, in the track's timescale.
+    /// The end of the last chunk of the current run, in the track's timescale (0: none yet).
     pub(super) end: u64,
     /// A POST of the track started and has placed no chunk yet.
     fresh: bool,
@@ -152,8 +190,13 @@ impl Track {
 #[derive(Debug, Clone)]
 pub struct Channel {
     pub(super) options: PackageOptions,
-    /// Wall-clock time of media time 0 (availabilityStartTime).
+    /// availabilityStartTime: the wall-clock time of media time 0 of the first run.
+    pub(super) origin: Option<SystemTime>,
+    /// Wall-clock time of media time 0 of the current run; None until its first chunk (after a
+    /// restart, the next chunk starts a new run).
     pub(super) anchor: Option<SystemTime>,
+    /// The runs whose segments may still be stored, oldest first (never empty once anchored).
+    pub(super) runs: Vec<Run>,
     /// Tracks by representation id.
     pub(super) tracks: BTreeMap<String, Track>,
 }
@@ -163,7 +206,9 @@ impl Channel {
     pub fn new(options: PackageOptions) -> Channel {
         Channel {
             options,
+            origin: None,
             anchor: None,
+            runs: Vec::new(),
             tracks: BTreeMap::new(),
         }
     }
@@ -215,7 +260,7 @@ impl Channel {
     /// Where `chunk` (`len` bytes) of track `id`, received at `now`, goes.
     pub fn place(&mut self, id: &str, chunk: &Chunk, len: u64, now: SystemTime) -> Placement {
         let d = self.options.segment_duration.as_secs_f64();
-        let mut placement = Placement::default();
+        let placement = Placement::default();
         let anchor = self.anchor;
         let Some(track) = self.tracks.get_mut(id) else {
             return placement;
@@ -225,50 +270,115 @@ impl Channel {
             return self.place_on(id, chunk, len, now, placement);
         };
         // A POST whose timeline is not the channel's (a restarted encoder counts from 0 again)
-        // restarts the channel's timeline: it is anchored anew, numbering starts again, and the
-        // live index treats segment numbers starting over as a new run of the encoder. One that
-        // continues it (its media time where the wall clock says, give or take five segments or
+        // starts a new run: a new Period, anchored anew, numbering going on. One that continues it (its media time where the wall clock says, give or take five segments or
         // ten seconds: an encoder's start-up and buffering) continues the numbering, gaps included.
         let media_end = chunk.decode_time.saturating_add(chunk.duration) as f64 / f64::from(track.timescale);
         let wall = now.duration_since(anchor).map_or(0.0, |t| t.as_secs_f64());
         if fresh && track.newest.is_some() && (media_end - wall).abs() > (5.0 * d).max(10.0) {
             self.restart();
-            placement.republish = true;
         }
         self.place_on(id, chunk, len, now, placement)
     }
 
-    /// Forgets the channel's timeline (anchor, numbering, open segments).
+    /// Ends the current run: the next chunk placed starts a new one (its segments numbered on
+    /// from the newest, the window kept).
     fn restart(&mut self) {
         self.anchor = None;
         for track in self.tracks.values_mut() {
             track.open = None;
-            track.newest = None;
-            track.oldest = None;
             track.end = 0;
             track.misaligned = false;
         }
     }
 
+    /// Starts a run at `chunk`, which the new timeline (anchored at `anchor`) numbers `local`.
+    fn start_run(&mut self, anchor: SystemTime, local: u64) -> u64 {
+        let d = self.options.segment_duration;
+        self.anchor = Some(anchor);
+        let origin = *self.origin.get_or_insert(anchor);
+        let begins = anchor
+            .checked_add(d.saturating_mul(u32::try_from(local.saturating_sub(1)).unwrap_or(u32::MAX)))
+            .unwrap_or(anchor);
+        let mut start = begins.duration_since(origin).unwrap_or_default();
+        let newest = self.tracks.values().filter_map(|t| t.newest).max();
+        let id = match self.runs.last() {
+            // A run that got no segment is replaced, so that every run is a Period with media (and
+            // run ids count the discontinuities HLS players see).
+            Some(last) if newest.is_none_or(|n| n < last.first) => {
+                let last = self.runs.pop().map_or(0, |r| r.id);
+                if let Some(before) = self.runs.last() {
+                    start = start.max(before.start.saturating_add(d));
+                }
+                last
+            }
+            Some(last) => {
+                // Periods follow each other: one that would start before the previous one (a
+                // timeline jumping back) starts a segment after it.
+                start = start.max(last.start.saturating_add(d));
+                last.id.saturating_add(1)
+            }
+            None => 0,
+        };
+        self.runs.push(Run {
+            id,
+            start,
+            first: newest.map_or(local, |n| n.saturating_add(1)),
+            local_first: local,
+        });
+        // Runs whose segments all left every track's window are forgotten.
+        let lowest = self.tracks.values().filter_map(|t| t.oldest).min();
+        while self.runs.len() > 1 && lowest.is_some_and(|lowest| self.runs[1].first <= lowest) {
+            self.runs.remove(0);
+        }
+        id
+    }
+
+    /// The run segment `number` belongs to (0 before any).
+    pub fn run_of(&self, number: u64) -> u64 {
+        self.runs
+            .iter()
+            .rev()
+            .find(|r| r.first <= number)
+            .or(self.runs.first())
+            .map_or(0, |r| r.id)
+    }
+
+    /// The current run (0 before any).
+    pub fn current_run(&self) -> u64 {
+        self.runs.last().map_or(0, |r| r.id)
+    }
+
     fn place_on(&mut self, id: &str, chunk: &Chunk, len: u64, now: SystemTime, mut placement: Placement) -> Placement {
         let d = self.options.segment_duration.as_secs_f64();
         let window = self.options.window.max(1);
-        let Some(track) = self.tracks.get_mut(id) else {
+        let Some(scale) = self.tracks.get(id).map(|t| f64::from(t.timescale)) else {
             return placement;
         };
-        let scale = f64::from(track.timescale);
         let end = chunk.decode_time.saturating_add(chunk.duration);
-        if self.anchor.is_none() {
-            let media_end = Duration::try_from_secs_f64(end as f64 / scale).unwrap_or_default();
-            self.anchor = Some(now.checked_sub(media_end).unwrap_or(SystemTime::UNIX_EPOCH));
-        }
-        track.end = track.end.max(end);
         // Times within half a sample of a boundary count as on it (rounding in the encoder's
         // timestamps). A segment starts with the first chunk at or after its time, as ffmpeg's DASH
         // muxer cuts audio (whose frames rarely land on a boundary).
         let half_sample = (chunk.duration as f64 / f64::from(chunk.samples.max(1)) / scale / 2.0).min(d / 2.0);
         // Saturating: decode times are the encoder's (the reader refuses any beyond 2^53 ticks).
-        let number = (((chunk.decode_time as f64 / scale + half_sample) / d).floor() as u64).saturating_add(1);
+        let local = (((chunk.decode_time as f64 / scale + half_sample) / d).floor() as u64).saturating_add(1);
+        if self.anchor.is_none() {
+            let media_end = Duration::try_from_secs_f64(end as f64 / scale).unwrap_or_default();
+            let anchor = now.checked_sub(media_end).unwrap_or(SystemTime::UNIX_EPOCH);
+            placement.run_started = Some(self.start_run(anchor, local));
+            placement.republish = true;
+        }
+        let Some(run) = self.runs.last().copied() else {
+            return placement;
+        };
+        let Some(track) = self.tracks.get_mut(id) else {
+            return placement;
+        };
+        // A chunk before the run's first segment (another track's, starting a moment earlier) is
+        // dropped.
+        let Some(number) = run.number(local) else {
+            return placement;
+        };
+        track.end = track.end.max(end);
         let steps = &mut placement.steps;
         if chunk.independent && track.newest.is_none_or(|newest| number > newest) {
             if let Some(open) = track.open.take() {
@@ -289,7 +399,7 @@ impl Channel {
         steps.push(Step::Append { number: open.number });
         // The chunk reaches the segment's end: close it now and open the next, so that players
         // asking for what comes next are pointed at it at once.
-        let reaches = (end as f64 / scale + half_sample) / d >= open.number as f64;
+        let reaches = (end as f64 / scale + half_sample) / d >= run.local(open.number) as f64;
         if reaches && !track.misaligned {
             let (open, next) = (*open, open.number.saturating_add(1));
             track.open = None;

@@ -7,32 +7,47 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
-use super::channel::{Channel, Kind, Track};
+use super::channel::{Channel, Kind, Run, Track};
 use crate::media::mpd::format_duration;
 
 /// The channel's manifest, in the channel's folder.
 pub const MANIFEST: &str = "stream.mpd";
 
-/// The file name of track `id`'s init segment.
-pub fn init_name(id: &str) -> String {
-    format!("init-{id}.m4s")
+/// What run `run`'s file names carry: nothing for the first, `.p{run}` before the extension for
+/// the others (representation ids hold no '.', so names never collide).
+fn run_suffix(run: u64) -> String {
+    if run == 0 {
+        String::new()
+    } else {
+        format!(".p{run}")
+    }
 }
 
-/// The file name of track `id`'s segment `number`.
-pub fn segment_name(id: &str, number: u64) -> String {
-    format!("chunk-{id}-{number:05}.m4s")
+/// The file name of track `id`'s init segment in run `run`.
+pub fn init_name(id: &str, run: u64) -> String {
+    format!("init-{id}{}.m4s", run_suffix(run))
 }
 
-/// The media template: [`segment_name`] for every representation and number.
-const MEDIA: &str = "chunk-$RepresentationID$-$Number%05d$.m4s";
+/// The file name of track `id`'s segment `number`, of run `run`.
+pub fn segment_name(id: &str, number: u64, run: u64) -> String {
+    format!("chunk-{id}-{number:05}{}.m4s", run_suffix(run))
+}
 
 /// Bits per second assumed before a track's first segment is measured.
 const UNMEASURED: [(Kind, u64); 3] = [(Kind::Video, 2_000_000), (Kind::Audio, 128_000), (Kind::Other, 100_000)];
 
+/// One Period as written: its run, its start in the document, and its first segment.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    run: Run,
+    start: Duration,
+    first: u64,
+}
+
 impl Channel {
     /// The manifest as of `now`, once the channel has a timeline (its first chunk); None before.
     pub fn manifest(&self, now: SystemTime) -> Option<String> {
-        let anchor = self.anchor?;
+        let origin = self.origin?;
         let d = self.options.segment_duration;
         // Complete segments in the window: the newest one grows.
         let window = d.saturating_mul(u32::try_from(self.options.window.saturating_sub(1)).unwrap_or(u32::MAX));
@@ -41,79 +56,136 @@ impl Channel {
             "type=\"dynamic\" availabilityStartTime=\"{}\" publishTime=\"{}\" \
              minimumUpdatePeriod=\"{}\" minBufferTime=\"{}\" timeShiftBufferDepth=\"{}\" \
              maxSegmentDuration=\"{}\"",
-            humantime::format_rfc3339_millis(anchor),
-            humantime::format_rfc3339_millis(now.max(anchor)),
+            humantime::format_rfc3339_millis(origin),
+            humantime::format_rfc3339_millis(now.max(origin)),
             format_duration(update),
             format_duration(d),
             format_duration(window),
             format_duration(d),
         );
-        Some(self.document(&head, 1))
+        // Every run that still has a segment in some track's window.
+        let lowest = self.listed().filter_map(|t| t.oldest).min().unwrap_or(0);
+        let periods = self.periods(lowest, |run| Listed {
+            run,
+            start: run.start,
+            first: run.first,
+        });
+        Some(self.document(&head, &periods))
     }
 
     /// The manifest of the ended channel: static, from the oldest segment every track still has to
     /// the newest they all have. None before the first chunk.
     pub fn final_manifest(&self, now: SystemTime) -> Option<String> {
-        let anchor = self.anchor?;
-        let listed = || self.tracks.values().filter(|t| t.kind != Kind::Other);
-        let first = listed().filter_map(|t| t.oldest).max()?;
-        let last = listed().filter_map(|t| t.newest).min()?.max(first);
+        let origin = self.origin?;
+        let first = self.listed().filter_map(|t| t.oldest).max()?;
+        let last = self.listed().filter_map(|t| t.newest).min()?.max(first);
         let d = self.options.segment_duration;
-        // From the start of segment `first` to the end of the shortest track.
-        let end = listed()
+        let at = |run: &Run, number: u64| {
+            run.start
+                .saturating_add(d.saturating_mul(u32::try_from(number.saturating_sub(run.first)).unwrap_or(u32::MAX)))
+        };
+        // The presentation starts with segment `first`.
+        let from = at(
+            self.runs
+                .iter()
+                .rev()
+                .find(|r| r.first <= first)
+                .or(self.runs.first())?,
+            first,
+        );
+        let periods = self.periods(first, |run| {
+            let number = run.first.max(first);
+            Listed {
+                run,
+                start: at(&run, number).saturating_sub(from),
+                first: number,
+            }
+        });
+        let last_run = periods.last()?;
+        // To the end of the shortest track of the last run, and no further than its segment `last`.
+        let run_media_start =
+            d.saturating_mul(u32::try_from(last_run.run.local_first.saturating_sub(1)).unwrap_or(u32::MAX));
+        let media = self
+            .listed()
+            .filter(|t| t.end > 0)
             .map(|t| Duration::try_from_secs_f64(t.end as f64 / f64::from(t.timescale.max(1))).unwrap_or_default())
             .min()
-            .unwrap_or_default();
-        let start = d.saturating_mul(u32::try_from(first.saturating_sub(1)).unwrap_or(u32::MAX));
-        let duration = end
-            .saturating_sub(start)
-            .min(d.saturating_mul(u32::try_from(last - first + 1).unwrap_or(u32::MAX)));
+            .unwrap_or_default()
+            .saturating_sub(run_media_start);
+        let cap =
+            d.saturating_mul(u32::try_from(last.saturating_add(1).saturating_sub(last_run.first)).unwrap_or(u32::MAX));
+        let duration = last_run.start.saturating_add(media.min(cap));
         let head = format!(
             "type=\"static\" availabilityStartTime=\"{}\" publishTime=\"{}\" \
              mediaPresentationDuration=\"{}\" minBufferTime=\"{}\" maxSegmentDuration=\"{}\"",
-            humantime::format_rfc3339_millis(anchor),
-            humantime::format_rfc3339_millis(now.max(anchor)),
+            humantime::format_rfc3339_millis(origin),
+            humantime::format_rfc3339_millis(now.max(origin)),
             format_duration(duration),
             format_duration(d),
             format_duration(d),
         );
-        Some(self.document(&head, first))
+        Some(self.document(&head, &periods))
     }
 
-    /// The document, with `head` as the MPD element's attributes after its profiles, listing
-    /// segments from `first` on.
-    fn document(&self, head: &str, first: u64) -> String {
+    /// The tracks the manifest lists.
+    fn listed(&self) -> impl Iterator<Item = &Track> {
+        self.tracks.values().filter(|t| t.kind != Kind::Other)
+    }
+
+    /// The runs with segments numbered `lowest` or later, as `period` writes them.
+    fn periods(&self, lowest: u64, period: impl Fn(Run) -> Listed) -> Vec<Listed> {
+        let ends = self.runs.iter().skip(1).map(|r| r.first).chain([u64::MAX]);
+        self.runs
+            .iter()
+            .zip(ends)
+            .filter(|(run, end)| *end > run.first && *end > lowest)
+            .map(|(run, _)| period(*run))
+            .collect()
+    }
+
+    /// The document, with `head` as the MPD element's attributes after its profiles.
+    fn document(&self, head: &str, periods: &[Listed]) -> String {
         let mut out = String::with_capacity(2048);
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
              <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
              profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" \
-             {head}>\n  <Period id=\"0\" start=\"PT0S\">\n"
+             {head}>"
         );
-        for (set, (kind, content, mime)) in [(Kind::Video, "video", "video/mp4"), (Kind::Audio, "audio", "audio/mp4")]
-            .into_iter()
-            .enumerate()
-        {
-            let tracks: Vec<(&String, &Track)> = self.tracks.iter().filter(|(_, t)| t.kind == kind).collect();
-            if tracks.is_empty() {
-                continue;
-            }
+        for period in periods {
             let _ = writeln!(
                 out,
-                "    <AdaptationSet id=\"{set}\" contentType=\"{content}\" mimeType=\"{mime}\" \
-                 segmentAlignment=\"true\" startWithSAP=\"1\">"
+                "  <Period id=\"{}\" start=\"{}\">",
+                period.run.id,
+                format_duration(period.start)
             );
-            for (id, track) in tracks {
-                self.representation(&mut out, id, track, first);
+            for (set, (kind, content, mime)) in
+                [(Kind::Video, "video", "video/mp4"), (Kind::Audio, "audio", "audio/mp4")]
+                    .into_iter()
+                    .enumerate()
+            {
+                let tracks: Vec<(&String, &Track)> = self.tracks.iter().filter(|(_, t)| t.kind == kind).collect();
+                if tracks.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "    <AdaptationSet id=\"{set}\" contentType=\"{content}\" mimeType=\"{mime}\" \
+                     segmentAlignment=\"true\" startWithSAP=\"1\">"
+                );
+                for (id, track) in tracks {
+                    self.representation(&mut out, id, track, period);
+                }
+                out.push_str("    </AdaptationSet>\n");
             }
-            out.push_str("    </AdaptationSet>\n");
+            out.push_str("  </Period>\n");
         }
-        out.push_str("  </Period>\n</MPD>\n");
+        out.push_str("</MPD>\n");
         out
     }
 
-    fn representation(&self, out: &mut String, id: &str, track: &Track, first: u64) {
+    fn representation(&self, out: &mut String, id: &str, track: &Track, period: &Listed) {
         let bandwidth = track.bandwidth.unwrap_or_else(|| {
             UNMEASURED
                 .iter()
@@ -140,20 +212,26 @@ impl Channel {
             );
         }
         let duration = (self.options.segment_duration.as_secs_f64() * f64::from(track.timescale)).round() as u64;
-        // Segment `first` starts at media time (first - 1) * duration.
-        let offset = first.saturating_sub(1).saturating_mul(duration);
+        // The period starts with segment `first`, which the run's timeline puts at media time
+        // (local - 1) * duration.
+        let offset = period
+            .run
+            .local(period.first)
+            .saturating_sub(1)
+            .saturating_mul(duration);
         let _ = write!(
             out,
-            "        <SegmentTemplate timescale=\"{}\" duration=\"{duration}\" startNumber=\"{first}\"",
-            track.timescale
+            "        <SegmentTemplate timescale=\"{}\" duration=\"{duration}\" startNumber=\"{}\"",
+            track.timescale, period.first
         );
         if offset > 0 {
             let _ = write!(out, " presentationTimeOffset=\"{offset}\"");
         }
+        let suffix = run_suffix(period.run.id);
         let _ = writeln!(
             out,
-            " initialization=\"{}\" media=\"{MEDIA}\"/>",
-            init_name("$RepresentationID$")
+            " initialization=\"init-$RepresentationID${suffix}.m4s\" \
+             media=\"chunk-$RepresentationID$-$Number%05d${suffix}.m4s\"/>"
         );
         out.push_str("      </Representation>\n");
     }

@@ -356,7 +356,7 @@ fn a_fragment_over_the_limit_is_refused_however_the_body_is_cut() {
 }
 
 #[test]
-fn a_restarted_encoder_restarts_the_channel_timeline_and_a_continuing_one_keeps_it() {
+fn a_restarted_encoder_starts_a_new_period_and_a_continuing_one_keeps_the_timeline() {
     let mut channel = channel();
     let init = parse_init(INIT).expect("init");
     let scale = u64::from(init.tracks[0].timescale);
@@ -365,20 +365,105 @@ fn a_restarted_encoder_restarts_the_channel_timeline_and_a_continuing_one_keeps_
         channel.place("video", &chunk(i * scale, scale, true), 10, at(101.0 + i as f64));
     }
     let anchor = channel.anchor;
+    assert_eq!(channel.origin, anchor);
     channel.track_ended("video");
     // Back 20 s later, its timestamps where the wall clock says: numbering goes on, gap included.
     channel.track_started("video", &init);
     let later = channel.place("video", &chunk(30 * scale, scale, true), 10, at(131.0));
     assert!(!later.republish);
+    assert_eq!(later.run_started, None);
     assert_eq!(appended(&later), Some(31));
     assert_eq!(channel.anchor, anchor);
     channel.track_ended("video");
-    // A restarted encoder counting from 0: a new timeline from segment 1.
+    // A restarted encoder counting from 0: a new run, its numbers going on from the newest.
     channel.track_started("video", &init);
     let restarted = channel.place("video", &chunk(0, scale, true), 10, at(140.0));
-    assert!(restarted.republish, "the manifest has a new availabilityStartTime");
-    assert_eq!(appended(&restarted), Some(1));
+    assert!(restarted.republish, "the manifest has a new Period");
+    assert_eq!(restarted.run_started, Some(1));
+    assert_eq!(appended(&restarted), Some(32));
     assert_eq!(channel.anchor, Some(at(139.0)));
+    assert_eq!(channel.origin, anchor, "availabilityStartTime stays");
+    assert_eq!(
+        (channel.run_of(31), channel.run_of(32), channel.current_run()),
+        (0, 1, 1)
+    );
+    assert_eq!(segment_name("video", 32, 1), "chunk-video-00032.p1.m4s");
+    assert_eq!(init_name("video", 1), "init-video.p1.m4s");
+
+    let text = channel.manifest(at(140.5)).expect("a manifest");
+    let mpd = crate::media::mpd::parse(text.as_bytes()).expect("it parses");
+    let periods: Vec<(Option<&str>, Option<Duration>)> =
+        mpd.periods.iter().map(|p| (p.id.as_deref(), p.start)).collect();
+    assert_eq!(
+        periods,
+        [
+            (Some("0"), Some(Duration::ZERO)),
+            (Some("1"), Some(Duration::from_secs(39)))
+        ],
+        "{text}"
+    );
+    let rep = &mpd.periods[1].adaptation_sets[0].representations[0];
+    let template = rep.template.clone().expect("a template");
+    assert_eq!((template.start_number, template.presentation_time_offset), (32, 0));
+    assert_eq!(
+        template.media_path(rep, 32).as_deref(),
+        Some("chunk-video-00032.p1.m4s")
+    );
+    assert_eq!(template.init_path(rep).as_deref(), Some("init-video.p1.m4s"));
+
+    // Once run 0's segments have all left the window (3), its Period goes.
+    for i in 1..4u64 {
+        channel.place("video", &chunk(i * scale, scale, true), 10, at(140.0 + i as f64));
+    }
+    let text = channel.manifest(at(144.0)).expect("a manifest");
+    assert!(!text.contains("<Period id=\"0\""), "{text}");
+    // The ended channel: static, both periods' remaining segments.
+    let text = channel.final_manifest(at(144.0)).expect("a final manifest");
+    let mpd = crate::media::mpd::parse(text.as_bytes()).expect("it parses");
+    assert_eq!(mpd.periods.len(), 1, "{text}");
+    let template = mpd.periods[0].adaptation_sets[0].representations[0]
+        .template
+        .clone()
+        .expect("template");
+    assert_eq!(template.start_number, 34, "{text}");
+    assert_eq!(template.presentation_time_offset, 2 * scale, "{text}");
+}
+
+#[test]
+fn a_changed_init_segment_starts_a_new_period_and_an_ended_channel_lists_both() {
+    let mut channel = channel();
+    let init = parse_init(INIT).expect("init");
+    let scale = u64::from(init.tracks[0].timescale);
+    for i in 0..3u64 {
+        channel.place("video", &chunk(i * scale, scale, true), 10, at(1.0 + i as f64));
+    }
+    channel.track_ended("video");
+    // The same track back with another coding (here: another sample entry), timeline continuing.
+    let mut other = init.clone();
+    if let Some(coding) = other.tracks[0].coding.as_mut() {
+        coding.codecs = "avc1.64001f".into();
+    }
+    assert!(channel.track_started("video", &other), "the manifest changes");
+    let placed = channel.place("video", &chunk(3 * scale, scale, true), 10, at(4.0));
+    assert_eq!(placed.run_started, Some(1));
+    assert_eq!(appended(&placed), Some(4));
+    let text = channel.final_manifest(at(5.0)).expect("a final manifest");
+    let mpd = crate::media::mpd::parse(text.as_bytes()).expect("it parses");
+    assert!(!mpd.dynamic);
+    let starts: Vec<Option<Duration>> = mpd.periods.iter().map(|p| p.start).collect();
+    assert_eq!(starts, [Some(Duration::ZERO), Some(Duration::from_secs(1))], "{text}");
+    let template = mpd.periods[1].adaptation_sets[0].representations[0]
+        .template
+        .clone()
+        .expect("template");
+    assert_eq!(
+        (template.start_number, template.presentation_time_offset),
+        (4, 3 * scale)
+    );
+    assert!(
+        text.contains("mediaPresentationDuration=\"PT2S\""),
+        "segments 2 to 4: {text}"
+    );
 }
 
 #[test]
