@@ -357,7 +357,8 @@ impl TrackWriter<'_> {
 /// one (opened ahead of a chunk that never came) is discarded.
 fn close(upload: Option<Upload>, empty: bool) -> Result<(), TrackError> {
     match upload {
-        Some(open) if empty => {
+        // Also one left open by a restart of the timeline before any chunk reached it.
+        Some(open) if empty || open.entry().is_empty() => {
             open.abort();
             Ok(())
         }

@@ -370,7 +370,40 @@ async fn an_encoder_whose_timeline_jumps_starts_a_new_period_and_an_hls_disconti
         offset: 1000.0,
         ..CmafIngest::test_stream(&server.url(Proto::H1, CHANNEL), false, true, 30)
     };
+    // A player's blocking request for the next part, sent while the encoder is away: it is
+    // answered from the new Period once the encoder is back, not held on the manifest it arrived
+    // with until the 503 of the three target durations.
+    let h2 = server.client_for(Proto::H2Tls).await;
+    let (_, before) = h2.get_text("/ldash/download/ch1/stream.video.m3u8").await;
+    let (listed, _) = segments_and_parts(&before);
+    let last: u64 = listed
+        .last()
+        .and_then(|s| s.strip_prefix("chunk-video-")?.get(..5)?.parse().ok())
+        .unwrap_or_else(|| panic!("the first run's segments: {before}"));
+    // The first run's last segment (the one after `last`) stays open until the run ends: the part
+    // after it is part 0 of the segment after that, the preload hint.
+    assert!(
+        before.contains(&format!(
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"chunk-video-{:05}.m4s\"",
+            last + 2
+        )),
+        "{before}"
+    );
+    let held = format!(
+        "/ldash/download/ch1/stream.video.m3u8?_HLS_msn={}&_HLS_part=0",
+        last + 2
+    );
+    let held = h2.get_text(&held);
     let mut encoder2 = encoder(&ffmpeg, &again);
+    let ((status, playlist), ()) = tokio::join!(held, async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(events.recv().await, Ok(StoreEvent::Started { path, .. }) if path.ends_with(".p1.m4s")) {}
+        })
+        .await
+        .expect("the new run starts within 10 s");
+    });
+    assert_eq!(status, 200, "the held request: {playlist}");
+    assert!(playlist.contains(".p1.m4s"), "answered from the new Period: {playlist}");
     // The new run's third video segment: its first is complete and listed so.
     tokio::time::timeout(Duration::from_secs(20), async {
         let mut seen = 0;

@@ -165,7 +165,7 @@ impl Live {
     /// The media playlist of representation `rep_id` of the manifest at `mpd_path`, held as the
     /// directives ask (blocking reload), at most three target durations.
     pub async fn hls_media(&self, mpd_path: &str, rep_id: &str, directives: Directives) -> Result<Playlist, HlsError> {
-        let (mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
+        let (mut mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
         if !reps(&mpd).any(|(_, r)| r.id == rep_id) {
             return Err(HlsError::NotFound);
         }
@@ -176,6 +176,14 @@ impl Live {
         // Whether the directives were judged against a snapshot yet (they are judged once).
         let mut judged = false;
         loop {
+            if judged {
+                // The manifest may have changed while the request waited: a packaged channel whose
+                // encoder came back with a new timeline has a new Period, and the segment asked for
+                // is in it. (Parsed once per version: the same manifest gives the same Arc.)
+                if let Some(fresh) = self.current_manifest(mpd_path).await {
+                    mpd = fresh;
+                }
+            }
             // Read before the snapshot is taken, so a snapshot is never older than its version.
             let version = *changed.borrow_and_update();
             let (snapshot, ends_at) = snapshot(
@@ -364,7 +372,8 @@ struct PeriodSegments {
 /// The contiguous run of segments of one Period's representation ending at its newest, as parts.
 fn period_segments(f: &Folder, mpd: &Mpd, period_start: Duration, rep: &Representation) -> Option<PeriodSegments> {
     let template = rep.template.as_ref()?;
-    let duration = template.segment_duration()?;
+    // None for a SegmentTimeline: each segment's start then comes from its first chunk.
+    let duration = template.segment_duration();
     // Without its init segment (deleted with an ended stream) a rendition lists no segments.
     let timescale = timescale(f, rep).map(|t| t as f64);
     // checked_add: times come from an uploaded MPD and must not overflow into a panic.
@@ -399,10 +408,18 @@ fn period_segments(f: &Folder, mpd: &Mpd, period_start: Duration, rep: &Represen
         }
         gap = false;
         let offset = n.saturating_sub(template.start_number);
+        let since_start = match duration {
+            Some(duration) => duration.saturating_mul(offset.min(u64::from(u32::MAX)) as u32),
+            None => {
+                let first = chunks.first().map_or(0, |c| c.decode_time) as f64 / timescale;
+                let offset = template.presentation_time_offset as f64 / template.timescale.max(1) as f64;
+                Duration::try_from_secs_f64(first - offset).unwrap_or_default()
+            }
+        };
         segments.push(Segment {
             number: n,
             uri: template.media_path(rep, n)?,
-            start: start.checked_add(duration.saturating_mul(offset.min(u64::from(u32::MAX)) as u32))?,
+            start: start.checked_add(since_start)?,
             parts: chunks
                 .iter()
                 .map(|c| Part {

@@ -189,6 +189,16 @@ impl Live {
         Some((mpd, bytes))
     }
 
+    /// The parsed manifest at `path` as it is now, read only when its version was not parsed yet.
+    pub async fn current_manifest(&self, path: &str) -> Option<Arc<Mpd>> {
+        if let Some(entry) = self.store.get(path).filter(|e| e.state() == EntryState::Complete) {
+            if let Some(mpd) = lock(&self.state).cached_manifest(path, &entry.etag()) {
+                return Some(mpd);
+            }
+        }
+        self.manifest(path).await.map(|(mpd, _)| mpd)
+    }
+
     /// The last parsed version of a manifest the encoder deleted, marked static (ended).
     fn ended_manifest(&self, path: &str) -> Option<Arc<Mpd>> {
         // Gone from the store is ended, even before this index has handled the removal event (a

@@ -48,6 +48,10 @@ async function main() {
       }
     });
     page.on("response", (r) => {
+      if (r.status() >= 400) {
+        // Every error response goes into the console tail a failed case prints.
+        console_.push("response: " + r.status() + " " + r.url());
+      }
       if (/\.(mpd|m3u8)(\?|$)/.test(r.url()) && r.status() >= 400) {
         failed.push(r.status() + " " + r.url());
       }

@@ -153,7 +153,10 @@ impl Rendition {
                 msn: wanted.msn + 1,
                 part: Some(0),
             }),
-            _ => false,
+            Some(_) => false,
+            // A number the rendition skipped (a new Period's numbers go on from the newest segment
+            // of any track): a later segment satisfies it ("M or later").
+            None => self.segments.last().is_some_and(|s| s.number > wanted.msn),
         }
     }
 

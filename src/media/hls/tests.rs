@@ -230,6 +230,23 @@ fn blocking_rules_follow_section_6_2_5_2() {
 }
 
 #[test]
+fn a_skipped_number_is_satisfied_by_a_later_segment() {
+    // Segments 1..=3, then a new Period's segment 5 growing (this track never had a 4).
+    let mut r = rendition(3, 0);
+    r.segments.pop();
+    r.segments.push(segment(5, 1, false));
+    let wait = |msn, part| r.block(Wanted { msn, part }, &TIMING);
+    assert_eq!(wait(4, Some(0)), Block::Ready, "part 0 of 5 is later than part 0 of 4");
+    assert_eq!(
+        wait(3, Some(5)),
+        Block::Ready,
+        "past the last part of 3 is part 0 of 4: later exists"
+    );
+    assert_eq!(wait(5, Some(1)), Block::Wait);
+    assert_eq!(wait(4, None), Block::Wait, "no segment after 3 is complete yet");
+}
+
+#[test]
 fn rendition_reports_name_the_other_renditions() {
     let r = rendition(3, 1);
     let reports = [Report {

@@ -148,6 +148,8 @@ pub(super) struct Track {
     pub(super) end: u64,
     /// A POST of the track started and has placed no chunk yet.
     fresh: bool,
+    /// The last segment of each ended run that has one of this track's segments.
+    pub(super) last_of_run: BTreeMap<u64, u64>,
 }
 
 impl Track {
@@ -244,6 +246,7 @@ impl Channel {
             oldest: None,
             end: 0,
             fresh: true,
+            last_of_run: BTreeMap::new(),
         });
         if changed {
             track.kind = kind;
@@ -284,8 +287,18 @@ impl Channel {
     /// from the newest, the window kept).
     fn restart(&mut self) {
         self.anchor = None;
+        let run = self.runs.last().copied();
         for track in self.tracks.values_mut() {
-            track.open = None;
+            // A segment opened ahead and still empty is discarded (the driver finds its upload
+            // empty), as at the end of a POST.
+            if let Some(open) = track.open.take().filter(|open| open.bytes == 0) {
+                track.newest = open.number.checked_sub(1).filter(|n| *n > 0);
+            }
+            if let (Some(run), Some(newest)) = (run, track.newest) {
+                if newest >= run.first {
+                    track.last_of_run.insert(run.id, newest);
+                }
+            }
             track.end = 0;
             track.misaligned = false;
         }
@@ -329,6 +342,10 @@ impl Channel {
         let lowest = self.tracks.values().filter_map(|t| t.oldest).min();
         while self.runs.len() > 1 && lowest.is_some_and(|lowest| self.runs[1].first <= lowest) {
             self.runs.remove(0);
+        }
+        let oldest_run = self.runs.first().map_or(0, |r| r.id);
+        for track in self.tracks.values_mut() {
+            track.last_of_run.retain(|run, _| *run >= oldest_run);
         }
         id
     }

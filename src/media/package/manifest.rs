@@ -42,6 +42,8 @@ struct Listed {
     run: Run,
     start: Duration,
     first: u64,
+    /// The run has ended: the last segment number of any track in it.
+    last: Option<u64>,
 }
 
 impl Channel {
@@ -65,10 +67,11 @@ impl Channel {
         );
         // Every run that still has a segment in some track's window.
         let lowest = self.listed().filter_map(|t| t.oldest).min().unwrap_or(0);
-        let periods = self.periods(lowest, |run| Listed {
+        let periods = self.periods(lowest, |run, last| Listed {
             run,
             start: run.start,
             first: run.first,
+            last,
         });
         Some(self.document(&head, &periods))
     }
@@ -93,12 +96,13 @@ impl Channel {
                 .or(self.runs.first())?,
             first,
         );
-        let periods = self.periods(first, |run| {
+        let periods = self.periods(first, |run, last| {
             let number = run.first.max(first);
             Listed {
                 run,
                 start: at(&run, number).saturating_sub(from),
                 first: number,
+                last,
             }
         });
         let last_run = periods.last()?;
@@ -132,14 +136,15 @@ impl Channel {
         self.tracks.values().filter(|t| t.kind != Kind::Other)
     }
 
-    /// The runs with segments numbered `lowest` or later, as `period` writes them.
-    fn periods(&self, lowest: u64, period: impl Fn(Run) -> Listed) -> Vec<Listed> {
+    /// The runs with segments numbered `lowest` or later, as `period` writes them (given the run's
+    /// last segment number when it has ended).
+    fn periods(&self, lowest: u64, period: impl Fn(Run, Option<u64>) -> Listed) -> Vec<Listed> {
         let ends = self.runs.iter().skip(1).map(|r| r.first).chain([u64::MAX]);
         self.runs
             .iter()
             .zip(ends)
             .filter(|(run, end)| *end > run.first && *end > lowest)
-            .map(|(run, _)| period(*run))
+            .map(|(run, end)| period(*run, (end != u64::MAX).then(|| end - 1)))
             .collect()
     }
 
@@ -219,20 +224,37 @@ impl Channel {
             .local(period.first)
             .saturating_sub(1)
             .saturating_mul(duration);
-        let _ = write!(
-            out,
-            "        <SegmentTemplate timescale=\"{}\" duration=\"{duration}\" startNumber=\"{}\"",
-            track.timescale, period.first
-        );
+        let suffix = run_suffix(period.run.id);
+        let _ = write!(out, "        <SegmentTemplate timescale=\"{}\"", track.timescale);
+        // An ended run lists its segments (a SegmentTimeline): between its last segment and the
+        // next Period's start the encoder was away, and a template with a duration would promise
+        // segments there that never come (Shaka asked for one again and again).
+        let timeline = period.last.map(|last| {
+            let last = track.last_of_run.get(&period.run.id).copied().unwrap_or(last);
+            last.saturating_sub(period.first)
+        });
+        if timeline.is_none() {
+            let _ = write!(out, " duration=\"{duration}\"");
+        }
+        let _ = write!(out, " startNumber=\"{}\"", period.first);
         if offset > 0 {
             let _ = write!(out, " presentationTimeOffset=\"{offset}\"");
         }
-        let suffix = run_suffix(period.run.id);
-        let _ = writeln!(
+        let _ = write!(
             out,
             " initialization=\"init-$RepresentationID${suffix}.m4s\" \
-             media=\"chunk-$RepresentationID$-$Number%05d${suffix}.m4s\"/>"
+             media=\"chunk-$RepresentationID$-$Number%05d${suffix}.m4s\""
         );
+        match timeline {
+            None => out.push_str("/>\n"),
+            Some(repeat) => {
+                let _ = writeln!(
+                    out,
+                    ">\n          <SegmentTimeline><S t=\"{offset}\" d=\"{duration}\" r=\"{repeat}\"/></SegmentTimeline>\n\
+                     \x20       </SegmentTemplate>"
+                );
+            }
+        }
         out.push_str("      </Representation>\n");
     }
 }

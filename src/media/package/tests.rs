@@ -402,8 +402,19 @@ fn a_restarted_encoder_starts_a_new_period_and_a_continuing_one_keeps_the_timeli
         ],
         "{text}"
     );
+    // The ended run lists its segments: none is promised between its last and the new Period.
+    let ended = mpd.periods[0].adaptation_sets[0].representations[0]
+        .template
+        .clone()
+        .expect("a template");
+    assert!(ended.has_timeline && ended.duration.is_none(), "{text}");
+    assert!(
+        text.contains(&format!("<S t=\"0\" d=\"{scale}\" r=\"30\"/>")),
+        "segments 1 to 31: {text}"
+    );
     let rep = &mpd.periods[1].adaptation_sets[0].representations[0];
     let template = rep.template.clone().expect("a template");
+    assert!(!template.has_timeline);
     assert_eq!((template.start_number, template.presentation_time_offset), (32, 0));
     assert_eq!(
         template.media_path(rep, 32).as_deref(),
