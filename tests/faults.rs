@@ -214,6 +214,68 @@ async fn restarted_ldash_keeps_completed_segments_and_a_reconnecting_encoder_res
     encoder.stop().await.expect("stop ffmpeg");
 }
 
+/// The stream's state survives an ldash restart whether or not its encoder comes back: at start
+/// ldash indexes what is on disk, so the LL-HLS playlists and the MPD are served from the stream's
+/// last state at once over every HTTP version (they answered 503 until the encoder was back), and
+/// the stream ends by the usual rule, counted from its last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ldash_serves_a_streams_last_state_at_once_and_ends_it_by_the_usual_rule() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("root");
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let mut encoder = server.encoder(&ffmpeg, Ingest::PutPersistent, 120);
+    server
+        .upload_started("live/chunk-stream0-00005.m4s", Duration::from_secs(30))
+        .await;
+    server.stop().await;
+    // The encoder goes away with its origin and does not come back.
+    encoder.stop().await.expect("stop ffmpeg");
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    for proto in common::ALL_PROTOS {
+        let client = server.client_for(proto).await;
+        let (status, multivariant) = client.get_text("/ldash/download/live/stream.m3u8").await;
+        assert_eq!(status, 200, "{proto:?}: {multivariant}");
+        let (status, playlist) = client.get_text("/ldash/download/live/stream.0.m3u8").await;
+        assert_eq!(status, 200, "{proto:?}: the media playlist at once: {playlist}");
+        // (Segment 4 may have been cut short by the stop, its upload ending with segment 5's start.)
+        for n in 1..=3 {
+            assert!(
+                playlist.contains(&format!("\nchunk-stream0-{n:05}.m4s\n")),
+                "{proto:?}: segment {n}, complete before the restart, is listed: {playlist}"
+            );
+        }
+        assert!(
+            playlist.contains("#EXT-X-PART:"),
+            "{proto:?}: the last segments' parts are listed: {playlist}"
+        );
+        let (status, mpd) = client.get_text("/ldash/download/live/stream.mpd").await;
+        assert_eq!(status, 200, "{proto:?}: {mpd}");
+    }
+    // No upload since the restart: the stream ends five segment durations after its last write. A
+    // blocking request for a part that never comes is answered with the ended playlist then (or
+    // 503 after three target durations, and asked again).
+    let client = server.client_for(Proto::H2Tls).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (status, playlist) = client
+                .get_text("/ldash/download/live/stream.0.m3u8?_HLS_msn=5&_HLS_part=0")
+                .await;
+            if status == 200 && playlist.contains("#EXT-X-ENDLIST") {
+                return playlist;
+            }
+            assert!(status == 200 || status == 503, "{status}: {playlist}");
+        }
+    })
+    .await
+    .expect("the stream ends within 20 s of the restart");
+    assert!(ended.contains("\nchunk-stream0-00003.m4s\n"), "{ended}");
+    let (_, mpd) = client.get_text("/ldash/download/live/stream.mpd").await;
+    assert!(mpd.contains("mediaPresentationDuration"), "the ended MPD: {mpd}");
+}
+
 // 3. HTTP/3 under loss.
 
 /// xorshift64*: a deterministic loss pattern from a seed.

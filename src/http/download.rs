@@ -119,6 +119,9 @@ async fn rewritten_manifest<B>(
     req: &Request<B>,
     conn: &ConnInfo,
 ) -> Option<Response<ResponseBody>> {
+    // Right after a restart, what the index observed of the stream on disk (chunk durations,
+    // bandwidth, whether it ended) is ready first.
+    app.live.restored(std::time::Duration::from_secs(5)).await;
     let (mpd, bytes) = app.live.manifest(path).await?;
     let rewritten = app.live.rewrite(path, &mpd, &bytes, &clock_url(req, conn))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, &rewritten);

@@ -154,9 +154,13 @@ fn is_audio(kind: Option<&str>, rep: &Representation) -> bool {
     kind == Some("audio") || rep.mime_type.as_deref().is_some_and(|m| m.starts_with("audio"))
 }
 
+/// Longest a playlist request waits for the index of what was on disk at start.
+const RESTORE_WAIT: Duration = Duration::from_secs(5);
+
 impl Live {
     /// The multivariant playlist of the manifest at `mpd_path`.
     pub async fn hls_multivariant(&self, mpd_path: &str) -> Result<Playlist, HlsError> {
+        self.restored(RESTORE_WAIT).await;
         let (mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
         let (_, mpd_name) = split(mpd_path);
         Ok(Playlist::new(multivariant_of(&mpd, mpd_name), Duration::from_secs(1)))
@@ -165,6 +169,9 @@ impl Live {
     /// The media playlist of representation `rep_id` of the manifest at `mpd_path`, held as the
     /// directives ask (blocking reload), at most three target durations.
     pub async fn hls_media(&self, mpd_path: &str, rep_id: &str, directives: Directives) -> Result<Playlist, HlsError> {
+        // Right after a restart, the playlist of a stream found on disk waits for its segments to
+        // be indexed rather than answering 503 for a moment.
+        self.restored(RESTORE_WAIT).await;
         let (mut mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
         if !reps(&mpd).any(|(_, r)| r.id == rep_id) {
             return Err(HlsError::NotFound);

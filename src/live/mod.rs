@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 pub mod hls;
@@ -35,20 +35,95 @@ pub struct Live {
     store: Store,
     state: Arc<Mutex<State>>,
     service: Arc<ServiceDefaults>,
+    /// Set once what was on disk at start is indexed ([`Live::restore`]).
+    restored: watch::Receiver<bool>,
 }
 
 impl Live {
     /// Starts following `store` (needs a tokio runtime): `service` are the ServiceDescription
     /// values written into MPDs that lack them, `options` the index's rules.
     pub fn start(store: Store, service: ServiceDefaults, options: LiveOptions) -> Live {
+        let (restored, restored_rx) = watch::channel(false);
         let live = Live {
             store: store.clone(),
             state: Arc::new(Mutex::new(State::new(options))),
             service: Arc::new(service),
+            restored: restored_rx,
         };
         let events = store.subscribe();
         tokio::spawn(live.clone().follow_store(events));
+        let restoring = live.clone();
+        tokio::spawn(async move {
+            restoring.restore().await;
+            restored.send_replace(true);
+        });
         live
+    }
+
+    /// Waits until what was on disk at start is indexed (at once, after that), at most `limit`.
+    pub async fn restored(&self, limit: Duration) {
+        let mut restored = self.restored.clone();
+        let _ = tokio::time::timeout(limit, restored.wait_for(|done| *done)).await;
+    }
+
+    /// After a restart the store holds what it found on disk, and no upload announced it: index
+    /// it as if it had just been uploaded, at the times it was written (init segments first, then
+    /// segments oldest first), so that a stream's MPD and playlists are served from its last state
+    /// at once, and a stream whose encoder does not come back ends by the usual rule, counted from
+    /// its last write. A segment uploaded since (its event indexed it) is left as it is.
+    async fn restore(self) {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let written = |entry: &Entry| {
+            let age = now.duration_since(entry.modified()).unwrap_or_default();
+            started.checked_sub(age).unwrap_or(started)
+        };
+        let mut restored = 0usize;
+        for folder in self.store.folders() {
+            let entries: Vec<Arc<Entry>> = self
+                .store
+                .list(&folder)
+                .into_iter()
+                .filter(|e| e.state() == EntryState::Complete)
+                .collect();
+            if !entries.iter().any(|e| FileKind::of(e.path()) == FileKind::Mpd) {
+                continue;
+            }
+            let mut segments = Vec::new();
+            for entry in entries {
+                if FileKind::of(entry.path()) != FileKind::Media {
+                    continue;
+                }
+                match entry.reader(0, None).next_chunk().await {
+                    Some(Ok(first)) if looks_like_init(&first) => {
+                        let at = written(&entry);
+                        self.clone()
+                            .follow_media(entry.path().to_owned(), entry, Some(at))
+                            .await;
+                    }
+                    Some(Ok(_)) => segments.push(entry),
+                    Some(Err(_)) | None => {}
+                }
+            }
+            segments.sort_by(|a, b| (a.modified(), a.path()).cmp(&(b.modified(), b.path())));
+            for entry in segments {
+                if self.segment(entry.path()).is_some() {
+                    continue;
+                }
+                let at = written(&entry);
+                self.clone()
+                    .follow_media(entry.path().to_owned(), entry, Some(at))
+                    .await;
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            tracing::info!(
+                restored,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "indexed the segments found on disk"
+            );
+        }
     }
 
     async fn follow_store(self, mut events: broadcast::Receiver<StoreEvent>) {
@@ -73,7 +148,7 @@ impl Live {
                 tokio::spawn(self.clone().follow_manifest(path.to_owned(), entry));
             }
             FileKind::Media => {
-                tokio::spawn(self.clone().follow_media(path.to_owned(), entry));
+                tokio::spawn(self.clone().follow_media(path.to_owned(), entry, None));
             }
             _ => {}
         }
@@ -105,7 +180,11 @@ impl Live {
         }
     }
 
-    async fn follow_media(self, path: String, entry: Arc<Entry>) {
+    /// Indexes media upload `path` as it grows: an init segment is parsed, a segment's chunks are
+    /// found. `written` is when a segment found on disk at start was written (its chunks count as
+    /// uploaded then); None for an upload now.
+    async fn follow_media(self, path: String, entry: Arc<Entry>, written: Option<Instant>) {
+        let now = || written.unwrap_or_else(Instant::now);
         let mut reader = entry.reader(0, None);
         let Some(Ok(first)) = reader.next_chunk().await else {
             return;
@@ -115,7 +194,7 @@ impl Live {
                 return;
             };
             match cmaf::parse_init(&bytes) {
-                Ok(init) => lock(&self.state).init_parsed(&path, Arc::new(init), Instant::now()),
+                Ok(init) => lock(&self.state).init_parsed(&path, Arc::new(init), now()),
                 Err(err) => tracing::warn!(path, %err, "init segment does not parse; it is served as uploaded"),
             }
             return;
@@ -139,7 +218,7 @@ impl Live {
         } else {
             Vec::new()
         };
-        let (index, init, actions) = lock(&self.state).segment_started(&path, entry.arrival(), &stored, Instant::now());
+        let (index, init, actions) = lock(&self.state).segment_started(&path, entry.arrival(), &stored, now());
         for action in actions {
             match action {
                 Action::Delete { path, before } => {
@@ -153,7 +232,7 @@ impl Live {
         while let Some(item) = next {
             match item {
                 Ok(bytes) => match scanner.push(&bytes) {
-                    Ok(found) if !found.is_empty() => index.push(found, Instant::now()),
+                    Ok(found) if !found.is_empty() => index.push(found, now()),
                     Ok(_) => {}
                     Err(err) => {
                         tracing::warn!(path, %err, "segment is not readable as CMAF; it is served as uploaded");

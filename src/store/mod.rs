@@ -287,6 +287,11 @@ impl Store {
         lock_index(&self.shared)
     }
 
+    /// Every folder that holds an entry, in no particular order.
+    pub fn folders(&self) -> Vec<String> {
+        self.index().folders.keys().cloned().collect()
+    }
+
     /// The version readers get now, growing or complete.
     pub fn get(&self, path: &str) -> Option<Arc<Entry>> {
         let entry = self.index().slots.get(path).map(|slot| Arc::clone(&slot.current));
