@@ -276,6 +276,74 @@ async fn a_restarted_ldash_serves_a_streams_last_state_at_once_and_ends_it_by_th
     assert!(mpd.contains("mediaPresentationDuration"), "the ended MPD: {mpd}");
 }
 
+/// An encoder that keeps going while ldash restarts (ffmpeg with a connection per file and
+/// `-ignore_io_errors 1`) continues its stream on the restarted ldash with its own numbering: the
+/// same MPD, the segments from before the restart kept (no new run), the playlists going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_that_outlives_an_ldash_restart_continues_its_stream() {
+    let (Some(ffmpeg), Some(_)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("root");
+    // The restarted ldash listens where the encoder uploads: the same port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let server = TestServer::start_in(dir.path(), |c| c.http = port).await;
+    let mut encoder = server.encoder(&ffmpeg, Ingest::PutOutlivingTheOrigin, 120);
+    server
+        .upload_started("live/chunk-stream0-00004.m4s", Duration::from_secs(30))
+        .await;
+    let client = server.client_for(Proto::H1).await;
+    let (_, mpd_before) = client.get_text("/ldash/download/live/stream.mpd?raw=1").await;
+    server.stop().await;
+
+    let server = TestServer::start_in(dir.path(), |c| c.http = port).await;
+    let mut events = server.store.subscribe();
+    // The encoder's uploads reach the restarted ldash: segment 8 (numbered on, not a new run).
+    let went_on = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::Started { path, .. }) if &*path == "live/chunk-stream0-00008.m4s" => return,
+                Ok(StoreEvent::Started { path, .. }) if &*path == "live/chunk-stream0-00001.m4s" => {
+                    panic!("the encoder started over instead of going on")
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(err) => panic!("store events: {err}"),
+            }
+        }
+    })
+    .await;
+    if went_on.is_err() {
+        let _ = encoder.stop().await;
+        panic!(
+            "no segment 8 within 20 s of the restart; ffmpeg: {}",
+            encoder.log().await
+        );
+    }
+    let client = server.client_for(Proto::H2Tls).await;
+    assert!(
+        server.store.get("live/chunk-stream0-00002.m4s").is_some(),
+        "the segments from before the restart stay (no new run)"
+    );
+    let (status, mpd) = client.get_text("/ldash/download/live/stream.mpd?raw=1").await;
+    assert_eq!(status, 200);
+    let ast = |mpd: &str| {
+        mpd.split("availabilityStartTime=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(ast(&mpd), ast(&mpd_before), "the same stream: {mpd}");
+    let (status, playlist) = client.get_text("/ldash/download/live/stream.0.m3u8").await;
+    assert_eq!(status, 200, "{playlist}");
+    assert!(playlist.contains("\nchunk-stream0-00007.m4s\n"), "{playlist}");
+    let init = client.get_ok("/ldash/download/live/init-stream0.m4s").await;
+    let seventh = client.get_ok("/ldash/download/live/chunk-stream0-00007.m4s").await;
+    ffprobe_decodes(&init, &seventh).unwrap_or_else(|e| panic!("segment 7, after the restart, decodes: {e}"));
+    encoder.stop().await.expect("stop ffmpeg");
+}
+
 // 3. HTTP/3 under loss.
 
 /// xorshift64*: a deterministic loss pattern from a seed.

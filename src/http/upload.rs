@@ -86,7 +86,8 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let received = app.metrics.received(req.version());
+    let version = req.version();
+    let received = app.metrics.received(version);
     let body = req.into_body().map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
             received.inc_by(data.len() as u64);
@@ -104,7 +105,16 @@ where
             app.metrics
                 .ingest_ended(chunks, matches!(err, crate::ingest::TrackError::Ingest(_)));
             tracing::warn!(channel, track, %err, "CMAF ingest track refused");
-            return Err(err.into());
+            let mut response = HttpError::from(err).into_response();
+            // The rest of a refused track is not read, so the connection cannot carry another
+            // request: an HTTP/1.1 client that reused it would find it closed under its next
+            // request's body (HTTP/2 and HTTP/3 end just the stream).
+            if version < http::Version::HTTP_2 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
+            return Ok(response);
         }
     };
     app.metrics.ingest_ended(delivered.chunks, false);

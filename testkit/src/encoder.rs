@@ -14,6 +14,9 @@ pub enum Ingest {
     PostDefaults,
     /// The documented command with -remove_at_exit 1: everything is deleted when ffmpeg stops.
     PutRemoveAtExit,
+    /// PUT on a connection per file with -ignore_io_errors 1: ffmpeg goes on encoding while the
+    /// origin is away (its uploads fail) and its next uploads reach the origin once it is back.
+    PutOutlivingTheOrigin,
 }
 
 /// The frame size and rate of both sources (and of the first video rendition).
@@ -131,6 +134,16 @@ impl Dash {
                 }
                 if let Ingest::PutRemoveAtExit = ingest {
                     command.args(["-remove_at_exit", "1"]);
+                }
+                if let Ingest::PutOutlivingTheOrigin = ingest {
+                    command.args([
+                        "-method",
+                        "PUT",
+                        "-ignore_io_errors",
+                        "1",
+                        "-http_opts",
+                        "tcp_nodelay=1",
+                    ]);
                 }
                 command.arg(url);
             }
