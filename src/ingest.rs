@@ -13,12 +13,14 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
+use crate::live::read_whole;
+use crate::media::cmaf::parse_init;
 use crate::media::liveness::EndRule;
 use crate::media::package::{
-    init_name, representation_id, segment_name, Channel, IngestError, PackageOptions, Step, TrackEvent, TrackReader,
-    MANIFEST,
+    init_name, parse_init_name, parse_segment_name, representation_id, segment_name, Channel, IngestError,
+    PackageOptions, Step, Stored, TrackEvent, TrackReader, MANIFEST, PACKAGED,
 };
-use crate::store::{Replace, Store, StoreError, Upload, UploadOptions};
+use crate::store::{EntryState, Replace, Store, StoreError, Upload, UploadOptions};
 
 /// Why a track's POST failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +109,7 @@ impl Packager {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let id = representation_id(track).map_err(|err| (err.into(), 0))?;
-        let slot = self.slot(channel);
+        let slot = self.slot(channel).await;
         let mut writer = TrackWriter {
             packager: self,
             folder: channel,
@@ -154,9 +156,15 @@ impl Packager {
         true
     }
 
-    fn slot(&self, channel: &str) -> Arc<Mutex<Slot>> {
+    /// The channel's slot: the one in memory, else the channel as it stored itself before a
+    /// restart, else a new one.
+    async fn slot(&self, channel: &str) -> Arc<Mutex<Slot>> {
+        if let Some(slot) = lock(&self.channels).get(channel) {
+            return Arc::clone(slot);
+        }
+        let restored = self.restored(channel).await;
         Arc::clone(lock(&self.channels).entry(channel.to_owned()).or_insert_with(|| {
-            Arc::new(Mutex::new(Slot {
+            Arc::new(Mutex::new(restored.unwrap_or_else(|| Slot {
                 channel: Channel::new(self.options),
                 uploads: HashMap::new(),
                 posts: HashMap::new(),
@@ -164,8 +172,57 @@ impl Packager {
                 generation: 0,
                 published: false,
                 dirty: false,
-            }))
+            })))
         }))
+    }
+
+    /// After a restart: the channel its stored live manifest (one the packager wrote), init
+    /// segments and segments describe, so that an encoder reconnecting on the same timeline goes on
+    /// with the same availabilityStartTime, Period and numbering. None when there is no such
+    /// manifest or it does not fit (see [`Channel::restored`]).
+    async fn restored(&self, channel: &str) -> Option<Slot> {
+        let manifest = self
+            .store
+            .get(&format!("{channel}/{MANIFEST}"))
+            .filter(|e| e.state() == EntryState::Complete)?;
+        let bytes = read_whole(&manifest).await.ok()?;
+        if !bytes.windows(PACKAGED.len()).any(|w| w == PACKAGED.as_bytes()) {
+            return None;
+        }
+        let mpd = crate::media::mpd::parse(&bytes).ok()?;
+        let mut stored = Stored::default();
+        let mut init_bytes = HashMap::new();
+        for entry in self.store.list(channel) {
+            if entry.state() != EntryState::Complete {
+                continue;
+            }
+            let name = entry.path().rsplit_once('/').map_or(entry.path(), |(_, name)| name);
+            if let Some((id, number, run)) = parse_segment_name(name) {
+                stored.segments.push((id.to_owned(), number, run));
+            } else if let Some((id, run)) = parse_init_name(name) {
+                let Ok(bytes) = read_whole(&entry).await else { continue };
+                if let Ok(init) = parse_init(&bytes) {
+                    stored.inits.insert((id.to_owned(), run), init);
+                    init_bytes.insert((id.to_owned(), run), bytes);
+                }
+            }
+        }
+        let restored = Channel::restored(self.options, &mpd, &stored)?;
+        let run = restored.current_run();
+        tracing::info!(channel, run, "packaged channel picked up from what it stored");
+        Some(Slot {
+            channel: restored,
+            uploads: HashMap::new(),
+            posts: HashMap::new(),
+            inits: init_bytes
+                .into_iter()
+                .filter(|((_, r), _)| *r == run)
+                .map(|((id, _), bytes)| (id, bytes))
+                .collect(),
+            generation: 0,
+            published: true,
+            dirty: false,
+        })
     }
 
     /// Once no POST of the channel has started for the end rule's time, stores its final manifest.

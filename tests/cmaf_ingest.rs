@@ -305,28 +305,33 @@ async fn bad_tracks_are_refused_with_a_reason_and_publish_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_encoder_that_reconnects_on_the_same_timeline_continues_the_channel() {
-    let Some(ffmpeg) = tools(&[]) else {
-        return;
-    };
-    let server = TestServer::start().await;
+/// The availabilityStartTime of an MPD, as written.
+fn ast(mpd: &str) -> String {
+    mpd.split("availabilityStartTime=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(str::to_owned)
+        .expect("availabilityStartTime")
+}
+
+/// A 3 s run of the one-track encoder into `server`'s channel, to its end; the channel's MPD then.
+async fn first_run(ffmpeg: &std::path::Path, server: &TestServer) -> String {
     let first = CmafIngest::test_stream(&server.url(Proto::H1, CHANNEL), false, false, 3);
-    let mut encoder1 = encoder(&ffmpeg, &first);
+    let mut encoder1 = encoder(ffmpeg, &first);
     let status = encoder1.child.wait().await.expect("ffmpeg runs to its end");
     assert!(status.success(), "ffmpeg: {}", encoder1.log().await);
-    let client = server.client_for(Proto::H2Tls).await;
-    let (_, before) = client.get_text("/ldash/download/ch1/stream.mpd").await;
-    let ast = |mpd: &str| {
-        mpd.split("availabilityStartTime=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .map(str::to_owned)
-            .expect("availabilityStartTime")
-    };
-    let anchor = humantime::parse_rfc3339(&ast(&before)).expect("an RFC 3339 time");
+    let (_, mpd) = server
+        .client_for(Proto::H1)
+        .await
+        .get_text("/ldash/download/ch1/stream.mpd")
+        .await;
+    mpd
+}
 
-    // The same encoder back, its timestamps continuing from where the channel's clock is now.
+/// The same encoder back into `server`'s channel, its timestamps continuing from where the clock of
+/// the channel whose MPD was `before` is now; and the first segment number it surely uploads.
+fn continuing(server: &TestServer, before: &str) -> (CmafIngest, u64) {
+    let anchor = humantime::parse_rfc3339(&ast(before)).expect("an RFC 3339 time");
     let offset = std::time::SystemTime::now()
         .duration_since(anchor)
         .expect("the anchor is in the past")
@@ -335,7 +340,19 @@ async fn an_encoder_that_reconnects_on_the_same_timeline_continues_the_channel()
         offset,
         ..CmafIngest::test_stream(&server.url(Proto::H1, CHANNEL), false, false, 30)
     };
-    let next = (offset.floor() as u64) + 2;
+    (again, (offset.floor() as u64) + 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_encoder_that_reconnects_on_the_same_timeline_continues_the_channel() {
+    let Some(ffmpeg) = tools(&[]) else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let before = first_run(&ffmpeg, &server).await;
+    let client = server.client_for(Proto::H2Tls).await;
+    // The same encoder back, its timestamps continuing from where the channel's clock is now.
+    let (again, next) = continuing(&server, &before);
     let mut encoder2 = encoder(&ffmpeg, &again);
     server
         .upload_started(&format!("ch1/chunk-video-{next:05}.m4s"), Duration::from_secs(20))
@@ -349,6 +366,48 @@ async fn an_encoder_that_reconnects_on_the_same_timeline_continues_the_channel()
     let (status, playlist) = client.get_text("/ldash/download/ch1/stream.video.m3u8").await;
     assert_eq!(status, 200, "{playlist}");
     assert!(!playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+    assert!(playlist.contains(&format!("chunk-video-{next:05}.m4s")), "{playlist}");
+    let _ = encoder2.stop().await;
+    server.stop().await;
+}
+
+/// ldash restarted between two POSTs of a channel: the channel is picked up from what it stored
+/// (manifest, init segment, segments), so an encoder that reconnects on the same timeline goes on
+/// in the same Period with the same availabilityStartTime and numbering, the earlier segments kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_ldash_picks_a_packaged_channel_up_where_it_was() {
+    let Some(ffmpeg) = tools(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("root");
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let before = first_run(&ffmpeg, &server).await;
+    server.stop().await;
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let (again, next) = continuing(&server, &before);
+    let mut encoder2 = encoder(&ffmpeg, &again);
+    server
+        .upload_started(&format!("ch1/chunk-video-{next:05}.m4s"), Duration::from_secs(20))
+        .await;
+    let client = server.client_for(Proto::H3).await;
+    let (_, after) = client.get_text("/ldash/download/ch1/stream.mpd").await;
+    assert_eq!(ast(&after), ast(&before), "the channel keeps its timeline:\n{after}");
+    assert!(
+        after.contains("<Period id=\"0\"") && !after.contains("<Period id=\"1\""),
+        "the same Period, no new run: {after}"
+    );
+    assert!(
+        after.contains("startNumber=\"1\""),
+        "the Period still starts with segment 1 (a new channel would start where the encoder came back): {after}"
+    );
+    assert!(
+        server.store.get("ch1/chunk-video-00002.m4s").is_some(),
+        "the segments from before the restart stay"
+    );
+    let (status, playlist) = client.get_text("/ldash/download/ch1/stream.video.m3u8").await;
+    assert_eq!(status, 200, "{playlist}");
+    assert!(!playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
     assert!(playlist.contains(&format!("chunk-video-{next:05}.m4s")), "{playlist}");
     let _ = encoder2.stop().await;
     server.stop().await;

@@ -258,6 +258,18 @@ async fn a_restarted_ldash_serves_a_streams_last_state_at_once_and_ends_it_by_th
     // blocking request for a part that never comes is answered with the ended playlist then (or
     // 503 after three target durations, and asked again).
     let client = server.client_for(Proto::H2Tls).await;
+    // Not ready for an edge's viewers (the playlists above waited for the index of the disk): the
+    // stream found on disk is behind its encoder.
+    let (status, ready) = client.get_text("/ldash/ready").await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("catching up") && ready.contains("live"), "{ready}");
+    // A request ahead of what was on disk (the encoder may be further on: another origin told the
+    // player of a later edge) is held like any other, not refused as too far ahead, while no
+    // upload has reached the restarted origin.
+    let (status, playlist) = client
+        .get_text("/ldash/download/live/stream.0.m3u8?_HLS_msn=10&_HLS_part=0")
+        .await;
+    assert!(status == 200 || status == 503, "{status}: {playlist}");
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let (status, playlist) = client
@@ -274,6 +286,21 @@ async fn a_restarted_ldash_serves_a_streams_last_state_at_once_and_ends_it_by_th
     assert!(ended.contains("\nchunk-stream0-00003.m4s\n"), "{ended}");
     let (_, mpd) = client.get_text("/ldash/download/live/stream.mpd").await;
     assert!(mpd.contains("mediaPresentationDuration"), "the ended MPD: {mpd}");
+    // The encoder did not come back within the end rule's five segment durations of the start
+    // (the probe's view: polled as an edge's probe does): ready, nothing to catch up with.
+    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (status, text) = client.get_text("/ldash/ready").await;
+            if status == 200 {
+                return text;
+            }
+            assert_eq!(status, 503, "{text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("ready within 10 s of the start");
+    assert_eq!(ready, "ready\n");
 }
 
 /// An encoder that keeps going while ldash restarts (ffmpeg with a connection per file and
@@ -341,6 +368,11 @@ async fn an_encoder_that_outlives_an_ldash_restart_continues_its_stream() {
     let init = client.get_ok("/ldash/download/live/init-stream0.m4s").await;
     let seventh = client.get_ok("/ldash/download/live/chunk-stream0-00007.m4s").await;
     ffprobe_decodes(&init, &seventh).unwrap_or_else(|e| panic!("segment 7, after the restart, decodes: {e}"));
+    // Caught up a segment duration after the encoder's uploads reached it again: by the start of
+    // segment 10, two segments after 8.
+    wait_new_upload(&server.store, "live/chunk-stream0-00010.m4s", Duration::from_secs(10)).await;
+    let (status, ready) = client.get_text("/ldash/ready").await;
+    assert_eq!((status, ready.as_str()), (200, "ready\n"));
     encoder.stop().await.expect("stop ffmpeg");
 }
 

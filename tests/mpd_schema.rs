@@ -41,6 +41,7 @@ fn chunked_everywhere(mpd: &[u8]) -> HashMap<(usize, usize, String), Observed> {
                     chunk_duration: Some(Duration::from_millis(200)),
                     chunked: true,
                     bandwidth: Some(500_000),
+                    codecs: Some("avc1.64001f".into()),
                 };
                 observed.insert((p, a, rep.id.clone()), seen);
             }

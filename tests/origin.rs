@@ -499,6 +499,17 @@ async fn server_clock_is_iso8601_utc_with_milliseconds() {
     }
 }
 
+#[tokio::test]
+async fn a_fresh_origin_is_ready_for_an_edge_at_once() {
+    let server = TestServer::start().await;
+    for proto in ALL_PROTOS {
+        let r = server.get(proto, "/ldash/ready").await;
+        assert_eq!(r.status, 200, "{proto:?}");
+        assert_eq!(r.header("cache-control"), "no-store", "{proto:?}");
+        assert_eq!(r.text().await, "ready\n", "{proto:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_then_persists() {
     let dir = tempfile::tempdir().expect("dir");

@@ -224,6 +224,10 @@ impl App {
                 Method::GET | Method::HEAD => Ok(clock(req.method() == Method::HEAD)),
                 _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
             },
+            "ready" if tail.is_empty() => match *req.method() {
+                Method::GET | Method::HEAD => Ok(ready(self.live.ready(), req.method() == Method::HEAD)),
+                _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
+            },
             _ => Err(HttpError::NotFound),
         }
     }
@@ -239,16 +243,32 @@ fn preflight<B>(req: &Request<B>) -> Response<ResponseBody> {
     response
 }
 
+/// Readiness for an edge's health probe: 200 "ready", or 503 with what the origin waits for (a
+/// restarted origin is behind its encoders until their next upload reaches it).
+fn ready(state: Result<(), String>, head: bool) -> Response<ResponseBody> {
+    let (status, text) = match state {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    };
+    plain_no_store(status, text, head)
+}
+
 /// The server clock for DASH UTCTiming (urn:mpeg:dash:utc:http-iso:2014): ISO-8601 UTC, milliseconds.
 fn clock(head: bool) -> Response<ResponseBody> {
     let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let len = now.len();
+    plain_no_store(StatusCode::OK, now, head)
+}
+
+/// A short plain-text answer nobody may keep.
+fn plain_no_store(status: StatusCode, text: String, head: bool) -> Response<ResponseBody> {
+    let len = text.len();
     let body = if head {
         ResponseBody::empty()
     } else {
-        ResponseBody::full(now)
+        ResponseBody::full(text)
     };
     let mut response = Response::new(body);
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! LL-HLS over the live index: snapshots of each representation for the pure playlist writer in
 //! [`crate::media::hls`], and the blocking playlist reload, woken by the folder's change counter.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 use super::state::{lock, numbered, split, Folder, State};
 use super::{Live, Progress};
 use crate::media::hls::{self, Audio, Block, Part, Rendition, Report, Segment, Timing, Variant, Wanted};
-use crate::media::mpd::{Mpd, Representation};
+use crate::media::mpd::{completed_codecs, Mpd, Representation};
 
 /// Why a playlist cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,8 +163,16 @@ impl Live {
     pub async fn hls_multivariant(&self, mpd_path: &str) -> Result<Playlist, HlsError> {
         self.restored(RESTORE_WAIT).await;
         let (mpd, _) = self.manifest(mpd_path).await.ok_or(HlsError::NotFound)?;
-        let (_, mpd_name) = split(mpd_path);
-        Ok(Playlist::new(multivariant_of(&mpd, mpd_name), Duration::from_secs(1)))
+        let (folder, mpd_name) = split(mpd_path);
+        let init_codecs: HashMap<String, String> = lock(&self.state)
+            .observe(folder, &mpd)
+            .into_iter()
+            .filter_map(|((_, _, rep), seen)| Some((rep, seen.codecs?)))
+            .collect();
+        Ok(Playlist::new(
+            multivariant_of(&mpd, mpd_name, &init_codecs),
+            Duration::from_secs(1),
+        ))
     }
 
     /// The media playlist of representation `rep_id` of the manifest at `mpd_path`, held as the
@@ -217,7 +226,10 @@ impl Live {
                         }
                         // Judged once, on arrival: a request that was acceptable then is held
                         // until what it asks for exists or the bound, never turned into a 400.
-                        Some(Block::TooFar) if first => {
+                        // Not judged against a stream restored from disk that no upload has
+                        // reached yet: this origin restarted and is behind the encoder (another
+                        // origin, or the edge's copy, told the player of a later edge).
+                        Some(Block::TooFar) if first && lock(&self.state).uploaded(folder) => {
                             return Err(HlsError::BadRequest(
                                 "_HLS_msn or _HLS_part is too far ahead of the live edge",
                             ))
@@ -530,9 +542,17 @@ fn frame_rate(text: &str) -> Option<f64> {
     }
 }
 
+/// A representation's codecs: the MPD's, completed from its init segment's (`init_codecs`, by
+/// representation id) where the MPD names the sample entry alone.
+fn codecs_of(rep: &Representation, init_codecs: &HashMap<String, String>) -> Option<String> {
+    let declared = rep.codecs.as_deref()?;
+    let full = completed_codecs(declared, init_codecs.get(&rep.id).map(String::as_str));
+    Some(full.unwrap_or(declared).to_owned())
+}
+
 /// The multivariant playlist of an MPD: a variant per video representation with the audio as a
 /// group, or, for an audio-only stream, the audio representations as the variants.
-fn multivariant_of(mpd: &Mpd, mpd_name: &str) -> String {
+fn multivariant_of(mpd: &Mpd, mpd_name: &str, init_codecs: &HashMap<String, String>) -> String {
     let audio: Vec<(&Representation, Audio)> = reps(mpd)
         .filter(|(kind, rep)| is_audio(*kind, rep))
         .map(|(_, rep)| {
@@ -546,13 +566,13 @@ fn multivariant_of(mpd: &Mpd, mpd_name: &str) -> String {
         })
         .collect();
     let audio_bandwidth = audio.iter().filter_map(|(rep, _)| rep.bandwidth).max().unwrap_or(0);
-    let audio_codecs = audio.first().and_then(|(rep, _)| rep.codecs.clone());
+    let audio_codecs = audio.first().and_then(|(rep, _)| codecs_of(rep, init_codecs));
     let mut variants: Vec<Variant> = reps(mpd)
         .filter(|(kind, rep)| !is_audio(*kind, rep))
         .map(|(_, rep)| Variant {
             uri: media_name(mpd_name, rep),
             bandwidth: rep.bandwidth.unwrap_or(1_000_000) + audio_bandwidth,
-            codecs: [rep.codecs.clone(), audio_codecs.clone()]
+            codecs: [codecs_of(rep, init_codecs), audio_codecs.clone()]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()
@@ -568,7 +588,7 @@ fn multivariant_of(mpd: &Mpd, mpd_name: &str) -> String {
             .map(|(_, rep)| Variant {
                 uri: media_name(mpd_name, rep),
                 bandwidth: rep.bandwidth.unwrap_or(128_000),
-                codecs: rep.codecs.clone().unwrap_or_default(),
+                codecs: codecs_of(rep, init_codecs).unwrap_or_default(),
                 resolution: None,
                 frame_rate: None,
             })
@@ -632,7 +652,7 @@ mod tests {
     #[test]
     fn audio_only_streams_list_their_audio_as_variants() {
         let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
-        let text = multivariant_of(&mpd, "radio.mpd");
+        let text = multivariant_of(&mpd, "radio.mpd", &HashMap::new());
         assert!(!text.contains("#EXT-X-MEDIA:"), "{text}");
         assert!(
             text.contains("#EXT-X-STREAM-INF:BANDWIDTH=64000,CODECS=\"mp4a.40.2\"\nradio.a.m3u8\n"),

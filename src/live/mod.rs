@@ -37,6 +37,8 @@ pub struct Live {
     service: Arc<ServiceDefaults>,
     /// Set once what was on disk at start is indexed ([`Live::restore`]).
     restored: watch::Receiver<bool>,
+    /// When the index started.
+    started: Instant,
 }
 
 impl Live {
@@ -49,6 +51,7 @@ impl Live {
             state: Arc::new(Mutex::new(State::new(options))),
             service: Arc::new(service),
             restored: restored_rx,
+            started: Instant::now(),
         };
         let events = store.subscribe();
         tokio::spawn(live.clone().follow_store(events));
@@ -64,6 +67,24 @@ impl Live {
     pub async fn restored(&self, limit: Duration) {
         let mut restored = self.restored.clone();
         let _ = tokio::time::timeout(limit, restored.wait_for(|done| *done)).await;
+    }
+
+    /// Whether this origin is ready for viewers an edge would send it: what was on disk at start
+    /// is indexed, and every live stream found there has received an upload since (it is no longer
+    /// behind its encoder) or has ended by the usual rule. Err: what it waits for.
+    pub fn ready(&self) -> Result<(), String> {
+        if !*self.restored.borrow() {
+            return Err("indexing what was on disk at start".into());
+        }
+        let waiting = lock(&self.state).catching_up(self.started, Instant::now());
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "catching up with the encoder: no whole segment uploaded since the start yet for the live streams found on disk in {}",
+                waiting.join(", ")
+            ))
+        }
     }
 
     /// After a restart the store holds what it found on disk, and no upload announced it: index
@@ -91,6 +112,10 @@ impl Live {
             }
             let mut segments = Vec::new();
             for entry in entries {
+                if FileKind::of(entry.path()) == FileKind::Mpd {
+                    // Parsed now, so that readiness knows the folder's streams.
+                    let _ = self.manifest(entry.path()).await;
+                }
                 if FileKind::of(entry.path()) != FileKind::Media {
                     continue;
                 }
@@ -341,7 +366,7 @@ fn looks_like_init(first: &[u8]) -> bool {
 }
 
 /// An entry's whole content (it must be complete or completing; bounded by [`MAX_WHOLE`]).
-async fn read_whole(entry: &Arc<Entry>) -> Result<Bytes, ReadError> {
+pub(crate) async fn read_whole(entry: &Arc<Entry>) -> Result<Bytes, ReadError> {
     let mut reader = entry.reader(0, None);
     let mut all = Vec::new();
     while let Some(chunk) = reader.next_chunk().await {

@@ -28,6 +28,10 @@ pub struct Sample {
     #[serde(rename = "currentTime")]
     pub current_time: f64,
     pub error: Option<String>,
+    /// Glass-to-glass seconds read from the frames (median of the last second), when the stream
+    /// carries a clock.
+    #[serde(default)]
+    pub glass: Option<f64>,
 }
 
 /// The glass-to-glass figures read from the frames, and the player's own.
@@ -49,6 +53,9 @@ pub struct DriverRun {
     pub samples: Vec<Sample>,
     #[serde(default)]
     pub summary: Summary,
+    /// When the measurement started: milliseconds since the Unix epoch (sample `at` counts from it).
+    #[serde(default)]
+    pub measured_from: Option<f64>,
     /// Manifest and playlist responses with a 4xx/5xx status.
     #[serde(default)]
     pub failed: Vec<String>,

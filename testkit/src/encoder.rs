@@ -48,6 +48,9 @@ pub enum Video {
 pub enum Output {
     /// Uploaded to this manifest URL, keeping a live window of 5 segments (+2 before deletion).
     Upload { url: String, ingest: Ingest },
+    /// Uploaded to each of these manifest URLs by one ffmpeg (its tee muxer: one encoding, a DASH
+    /// muxer per URL), as [`Output::Upload`] does to one.
+    Tee { urls: Vec<String>, ingest: Ingest },
     /// Written as files (manifest and segments) beside this manifest path.
     Files(PathBuf),
 }
@@ -89,7 +92,7 @@ impl Dash {
     pub fn command(&self, ffmpeg: &Path) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(ffmpeg);
         command.args(["-hide_banner", "-loglevel", self.loglevel]);
-        let uploading = matches!(self.output, Output::Upload { .. });
+        let uploading = matches!(self.output, Output::Upload { .. } | Output::Tee { .. });
         match self.source {
             Source::TestPattern { size } => {
                 command.args(["-nostdin"]);
@@ -119,35 +122,43 @@ impl Dash {
         if self.audio {
             command.args(["-map", "1:a", "-c:a", "aac", "-b:a", "64k"]);
         }
-        command.args(["-f", "dash", "-ldash", "1", "-streaming", "1"]);
-        command.args(["-use_template", "1", "-use_timeline", "0", "-seg_duration", "1"]);
-        command.args(["-frag_type", "duration", "-frag_duration", &self.chunk.to_string()]);
+        let mut dash: Vec<(&str, String)> = vec![
+            ("ldash", "1".into()),
+            ("streaming", "1".into()),
+            ("use_template", "1".into()),
+            ("use_timeline", "0".into()),
+            ("seg_duration", "1".into()),
+            ("frag_type", "duration".into()),
+            ("frag_duration", self.chunk.to_string()),
+        ];
         if self.audio {
-            command.args(["-adaptation_sets", "id=0,streams=v id=1,streams=a"]);
+            dash.push(("adaptation_sets", "id=0,streams=v id=1,streams=a".into()));
         }
-        command.args(["-format_options", "movflags=cmaf"]);
+        dash.push(("format_options", "movflags=cmaf".into()));
         match &self.output {
             Output::Upload { url, ingest } => {
-                command.args(["-window_size", "5", "-extra_window_size", "2"]);
-                if let Ingest::PutPersistent | Ingest::PutRemoveAtExit = ingest {
-                    command.args(["-method", "PUT", "-http_persistent", "1", "-http_opts", "tcp_nodelay=1"]);
-                }
-                if let Ingest::PutRemoveAtExit = ingest {
-                    command.args(["-remove_at_exit", "1"]);
-                }
-                if let Ingest::PutOutlivingTheOrigin = ingest {
-                    command.args([
-                        "-method",
-                        "PUT",
-                        "-ignore_io_errors",
-                        "1",
-                        "-http_opts",
-                        "tcp_nodelay=1",
-                    ]);
+                dash.extend(upload_options(*ingest));
+                command.args(["-f", "dash"]);
+                for (key, value) in dash {
+                    command.arg(format!("-{key}")).arg(value);
                 }
                 command.arg(url);
             }
+            Output::Tee { urls, ingest } => {
+                dash.extend(upload_options(*ingest));
+                // Each output: [f=dash:key=value:...]url, special characters escaped.
+                let options: Vec<String> = dash.iter().map(|(k, v)| format!("{k}={}", escaped(v, ":]"))).collect();
+                let outputs: Vec<String> = urls
+                    .iter()
+                    .map(|url| escaped(&format!("[f=dash:{}]{url}", options.join(":")), "|"))
+                    .collect();
+                command.args(["-f", "tee"]).arg(outputs.join("|"));
+            }
             Output::Files(manifest) => {
+                command.args(["-f", "dash"]);
+                for (key, value) in dash {
+                    command.arg(format!("-{key}")).arg(value);
+                }
                 command.arg(manifest);
             }
         }
@@ -171,6 +182,47 @@ impl Dash {
                 .args(["-x264-params", "nal-hrd=cbr"]),
         };
     }
+}
+
+/// The DASH muxer's options for uploading as `ingest` says, with a live window of 5 segments
+/// (+2 before deletion).
+fn upload_options(ingest: Ingest) -> Vec<(&'static str, String)> {
+    let mut options = vec![("window_size", "5".to_owned()), ("extra_window_size", "2".to_owned())];
+    let put = |options: &mut Vec<(&'static str, String)>| {
+        options.push(("method", "PUT".to_owned()));
+        options.push(("http_opts", "tcp_nodelay=1".to_owned()));
+    };
+    match ingest {
+        Ingest::PostDefaults => {}
+        Ingest::PutPersistent => {
+            put(&mut options);
+            options.push(("http_persistent", "1".to_owned()));
+        }
+        Ingest::PutRemoveAtExit => {
+            put(&mut options);
+            options.push(("http_persistent", "1".to_owned()));
+            options.push(("remove_at_exit", "1".to_owned()));
+        }
+        Ingest::PutOutlivingTheOrigin => {
+            put(&mut options);
+            options.push(("ignore_io_errors", "1".to_owned()));
+        }
+    }
+    options
+}
+
+/// `text` with each of `special` (and the backslash and quote) escaped by a backslash, as ffmpeg's
+/// tokenizer (av_get_token) reads it. The tee muxer reads its argument twice: split into outputs at
+/// '|', then each output's `[key=value:...]` options.
+fn escaped(text: &str, special: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if special.contains(c) || c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// ffmpeg as a DASH-IF CMAF ingest encoder (interface 1): one process, each track a long-running

@@ -234,8 +234,8 @@ impl std::ops::Deref for OriginProcess {
 
 impl OriginProcess {
     /// Runs `command` (from [`ldash_command`], with any leading arguments such as `serve`) with
-    /// the root `dir`/www, certificates in `dir`/certs, every listener on 127.0.0.1 port 0 and then
-    /// `options`, and waits (bounded) for its announcement.
+    /// the root `dir`/www, certificates in `dir`/certs, every listener `options` does not name on
+    /// 127.0.0.1 port 0 and then `options`, and waits (bounded) for its announcement.
     pub async fn start(
         mut command: tokio::process::Command,
         dir: &Path,
@@ -244,19 +244,14 @@ impl OriginProcess {
         let root = dir.join("www");
         let certs = dir.join("certs");
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        command
-            .arg(&root)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--https",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
-            .arg("--cert-dir")
-            .arg(&certs)
-            .args(options);
+        command.arg(&root);
+        // Port 0 for every listener `options` does not place (a restart on the same ports does).
+        for listener in ["--http", "--https", "--metrics"] {
+            if !options.contains(&listener) {
+                command.args([listener, "127.0.0.1:0"]);
+            }
+        }
+        command.arg("--cert-dir").arg(&certs).args(options);
         let mut child = command.spawn().map_err(|e| format!("cannot start ldash: {e}"))?;
         let pid = child.id().ok_or("ldash exited at once")?;
         let mut lines = follow_log(child.stdout.take().ok_or("ldash's log is not piped")?);
@@ -277,6 +272,19 @@ impl OriginProcess {
     /// CPU time and memory of the server process.
     pub fn usage(&self) -> process::Usage {
         process::usage(self.pid)
+    }
+
+    /// SIGKILL (an origin that dies: nothing is drained or flushed), then waits (bounded) for it
+    /// to be gone.
+    pub async fn kill(&mut self) -> Result<(), String> {
+        if !process::signal(self.pid, "KILL") {
+            return Err("SIGKILL did not reach ldash".into());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .map_err(|_| "ldash was not gone within 10 s of SIGKILL")?
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// SIGTERM, then waits (bounded) for the graceful shutdown; its exit status and what it logged.

@@ -36,6 +36,7 @@ async function main() {
   const outside = []; // requests to anything but the loopback
   const libraries = []; // "status url" of each player library loaded
   let glass = null;
+  let measuredFrom = null; // the wall clock (ms since the epoch) when the measurement started
   try {
     const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 720 } });
     const page = await context.newPage();
@@ -62,6 +63,7 @@ async function main() {
     await page.goto(url, { waitUntil: "domcontentloaded", timeout: 60000 });
     await page.waitForTimeout(1000 * Number(warmup));
     const from = await page.evaluate(() => performance.now());
+    measuredFrom = Date.now();
     const before = await page.evaluate(() => (window.ldash ? window.ldash.stats.stalls : 0));
     for (let i = 0; i < Number(seconds); i++) {
       await page.waitForTimeout(1000);
@@ -92,7 +94,7 @@ async function main() {
     player_p50: percentile(latencies, 0.5),
     buffer_p50: percentile(buffers, 0.5),
   };
-  process.stdout.write(JSON.stringify({ samples, summary, failed, outside, libraries, console: console_.slice(-30) }) + "\n");
+  process.stdout.write(JSON.stringify({ samples, summary, measured_from: measuredFrom, failed, outside, libraries, console: console_.slice(-30) }) + "\n");
 }
 
 main().catch((e) => {

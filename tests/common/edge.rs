@@ -77,7 +77,7 @@ impl Kind {
 
     /// The edge's program, if it is installed (the test skips without it, unless tools are
     /// required).
-    fn program(self) -> Option<std::path::PathBuf> {
+    pub fn program(self) -> Option<std::path::PathBuf> {
         require_tool(match self {
             Kind::Nginx => "nginx",
             Kind::Varnish => "varnishd",
@@ -122,13 +122,24 @@ pub struct Edge {
 impl Edge {
     /// Starts `kind` (its `program`) in front of `origin` on a free loopback port.
     pub async fn start(kind: Kind, program: &Path, origin: SocketAddr) -> Edge {
+        Edge::start_for(kind, program, Origins::One(origin)).await
+    }
+
+    /// Starts `kind` (its `program`) running the configuration for `origins` on a free loopback
+    /// port.
+    pub async fn start_for(kind: Kind, program: &Path, origins: Origins) -> Edge {
         let dir = tempfile::tempdir().expect("edge folder");
         let started = match kind {
-            Kind::Nginx => start_nginx(program, dir.path(), origin).await,
-            Kind::Varnish => start_varnish(program, dir.path(), origin).await,
+            Kind::Nginx => start_nginx(program, dir.path(), origins).await,
+            Kind::Varnish => start_varnish(program, dir.path(), origins).await,
         };
         let daemon = started.unwrap_or_else(|e| panic!("{e}"));
         Edge { kind, daemon, dir }
+    }
+
+    /// Its process id (to stop it).
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
     }
 
     pub fn url(&self, route: &str) -> String {
@@ -147,11 +158,51 @@ impl Edge {
                 .arg("-d")
                 .arg("-n")
                 .arg(varnish_workdir(self.dir.path(), self.daemon.port()))
-                .args(["-F", "%s %{X-Edge-Cache}o %U%q %{Range}i %D"])
+                .args(["-F", "%s %{X-Edge-Cache}o %U%q %{Range}i %D %{X-Ldash-Origin}o %t"])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_else(|e| format!("(varnishncsa: {e})")),
         }
+    }
+}
+
+/// The origins behind an edge, and the repository's configuration for them.
+#[derive(Debug, Clone, Copy)]
+pub enum Origins {
+    /// One origin: deploy/*/ldash-edge.*.
+    One(SocketAddr),
+    /// Origin A, and B taking over while A is down: deploy/*/ldash-edge-failover.*.
+    Failover(SocketAddr, SocketAddr),
+    /// Channels spread over A and B: deploy/*/ldash-edge-shard.*.
+    Shard(SocketAddr, SocketAddr),
+}
+
+impl Origins {
+    /// The configuration's file name without its extension.
+    fn config(self) -> &'static str {
+        match self {
+            Origins::One(_) => "ldash-edge",
+            Origins::Failover(..) => "ldash-edge-failover",
+            Origins::Shard(..) => "ldash-edge-shard",
+        }
+    }
+
+    /// The configuration's placeholders for origin addresses, with what replaces them.
+    fn substitutions(self, host_and_port: bool) -> Vec<(String, String)> {
+        let named: Vec<(&str, SocketAddr)> = match self {
+            Origins::One(origin) => vec![("LDASH_ORIGIN", origin)],
+            Origins::Failover(a, b) | Origins::Shard(a, b) => vec![("LDASH_ORIGIN_A", a), ("LDASH_ORIGIN_B", b)],
+        };
+        let mut out = Vec::new();
+        for (name, addr) in named {
+            if host_and_port {
+                out.push((format!("${{{name}_HOST}}"), addr.ip().to_string()));
+                out.push((format!("${{{name}_PORT}}"), addr.port().to_string()));
+            } else {
+                out.push((format!("${{{name}}}"), addr.to_string()));
+            }
+        }
+        out
     }
 }
 
@@ -160,13 +211,28 @@ fn deployed(file: &str) -> String {
         .unwrap_or_else(|e| panic!("deploy/{file}: {e}"))
 }
 
-/// nginx running deploy/nginx/ldash-edge.conf with `dir` as its prefix.
-async fn start_nginx(nginx: &Path, dir: &Path, origin: SocketAddr) -> Result<Daemon, String> {
-    let template = deployed("nginx/ldash-edge.conf");
+fn substituted(mut text: String, substitutions: &[(String, String)]) -> String {
+    for (from, to) in substitutions {
+        text = text.replace(from, to);
+    }
+    assert!(!text.contains("${"), "a placeholder is left unsubstituted:\n{text}");
+    text
+}
+
+/// nginx running deploy/nginx/{configuration} (and the site rules it includes, written beside it)
+/// with `dir` as its prefix.
+async fn start_nginx(nginx: &Path, dir: &Path, origins: Origins) -> Result<Daemon, String> {
+    let template = deployed(&format!("nginx/{}.conf", origins.config()));
+    let site = deployed("nginx/ldash-edge-site.conf");
     daemon::start_nginx(nginx, dir, 1, |ports| {
-        template
-            .replace("${LDASH_ORIGIN}", &origin.to_string())
-            .replace("${EDGE_LISTEN}", &format!("127.0.0.1:{}", ports[0]))
+        let mut substitutions = origins.substitutions(false);
+        substitutions.push(("${EDGE_LISTEN}".to_owned(), format!("127.0.0.1:{}", ports[0])));
+        // nginx resolves the include beside the configuration it runs (dir/nginx.conf).
+        let site = substituted(site.clone(), &substitutions);
+        if let Err(e) = std::fs::write(dir.join("ldash-edge-site.conf"), site) {
+            panic!("ldash-edge-site.conf: {e}");
+        }
+        substituted(template.clone(), &substitutions)
     })
     .await
 }
@@ -175,13 +241,19 @@ fn varnish_workdir(dir: &Path, port: u16) -> std::path::PathBuf {
     dir.join(format!("work-{port}"))
 }
 
-/// varnishd running deploy/varnish/ldash-edge.vcl.
-async fn start_varnish(varnishd: &Path, dir: &Path, origin: SocketAddr) -> Result<Daemon, String> {
-    let vcl = deployed("varnish/ldash-edge.vcl")
-        .replace("${LDASH_ORIGIN_HOST}", &origin.ip().to_string())
-        .replace("${LDASH_ORIGIN_PORT}", &origin.port().to_string());
+/// varnishd running deploy/varnish/{configuration} and the rules it includes (copied beside it).
+async fn start_varnish(varnishd: &Path, dir: &Path, origins: Origins) -> Result<Daemon, String> {
+    let vcl = substituted(
+        deployed(&format!("varnish/{}.vcl", origins.config())),
+        &origins.substitutions(true),
+    );
     let vcl_path = dir.join("ldash-edge.vcl");
     std::fs::write(&vcl_path, vcl).map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("ldash-edge-rules.vcl"),
+        deployed("varnish/ldash-edge-rules.vcl"),
+    )
+    .map_err(|e| e.to_string())?;
     daemon::start(daemon::VARNISH, 1, false, |ports| {
         let mut command = std::process::Command::new(varnishd);
         // -j none: no privilege separation, so this works as root and as any user alike.

@@ -119,6 +119,12 @@ pub(super) struct Folder {
     /// The newest LL-HLS snapshot per (manifest name, representation id), shared by the playlist
     /// requests that wake on the same change.
     pub(super) snapshots: HashMap<(String, String), Arc<Snapshot>>,
+    /// When the first segment upload into the folder since ldash started began: its streams are
+    /// not only what was found on disk from then on (an origin that restarted is behind its encoder
+    /// until then, and lacks the segment the encoder was writing when it came back).
+    pub(super) first_upload: Option<Instant>,
+    /// Segments of the folder were found on disk at start.
+    pub(super) found_on_disk: bool,
 }
 
 impl Folder {
@@ -132,6 +138,8 @@ impl Folder {
             inits: HashMap::new(),
             mpds: HashMap::new(),
             snapshots: HashMap::new(),
+            first_upload: None,
+            found_on_disk: false,
         }
     }
 
@@ -263,6 +271,12 @@ impl State {
         let (folder, name) = split(path);
         let f = self.folder(folder, now);
         let actions = new_run(f, folder, name, arrival, stored);
+        // Arrival 0: found on disk at start, not uploaded.
+        if arrival > 0 {
+            f.first_upload.get_or_insert(now);
+        } else {
+            f.found_on_disk = true;
+        }
         f.activity.touch(now);
         let index = Arc::new(SegmentIndex::new(
             Arc::clone(&f.changed),
@@ -272,6 +286,50 @@ impl State {
         f.segments.insert(name.to_owned(), Arc::clone(&index));
         f.bump();
         (index, init_for(f, name), actions)
+    }
+
+    /// The folders holding a live stream found on disk at start that has not caught up with its
+    /// encoder: not a whole segment duration since the first segment upload after the start (until
+    /// then the newest whole segment is one from before, and players at the live edge need the
+    /// one the encoder was writing when this origin came back, which it never got). A stream waits
+    /// for its encoder as long as the end rule gives one that stopped, counted from `started` (the
+    /// index's start, not the stream's last write before it: the encoder went on elsewhere
+    /// meanwhile), 10 s without an end rule. Sorted.
+    pub fn catching_up(&self, started: Instant, now: Instant) -> Vec<String> {
+        let mut folders: Vec<String> = self
+            .folders
+            .iter()
+            .filter(|(_, f)| {
+                // Its manifests as last parsed (one being uploaded anew is not parsed yet): only
+                // static ones, nothing live to catch up with.
+                let parsed: Vec<&Mpd> = f.mpds.values().map(|(_, mpd)| mpd.as_ref()).collect();
+                if !f.found_on_disk || (!parsed.is_empty() && parsed.iter().all(|mpd| !mpd.dynamic)) {
+                    return false;
+                }
+                let segment = parsed
+                    .iter()
+                    .map(|mpd| longest_segment(mpd))
+                    .max()
+                    .unwrap_or(Duration::from_secs(1));
+                let caught_up = f.first_upload.is_some_and(|t| now >= t + segment);
+                let grace = self
+                    .options
+                    .end_rule
+                    .quiet_bound(segment)
+                    .unwrap_or(Duration::from_secs(10));
+                !caught_up && now < started + grace
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        folders.sort();
+        folders
+    }
+
+    /// Whether a segment was uploaded into `folder` since start. Until then its streams are only
+    /// what was on disk: a restarted origin is behind its encoder, and a request ahead of that is
+    /// not ahead of the stream.
+    pub fn uploaded(&self, folder: &str) -> bool {
+        self.folders.get(folder).is_some_and(|f| f.first_upload.is_some())
     }
 
     /// `path` was removed from the store (deleted, expired, or replaced by a new run).
@@ -567,11 +625,18 @@ fn observe_rep(f: &Folder, rep: &Representation) -> Option<Observed> {
         .and_then(|init| init.tracks.first())
         .map(|t| u64::from(t.timescale))
         .filter(|t| *t > 0)?;
+    let codecs = init
+        .and_then(|init| init.tracks.first())
+        .and_then(|t| t.coding.as_ref())
+        .map(|c| c.codecs.clone());
     let mut segments: Vec<(u64, Vec<Chunk>, Progress)> = numbered(f, rep, template)
         .map(|(n, index)| (n, index.chunks(), index.progress()))
         .collect();
     if segments.is_empty() {
-        return None;
+        return Some(Observed {
+            codecs,
+            ..Observed::default()
+        });
     }
     segments.sort_by_key(|(n, _, _)| *n);
     let longest = segments
@@ -604,6 +669,7 @@ fn observe_rep(f: &Folder, rep: &Representation) -> Option<Observed> {
             .filter(|d| !d.is_zero()),
         chunked,
         bandwidth,
+        codecs,
     })
 }
 

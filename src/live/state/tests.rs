@@ -261,7 +261,14 @@ fn observed_chunks_give_the_chunk_duration_and_bandwidth() {
     let t0 = Instant::now();
     let mut s = with_stream(5, t0);
     let mpd = mpd_of(&s);
-    assert!(s.observe("live", &mpd).is_empty(), "nothing uploaded yet");
+    // Nothing uploaded yet: only what an init segment says (its codecs).
+    let before = s.observe("live", &mpd);
+    assert!(
+        before
+            .values()
+            .all(|o| o.chunk_duration.is_none() && !o.chunked && o.bandwidth.is_none()),
+        "{before:?}"
+    );
     complete(&mut s, 1, 10, t0);
     let observed = s.observe("live", &mpd);
     let video = observed.get(&(0, 0, "0".to_owned())).expect("the video is observed");

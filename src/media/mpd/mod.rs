@@ -185,6 +185,21 @@ pub struct Observed {
     pub chunked: bool,
     /// Measured bits per second.
     pub bandwidth: Option<u64>,
+    /// The RFC 6381 codecs string of its init segment's track.
+    pub codecs: Option<String>,
+}
+
+/// The init segment's full codecs string where the MPD's `declared` one is the sample entry's four
+/// characters alone (`avc1`: ffmpeg's DASH muxer writes that when it sees no codec configuration
+/// before its header, as behind its tee muxer), which players cannot check against what they
+/// decode; None when the declared one is complete or the init segment says nothing more.
+pub fn completed_codecs<'a>(declared: &str, from_init: Option<&'a str>) -> Option<&'a str> {
+    let from_init = from_init?;
+    let needs_parameters = matches!(declared, "avc1" | "avc3" | "hvc1" | "hev1" | "av01" | "vp09" | "mp4a");
+    let completes = from_init
+        .strip_prefix(declared)
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'));
+    (needs_parameters && completes).then_some(from_init)
 }
 
 /// The ServiceDescription's Latency element: the live latency players aim at, and the range they

@@ -153,6 +153,24 @@ pub(super) struct Track {
 }
 
 impl Track {
+    /// A track with no segment yet, no POST and nothing open.
+    pub(super) fn new(kind: Kind, timescale: u32, coding: Coding, bandwidth: Option<u64>) -> Track {
+        Track {
+            kind,
+            timescale,
+            coding,
+            bandwidth,
+            posts: 0,
+            open: None,
+            misaligned: false,
+            newest: None,
+            oldest: None,
+            end: 0,
+            fresh: false,
+            last_of_run: BTreeMap::new(),
+        }
+    }
+
     /// Closes `open`, which ends at decode time `end`; true when this measured the track's first
     /// bandwidth.
     fn close(&mut self, open: Open, end: u64, steps: &mut Vec<Step>) -> bool {
@@ -234,20 +252,10 @@ impl Channel {
         if changed && known.is_some_and(|t| t.newest.is_some()) {
             self.restart();
         }
-        let track = self.tracks.entry(id.to_owned()).or_insert_with(|| Track {
-            kind,
-            timescale: first.timescale,
-            coding: coding.clone(),
-            bandwidth: None,
-            posts: 0,
-            open: None,
-            misaligned: false,
-            newest: None,
-            oldest: None,
-            end: 0,
-            fresh: true,
-            last_of_run: BTreeMap::new(),
-        });
+        let track = self
+            .tracks
+            .entry(id.to_owned())
+            .or_insert_with(|| Track::new(kind, first.timescale, coding.clone(), None));
         if changed {
             track.kind = kind;
             track.timescale = first.timescale;

@@ -33,8 +33,40 @@ pub fn segment_name(id: &str, number: u64, run: u64) -> String {
     format!("chunk-{id}-{number:05}{}.m4s", run_suffix(run))
 }
 
+/// A name without its run suffix, and the run (0 without one).
+fn without_run(stem: &str) -> Option<(&str, u64)> {
+    match stem.rsplit_once(".p") {
+        Some((rest, run)) if !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((rest, run.parse().ok()?))
+        }
+        _ => Some((stem, 0)),
+    }
+}
+
+/// The track, number and run of a [`segment_name`]; None for any other name.
+pub fn parse_segment_name(name: &str) -> Option<(&str, u64, u64)> {
+    let stem = name.strip_prefix("chunk-")?.strip_suffix(".m4s")?;
+    let (stem, run) = without_run(stem)?;
+    let (id, digits) = stem.rsplit_once('-')?;
+    if id.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((id, digits.parse().ok()?, run))
+}
+
+/// The track and run of an [`init_name`]; None for any other name.
+pub fn parse_init_name(name: &str) -> Option<(&str, u64)> {
+    let stem = name.strip_prefix("init-")?.strip_suffix(".m4s")?;
+    let (id, run) = without_run(stem)?;
+    (!id.is_empty()).then_some((id, run))
+}
+
+/// The comment that marks a manifest the packager wrote (and may pick up again after a restart).
+pub const PACKAGED: &str = "<!-- ldash: packaged from CMAF ingest -->";
+
 /// Bits per second assumed before a track's first segment is measured.
-const UNMEASURED: [(Kind, u64); 3] = [(Kind::Video, 2_000_000), (Kind::Audio, 128_000), (Kind::Other, 100_000)];
+pub(super) const UNMEASURED: [(Kind, u64); 3] =
+    [(Kind::Video, 2_000_000), (Kind::Audio, 128_000), (Kind::Other, 100_000)];
 
 /// One Period as written: its run, its start in the document, and its first segment.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +185,7 @@ impl Channel {
         let mut out = String::with_capacity(2048);
         let _ = writeln!(
             out,
-            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n{PACKAGED}\n\
              <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
              profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" \
              {head}>"

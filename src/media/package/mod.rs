@@ -12,12 +12,14 @@
 mod channel;
 mod manifest;
 mod reader;
+mod restore;
 #[cfg(test)]
 mod tests;
 
 pub use channel::{Channel, PackageOptions, Placement, Step};
-pub use manifest::{init_name, segment_name, MANIFEST};
+pub use manifest::{init_name, parse_init_name, parse_segment_name, segment_name, MANIFEST, PACKAGED};
 pub use reader::{TrackEvent, TrackReader};
+pub use restore::Stored;
 
 use crate::media::cmaf::CmafError;
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use quick_xml::events::attributes::Attribute;
 
 use super::parse::Element;
-use super::{format_duration, Latency, Mpd, MpdError, Observed, ServiceDefaults};
+use super::{completed_codecs, format_duration, Latency, Mpd, MpdError, Observed, ServiceDefaults};
 
 pub(crate) use record::Recorder;
 
@@ -119,12 +119,14 @@ enum Edit {
     Utc,
     /// An MPD start tag: mediaPresentationDuration once ended, and the repairs it needs.
     Root { tag: Tag, repair: RootRepair },
-    /// A Representation with no bandwidth: the measured one, else a placeholder.
-    Bandwidth {
+    /// A Representation with no bandwidth (`bandwidth`: the measured one, else a placeholder) or
+    /// whose codecs may need completing from its init segment ([`super::completed_codecs`]).
+    Representation {
         tag: Tag,
         period: usize,
         set: usize,
         id: String,
+        bandwidth: bool,
     },
     /// A SegmentTemplate of an AdaptationSet (`rep` None) or Representation, which takes
     /// availabilityTimeOffset and availabilityTimeComplete when the ingest is chunked.
@@ -225,12 +227,24 @@ impl Splice<'_> {
                 let changes = self.root_changes(repair);
                 self.tag(tag, &changes, source);
             }
-            Edit::Bandwidth { tag, period, set, id } => {
-                let measured = self
-                    .observed(*period, *set, id)
-                    .and_then(|o| o.bandwidth)
-                    .filter(|b| *b > 0);
-                let changes = [("bandwidth", measured.unwrap_or(1_000_000).to_string())];
+            Edit::Representation {
+                tag,
+                period,
+                set,
+                id,
+                bandwidth,
+            } => {
+                let observed = self.observed(*period, *set, id);
+                let mut changes = Vec::new();
+                if *bandwidth {
+                    let measured = observed.and_then(|o| o.bandwidth).filter(|b| *b > 0);
+                    changes.push(("bandwidth", measured.unwrap_or(1_000_000).to_string()));
+                }
+                let declared = tag.attrs.iter().find(|(k, _)| k == "codecs").map(|(_, v)| v.as_str());
+                let from_init = observed.and_then(|o| o.codecs.as_deref());
+                if let Some(full) = declared.and_then(|d| completed_codecs(d, from_init)) {
+                    changes.push(("codecs", full.to_owned()));
+                }
                 self.tag(tag, &changes, source);
             }
             Edit::Availability {

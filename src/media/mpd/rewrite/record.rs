@@ -262,11 +262,15 @@ impl<'a> Recorder<'a> {
             "Representation" if parent == Some("AdaptationSet") => {
                 let id = e.attrs.get("id").cloned().unwrap_or_default();
                 self.rep = Some(id.clone());
-                (!has("bandwidth")).then(|| Edit::Bandwidth {
+                let bandwidth = !has("bandwidth");
+                // A codecs string that may need completing from the init segment.
+                let codecs = e.attrs.get("codecs").is_some_and(|c| !c.contains('.'));
+                (bandwidth || codecs).then(|| Edit::Representation {
                     tag: Tag::of(e),
                     period: self.period.unwrap_or(0),
                     set: self.set.unwrap_or(0),
                     id,
+                    bandwidth,
                 })
             }
             "SegmentTemplate" if dynamic => {

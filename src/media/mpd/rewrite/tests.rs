@@ -20,6 +20,7 @@ fn chunked() -> HashMap<(usize, usize, String), Observed> {
         chunk_duration: Some(Duration::from_millis(200)),
         chunked: true,
         bandwidth: Some(434_000),
+        codecs: None,
     };
     [((0, 0, "0".to_string()), seen.clone()), ((0, 1, "1".to_string()), seen)]
         .into_iter()
@@ -214,6 +215,7 @@ fn requests(model: Option<&Mpd>) -> Vec<Request> {
             chunk_duration: Some(Duration::from_millis(ms)),
             chunked,
             bandwidth,
+            codecs: None,
         };
         everywhere.insert(key.clone(), seen(200, true, Some(500_000)));
         mixed.insert(
@@ -432,4 +434,48 @@ fn bytes_other_than_the_parsed_ones_are_refused() {
         model.rewrite(FIRST, &r),
         "the edits were decided when the bytes were parsed"
     );
+}
+
+#[test]
+fn a_codecs_string_without_its_parameters_is_completed_from_the_init_segment() {
+    // ffmpeg's DASH muxer behind its tee muxer writes the sample entry's name alone.
+    let mpd = br#"<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2026-01-01T00:00:00Z" minBufferTime="PT1S" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4">
+      <Representation id="0" codecs="avc1" bandwidth="800000" width="640" height="360">
+        <SegmentTemplate timescale="15360" duration="15360" startNumber="1" initialization="init-$RepresentationID$.m4s" media="chunk-$RepresentationID$-$Number%05d$.m4s"/>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4">
+      <Representation id="1" codecs="mp4a.40.2" bandwidth="64000" audioSamplingRate="48000">
+        <SegmentTemplate timescale="48000" duration="48000" startNumber="1" initialization="init-$RepresentationID$.m4s" media="chunk-$RepresentationID$-$Number%05d$.m4s"/>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"#;
+    let mut observed = chunked();
+    for seen in observed.values_mut() {
+        seen.codecs = Some("avc1.42c01e".into());
+    }
+    let out = run(mpd, &observed);
+    assert!(out.contains(r#"codecs="avc1.42c01e""#), "{out}");
+    // A complete one is left as the encoder wrote it, even where the init segment disagrees.
+    assert!(out.contains(r#"codecs="mp4a.40.2""#), "{out}");
+    // Nothing known of the init segment: as written.
+    let out = run(mpd, &chunked());
+    assert!(out.contains(r#"codecs="avc1""#), "{out}");
+}
+
+#[test]
+fn only_a_bare_sample_entry_name_is_completed() {
+    use crate::media::mpd::completed_codecs;
+    assert_eq!(completed_codecs("avc1", Some("avc1.64001f")), Some("avc1.64001f"));
+    assert_eq!(completed_codecs("mp4a", Some("mp4a.40.2")), Some("mp4a.40.2"));
+    assert_eq!(completed_codecs("avc1.42c01e", Some("avc1.64001f")), None);
+    assert_eq!(completed_codecs("avc1", Some("avc1")), None);
+    assert_eq!(completed_codecs("avc1", Some("hvc1.1.6.L93.B0")), None);
+    assert_eq!(completed_codecs("avc1", Some("avc1.")), None);
+    assert_eq!(completed_codecs("Opus", Some("Opus.x")), None);
+    assert_eq!(completed_codecs("avc1", None), None);
 }
