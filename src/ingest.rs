@@ -134,10 +134,10 @@ impl Packager {
     }
 
     /// Ends `channel` now (a DELETE of the channel): POSTs still running stop at their next chunk,
-    /// open segments are finished and the final manifest is stored. False if the channel never
-    /// published anything.
-    pub fn end(&self, channel: &str) -> bool {
-        let Some(slot) = lock(&self.channels).get(channel).cloned() else {
+    /// open segments are finished and the final manifest is stored. After a restart, a channel that
+    /// stored itself is picked up first. False if the channel never published anything.
+    pub async fn end(&self, channel: &str) -> bool {
+        let Some(slot) = self.known_slot(channel).await else {
             return false;
         };
         let mut slot = lock(&slot);
@@ -159,12 +159,11 @@ impl Packager {
     /// The channel's slot: the one in memory, else the channel as it stored itself before a
     /// restart, else a new one.
     async fn slot(&self, channel: &str) -> Arc<Mutex<Slot>> {
-        if let Some(slot) = lock(&self.channels).get(channel) {
-            return Arc::clone(slot);
+        if let Some(slot) = self.known_slot(channel).await {
+            return slot;
         }
-        let restored = self.restored(channel).await;
         Arc::clone(lock(&self.channels).entry(channel.to_owned()).or_insert_with(|| {
-            Arc::new(Mutex::new(restored.unwrap_or_else(|| Slot {
+            Arc::new(Mutex::new(Slot {
                 channel: Channel::new(self.options),
                 uploads: HashMap::new(),
                 posts: HashMap::new(),
@@ -172,8 +171,22 @@ impl Packager {
                 generation: 0,
                 published: false,
                 dirty: false,
-            })))
+            }))
         }))
+    }
+
+    /// The channel's slot in memory, else the channel as it stored itself before a restart.
+    async fn known_slot(&self, channel: &str) -> Option<Arc<Mutex<Slot>>> {
+        let known = lock(&self.channels).get(channel).cloned();
+        if known.is_some() {
+            return known;
+        }
+        let restored = self.restored(channel).await?;
+        let mut channels = lock(&self.channels);
+        let slot = channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(restored)));
+        Some(Arc::clone(slot))
     }
 
     /// After a restart: the channel its stored live manifest (one the packager wrote), init

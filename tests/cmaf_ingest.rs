@@ -372,8 +372,9 @@ async fn an_encoder_that_reconnects_on_the_same_timeline_continues_the_channel()
 }
 
 /// ldash restarted between two POSTs of a channel: the channel is picked up from what it stored
-/// (manifest, init segment, segments), so an encoder that reconnects on the same timeline goes on
-/// in the same Period with the same availabilityStartTime and numbering, the earlier segments kept.
+/// (manifest, init segment, segments), so a DELETE ends it, and an encoder that reconnects on the
+/// same timeline goes on in the same Period with the same availabilityStartTime and numbering, the
+/// earlier segments kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_ldash_picks_a_packaged_channel_up_where_it_was() {
     let Some(ffmpeg) = tools(&[]) else {
@@ -385,6 +386,13 @@ async fn a_restarted_ldash_picks_a_packaged_channel_up_where_it_was() {
     server.stop().await;
 
     let server = TestServer::start_in(dir.path(), |_| {}).await;
+    // A DELETE of the channel before any POST ends it: the packager picks it up first.
+    let h1 = server.client_for(Proto::H1).await;
+    let deleted = h1.request(http::Method::DELETE, "/ldash/upload/ch1").fetch().await;
+    assert_eq!(deleted.status, 204);
+    let (_, ended) = h1.get_text("/ldash/download/ch1/stream.mpd").await;
+    assert!(ended.contains("type=\"static\""), "{ended}");
+    // The encoder back on the same timeline: the channel goes on.
     let (again, next) = continuing(&server, &before);
     let mut encoder2 = encoder(&ffmpeg, &again);
     server

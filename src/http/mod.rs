@@ -197,7 +197,7 @@ impl App {
                 let path = path::decode(tail)?;
                 match *req.method() {
                     Method::PUT | Method::POST => upload::put(self, &path, req, conn).await,
-                    Method::DELETE => upload::delete(self, &path, &req, conn),
+                    Method::DELETE => upload::delete(self, &path, &req, conn).await,
                     _ => Err(HttpError::MethodNotAllowed("PUT, POST, DELETE, OPTIONS")),
                 }
             }

@@ -127,7 +127,7 @@ where
     Ok(response)
 }
 
-pub(super) fn delete<B>(
+pub(super) async fn delete<B>(
     app: &App,
     path: &str,
     req: &Request<B>,
@@ -137,7 +137,7 @@ pub(super) fn delete<B>(
     // which is harmless for an empty one.
     authorize(app, req.headers(), conn)?;
     // A DELETE of a packaged channel ends it (its final, static manifest).
-    if app.packager.end(path) {
+    if app.packager.end(path).await {
         return Ok(no_content());
     }
     if app.store.delete(path, Some(conn.arrival)) {
