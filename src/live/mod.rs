@@ -70,8 +70,9 @@ impl Live {
     }
 
     /// Whether this origin is ready for viewers an edge would send it: what was on disk at start
-    /// is indexed, and every live stream found there has received an upload since (it is no longer
-    /// behind its encoder) or has ended by the usual rule. Err: what it waits for.
+    /// is indexed, and every live stream found there has had a whole segment uploaded since (it is
+    /// no longer behind its encoder) or has waited the end rule's time from the start for its
+    /// encoder ([`State::catching_up`]). Err: what it waits for.
     pub fn ready(&self) -> Result<(), String> {
         if !*self.restored.borrow() {
             return Err("indexing what was on disk at start".into());

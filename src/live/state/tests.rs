@@ -327,3 +327,32 @@ fn a_fixed_part_target_is_kept_and_zero_is_none() {
     });
     assert_eq!(s.options.part_target, Some(0.25));
 }
+
+#[test]
+fn a_stream_found_on_disk_catches_up_a_whole_segment_after_its_first_upload_or_gives_up() {
+    let t0 = Instant::now();
+    let s_of = || {
+        let mut s = with_stream(5, t0);
+        // Segments 1-3 found on disk at start (arrival 0), written before it.
+        for n in 1..=3 {
+            complete(&mut s, n, 0, t0);
+        }
+        s
+    };
+    let mut s = s_of();
+    assert_eq!(s.catching_up(t0, t0), ["live"], "found on disk, nothing uploaded since");
+    assert!(!s.uploaded("live"));
+    // The encoder's next segment reaches it 2 s after the start: caught up one segment later.
+    let up = t0 + Duration::from_secs(2);
+    complete(&mut s, 7, 10, up);
+    assert!(s.uploaded("live"));
+    assert_eq!(s.catching_up(t0, up + Duration::from_millis(900)), ["live"]);
+    assert!(s.catching_up(t0, up + Duration::from_secs(1)).is_empty());
+    // An encoder that never comes back: waited for five segment durations from the start.
+    let s = s_of();
+    assert_eq!(s.catching_up(t0, t0 + Duration::from_millis(4900)), ["live"]);
+    assert!(s.catching_up(t0, t0 + Duration::from_secs(5)).is_empty());
+    // A stream uploaded since start only has nothing to catch up with.
+    let (s, _, t0) = one_segment(5);
+    assert!(s.catching_up(t0, t0).is_empty());
+}
