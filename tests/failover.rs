@@ -380,6 +380,19 @@ async fn failover(kind: Kind, format: &str) {
     until_viewed(&mut reached, first + 18, "on B alone").await;
     // A comes back on its root and catches up with the encoder; the edge goes back to it.
     a.restart().await;
+    // Back from an outage longer than the end rule, A still has the stream live (its encoder went
+    // on elsewhere): a player the edge sends there before A's first upload is not told it ended.
+    for route in ["/ldash/download/live/stream.mpd", "/ldash/download/live/stream.0.m3u8"] {
+        let (status, body) = get_all(&direct, &format!("{}{route}", bases[0]))
+            .await
+            .unwrap_or_else(|e| panic!("A, started again: {route}: {e}"));
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "A, started again: {route}: {body}");
+        assert!(
+            !body.contains("mediaPresentationDuration") && !body.contains("#EXT-X-ENDLIST"),
+            "A, started again, calls the stream ended: {route}: {body}"
+        );
+    }
     let now = newest_segment(&direct, &bases[1]).await.expect("B's playlist");
     assert!(
         until_listed(&direct, &bases[0], now + 2, Duration::from_secs(20)).await,
@@ -475,14 +488,16 @@ async fn failover(kind: Kind, format: &str) {
         other => failures.push(format!("not playing at the end: {:?}", other.map(|(_, a)| a))),
     }
     let _ = encoder.ffmpeg.kill().await;
+    let log_tail = edge.access_log().lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    // The edge and the origins print their complaints when dropped: before the verdict, so that
+    // what failed comes last (a CI log keeps the tail of a failing run's output).
+    drop((edge, a, b));
     assert!(
         failures.is_empty(),
-        "{case}:\n{}\nconsole: {:?}\nedge log tail: {}",
-        failures.join("\n"),
+        "{case}\nconsole: {:?}\nedge log tail: {log_tail}\n{case} failed:\n{}",
         run.console,
-        edge.access_log().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        failures.join("\n")
     );
-    drop(b);
 }
 
 /// The same query to both origins (the same Host, as behind one edge).

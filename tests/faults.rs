@@ -217,7 +217,8 @@ async fn restarted_ldash_keeps_completed_segments_and_a_reconnecting_encoder_res
 /// The stream's state survives an ldash restart whether or not its encoder comes back: at start
 /// ldash indexes what is on disk, so the LL-HLS playlists and the MPD are served from the stream's
 /// last state at once over every HTTP version (they answered 503 until the encoder was back), and
-/// the stream ends by the usual rule, counted from its last write.
+/// the stream ends by the usual rule, counted from the start (not its last write: the encoder may
+/// have gone on to another origin meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_ldash_serves_a_streams_last_state_at_once_and_ends_it_by_the_usual_rule() {
     let Some(ffmpeg) = require_tool("ffmpeg") else {
@@ -254,7 +255,7 @@ async fn a_restarted_ldash_serves_a_streams_last_state_at_once_and_ends_it_by_th
         let (status, mpd) = client.get_text("/ldash/download/live/stream.mpd").await;
         assert_eq!(status, 200, "{proto:?}: {mpd}");
     }
-    // No upload since the restart: the stream ends five segment durations after its last write. A
+    // No upload since the restart: the stream ends five segment durations after the start. A
     // blocking request for a part that never comes is answered with the ended playlist then (or
     // 503 after three target durations, and asked again).
     let client = server.client_for(Proto::H2Tls).await;

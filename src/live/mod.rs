@@ -57,7 +57,9 @@ impl Live {
         tokio::spawn(live.clone().follow_store(events));
         let restoring = live.clone();
         tokio::spawn(async move {
+            let (state, started) = (Arc::clone(&restoring.state), restoring.started);
             restoring.restore().await;
+            lock(&state).disk_indexed(started);
             restored.send_replace(true);
         });
         live
@@ -92,7 +94,8 @@ impl Live {
     /// it as if it had just been uploaded, at the times it was written (init segments first, then
     /// segments oldest first), so that a stream's MPD and playlists are served from its last state
     /// at once, and a stream whose encoder does not come back ends by the usual rule, counted from
-    /// its last write. A segment uploaded since (its event indexed it) is left as it is.
+    /// the start ([`State::disk_indexed`]). A segment uploaded since (its event indexed it) is left
+    /// as it is.
     async fn restore(self) {
         let started = Instant::now();
         let now = SystemTime::now();

@@ -325,6 +325,18 @@ impl State {
         folders
     }
 
+    /// What was on disk at `started` is indexed (at the times it was written). A live stream found
+    /// there counts towards the end rule from `started`, not from its last write before: its
+    /// encoder may have gone on elsewhere meanwhile (to another origin, while this one was down)
+    /// and come back any moment; an origin back from an outage longer than the end rule would
+    /// otherwise call the stream ended (`mediaPresentationDuration`, `EXT-X-ENDLIST`) to the first
+    /// players an edge sends it, and those players stop.
+    pub fn disk_indexed(&mut self, started: Instant) {
+        for f in self.folders.values_mut().filter(|f| f.found_on_disk) {
+            f.activity.touch(started);
+        }
+    }
+
     /// Whether a segment was uploaded into `folder` since start. Until then its streams are only
     /// what was on disk: a restarted origin is behind its encoder, and a request ahead of that is
     /// not ahead of the stream.

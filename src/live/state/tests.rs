@@ -218,6 +218,41 @@ fn a_quiet_stream_ends_after_the_configured_segments() {
 }
 
 #[test]
+fn a_live_stream_found_on_disk_ends_by_the_rule_counted_from_the_start_not_its_last_write() {
+    // Written 60 s before the origin started (it was down meanwhile): indexed at those times.
+    let start = Instant::now() + Duration::from_secs(120);
+    let written = start - Duration::from_secs(60);
+    let mut s = with_stream(5, written);
+    for n in 1..=3 {
+        complete(&mut s, n, 0, written);
+    }
+    let mpd = mpd_of(&s);
+    assert!(
+        s.options.has_ended(&s.folders["live"], &mpd, start),
+        "before the disk is indexed, the last write counts"
+    );
+    s.disk_indexed(start);
+    let f = &s.folders["live"];
+    assert!(
+        !s.options.has_ended(f, &mpd, start),
+        "live at the start: the encoder may be back"
+    );
+    assert_eq!(
+        s.ended_duration("live", &mpd, start),
+        None,
+        "no mediaPresentationDuration"
+    );
+    assert!(!s.options.has_ended(f, &mpd, start + Duration::from_millis(4999)));
+    assert!(s.options.has_ended(f, &mpd, start + Duration::from_secs(5)));
+    // A stream uploaded since the start only is not moved.
+    let (mut s, mpd, t0) = one_segment(5);
+    s.disk_indexed(t0 + Duration::from_secs(4));
+    assert!(s
+        .options
+        .has_ended(&s.folders["live"], &mpd, t0 + Duration::from_secs(5)));
+}
+
+#[test]
 fn end_after_zero_segments_never_ends() {
     let (s, mpd, t0) = one_segment(0);
     let f = &s.folders["live"];
