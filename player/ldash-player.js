@@ -170,18 +170,21 @@
         }
       }, 0);
     });
-    await player.load(config.manifest);
     if (config.kind === "hls") {
       // Shaka catches up only towards a DASH ServiceDescription; an HLS stream has none, and without
-      // a target Shaka stays wherever its start left it (0.4 to 1.8 s in the first measurements).
-      // Aim at PART-HOLD-BACK, catching up beyond a tenth of a second.
-      const hold = await partHoldBack();
-      if (hold) {
+      // a target Shaka stays wherever its start left it: 0.4 s, or 1.7-1.9 s after a stall while
+      // starting at the live edge. Its live sync must be on before load(): Shaka follows the
+      // playback position for it only when it was on then. Its latency is measured from the end
+      // of its seek range, which is PART-HOLD-BACK behind the newest part already: aim a part
+      // behind that, catching up beyond two.
+      const part = await partTarget();
+      if (part) {
         player.configure({
-          streaming: { liveSync: { enabled: true, targetLatency: hold, targetLatencyTolerance: 0.1, maxPlaybackRate: 1.25 } },
+          streaming: { liveSync: { enabled: true, targetLatency: part, targetLatencyTolerance: part, maxPlaybackRate: 1.25 } },
         });
       }
     }
+    await player.load(config.manifest);
     sampleLatency = () => player.getStats().liveLatency;
     sampleLevel = () => {
       const track = player.getVariantTracks().find((t) => t.active);
@@ -192,8 +195,8 @@
     window.ldash.player = player;
   }
 
-  // PART-HOLD-BACK of the stream's first media playlist, in seconds (null if it has none).
-  async function partHoldBack() {
+  // PART-TARGET of the stream's first media playlist, in seconds (null if it has none).
+  async function partTarget() {
     try {
       const multivariant = await (await fetch(config.manifest)).text();
       const first = multivariant.split("\n").find((l) => l && !l.startsWith("#"));
@@ -201,7 +204,7 @@
         return null;
       }
       const media = await (await fetch(new URL(first, new URL(config.manifest, location.href)))).text();
-      const match = /PART-HOLD-BACK=([0-9.]+)/.exec(media);
+      const match = /#EXT-X-PART-INF:PART-TARGET=([0-9.]+)/.exec(media);
       return match ? Number(match[1]) : null;
     } catch (e) {
       return null;
