@@ -11,6 +11,8 @@
 //! - [`daemon`]: peer servers (nginx, Varnish, caddy) on free loopback ports, ready when their output
 //!   says so; [`process`]: what a process tree costs, and signals to it.
 //! - [`browser`]: the play-page driver (tests/browser/play.cjs, headless Chromium).
+//! - [`netpath`]: shaped network paths (delay, jitter, loss, rate) between ldash and a player in a
+//!   network namespace of its own, relayed in user space through a pair of TUN devices.
 //! - [`metrics`]: a Prometheus text scrape; [`digest`]: SHA-256 of bodies; [`raw`]: hand-written
 //!   HTTP/1.1 exchanges; [`tools`]: finding the external tools a run needs.
 //!
@@ -26,6 +28,7 @@ pub mod digest;
 pub mod encoder;
 pub mod h3client;
 pub mod metrics;
+pub mod netpath;
 pub mod origin;
 pub mod process;
 pub mod raw;
