@@ -1,8 +1,9 @@
 // The ldash play page: plays an LL-DASH manifest with dash.js or Shaka Player, or an LL-HLS playlist
 // with hls.js or Shaka Player (?engine=dashjs|hlsjs|shaka), and shows live statistics every second.
 // When the stream carries its capture time as a barcode (ldash-clock), the page reads it from every
-// frame it shows and reports the glass-to-glass latency. Everything a test or a person needs is in
-// window.ldash.stats and window.ldash.glass.
+// frame it shows and reports the glass-to-glass latency, and how long the picture stood still.
+// Everything a test or a person needs is in window.ldash.stats, window.ldash.glass and
+// window.ldash.picture (with window.ldash.frozen(from, to) and window.ldash.seeksSince(from)).
 "use strict";
 
 (function () {
@@ -21,6 +22,8 @@
     height: null,
     bitrate: null, // bits per second of the current representation
     stalls: 0,
+    seeks: 0, // seeking events since the page loaded (the page's live-edge jumps and the player's own)
+    frozen: null, // seconds of frozen picture since the page loaded, when the stream carries a clock
     protocol: null, // nextHopProtocol of the latest segment request (h2, h3, http/1.1)
     currentTime: 0,
     playing: false,
@@ -29,7 +32,24 @@
   };
   // Glass-to-glass samples: [performance.now() ms, seconds]; reads that failed the barcode check.
   const glass = { values: [], reads: 0, misses: 0 };
-  window.ldash = { stats, glass, engine };
+  // The picture on screen, by its capture time: when it was first shown (performance.now() ms), the
+  // capture-time step between frames (the frame interval, a median of recent steps), the frozen
+  // intervals [from, to] (the capture time shown did not change for more than 3 frame intervals;
+  // the whole interval counts), and when each seek started. Before the first frame the picture
+  // counts as frozen from the page's load.
+  const picture = { stamp: null, since: performance.now(), step: 1000 / 30, steps: [], freezes: [], seeks: [] };
+  // Seconds of frozen picture between `from` and `to` (performance.now() ms), the freeze going on
+  // at `to` included.
+  function frozen(from, to) {
+    const ongoing = to - picture.since > 3 * picture.step ? [[picture.since, to]] : [];
+    let total = 0;
+    for (const [a, b] of picture.freezes.concat(ongoing)) {
+      total += Math.max(0, Math.min(b, to) - Math.max(a, from));
+    }
+    return total / 1000;
+  }
+  const seeksSince = (from) => picture.seeks.filter((t) => t >= from).length;
+  window.ldash = { stats, glass, picture, frozen, seeksSince, engine };
 
   const names = { dashjs: "dash.js", hlsjs: "hls.js", shaka: "Shaka" };
   const switcher = document.getElementById("engines");
@@ -261,7 +281,9 @@
     if (code === null) {
       glass.misses += 1;
     } else {
-      const seconds = (shown - unwrapStamp(code, shown)) / 1000;
+      const stamp = unwrapStamp(code, shown);
+      pictureShown(stamp, performance.now());
+      const seconds = (shown - stamp) / 1000;
       if (seconds > -1 && seconds < 120) {
         glass.reads += 1;
         glass.values.push([performance.now(), seconds]);
@@ -277,6 +299,35 @@
   } else {
     setInterval(() => onFrame(null, null), 50);
   }
+
+  // A frame with capture time `stamp` reached the screen at `now`: a new picture ends a freeze
+  // that lasted more than 3 frame intervals.
+  function pictureShown(stamp, now) {
+    if (stamp === picture.stamp) {
+      return;
+    }
+    if (picture.stamp !== null && stamp > picture.stamp) {
+      picture.steps.push(stamp - picture.stamp);
+      if (picture.steps.length > 30) {
+        picture.steps.shift();
+      }
+      const sorted = picture.steps.slice().sort((a, b) => a - b);
+      picture.step = sorted[Math.floor(sorted.length / 2)];
+    }
+    if (now - picture.since > 3 * picture.step) {
+      picture.freezes.push([picture.since, now]);
+      if (picture.freezes.length > 5000) {
+        picture.freezes.splice(0, 1000);
+      }
+    }
+    picture.stamp = stamp;
+    picture.since = now;
+  }
+
+  video.addEventListener("seeking", () => {
+    stats.seeks += 1;
+    picture.seeks.push(performance.now());
+  });
 
   function recentGlass() {
     const since = performance.now() - 1000;
@@ -348,6 +399,7 @@
     const latency = sampleLatency();
     stats.latency = Number.isFinite(latency) && latency > 0 ? latency : null;
     stats.glass = recentGlass();
+    stats.frozen = glass.reads ? frozen(0, performance.now()) : null;
     stats.buffer = bufferAhead();
     stats.rate = video.playbackRate;
     stats.width = video.videoWidth || null;

@@ -32,6 +32,13 @@ pub struct Sample {
     /// carries a clock.
     #[serde(default)]
     pub glass: Option<f64>,
+    /// Seconds of frozen picture since the measurement started (the capture time shown did not
+    /// change for more than 3 frame intervals), when the stream carries a clock.
+    #[serde(default)]
+    pub frozen: Option<f64>,
+    /// Seeks since the measurement started (the page's live-edge jumps and the player's own).
+    #[serde(default)]
+    pub seeks: u32,
 }
 
 /// The glass-to-glass figures read from the frames, and the player's own.
@@ -44,6 +51,13 @@ pub struct Summary {
     pub player_p50: Option<f64>,
     /// The player's forward buffer (p50 of the samples).
     pub buffer_p50: Option<f64>,
+    /// Seconds of frozen picture in the measured window: every interval in which the capture time
+    /// shown did not change for more than 3 frame intervals, whole (None without a clock).
+    #[serde(default)]
+    pub frozen_s: Option<f64>,
+    /// `seeking` events in the measured window.
+    #[serde(default)]
+    pub seeks: u32,
 }
 
 /// What one run of the driver printed.
@@ -108,6 +122,19 @@ impl Driver {
     pub async fn play(
         &self,
         page: &str,
+        times: (u32, u32),
+        shot: &Path,
+        flags: &[String],
+    ) -> Result<DriverRun, String> {
+        self.play_behind(&[], page, times, shot, flags).await
+    }
+
+    /// [`Driver::play`] with node (and so Chromium) run behind `prefix`: a shaped network path's
+    /// [`crate::netpath::NetPath::exec_prefix`] plays the page from the player's namespace.
+    pub async fn play_behind(
+        &self,
+        prefix: &[String],
+        page: &str,
         (warmup, seconds): (u32, u32),
         shot: &Path,
         flags: &[String],
@@ -115,7 +142,14 @@ impl Driver {
         if let Some(folder) = shot.parent() {
             std::fs::create_dir_all(folder).map_err(|e| format!("screenshot folder: {e}"))?;
         }
-        let mut command = tokio::process::Command::new(&self.node);
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args).arg(&self.node);
+                command
+            }
+            None => tokio::process::Command::new(&self.node),
+        };
         command
             .arg(&self.script)
             .arg(&self.modules)
