@@ -46,21 +46,28 @@ pub async fn drive(
 /// The last sample, asserting that the player reported no error and that playback advanced at
 /// least `min` seconds over the last 5 s; returns it.
 pub fn assert_plays<'a>(run: &'a DriverRun, min: f64, case: &str) -> &'a Sample {
+    check_plays(run, (min, 5), case).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// The last sample when the player reported no error and playback advanced at least `min` seconds
+/// over the last `seconds`; otherwise what went wrong (with the page's console).
+pub fn check_plays<'a>(run: &'a DriverRun, (min, seconds): (f64, u32), case: &str) -> Result<&'a Sample, String> {
     let (last, advanced) = run
-        .advanced_over(5)
-        .unwrap_or_else(|| panic!("{case}: no sample 5 s before the last: {:?}", run.console));
-    assert!(
-        last.error.is_none(),
-        "{case}: the player reported {:?}; console: {:?}",
-        last.error,
-        run.console
-    );
-    assert!(
-        advanced >= min,
-        "{case}: playback advanced {advanced:.2} s in 5 s; console: {:?}",
-        run.console
-    );
-    last
+        .advanced_over(seconds)
+        .ok_or_else(|| format!("{case}: no sample {seconds} s before the last: {:?}", run.console))?;
+    if last.error.is_some() {
+        return Err(format!(
+            "{case}: the player reported {:?}; console: {:?}",
+            last.error, run.console
+        ));
+    }
+    if advanced < min {
+        return Err(format!(
+            "{case}: playback advanced {advanced:.2} s in {seconds} s; console: {:?}",
+            run.console
+        ));
+    }
+    Ok(last)
 }
 
 /// Where a test's screenshot goes: target/browser/{name}.png.
