@@ -3,12 +3,15 @@
 //! with each player over HTTP/2 and HTTP/3 while the page reads the capture time back from the
 //! pixels (tests/browser/play.cjs drives it). Beside it: the player's own latency figure, which leaves
 //! out capture and encoding, and the player's forward buffer, which is where most of the rest goes.
+//! With `--net PROFILE` Chromium plays from the far end of a shaped network path (the test kit's
+//! netpath), and the frozen picture time and seeks tell a player that jumps from one that plays.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use testkit::browser::{Driver, DriverRun};
 use testkit::encoder::{clock_encoder, Dash, Ingest, Source, Video};
+use testkit::netpath::{NetPath, OpenError};
 use testkit::tools::{tools_required, which};
 use testkit::{OriginProcess, Proto};
 
@@ -37,29 +40,60 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
         println!("Skipped: needs ffmpeg, node, Chromium and `npm ci --prefix player`.");
         return Ok(());
     };
-    let (warmup, measured, chunks): (u32, u32, &[f64]) = if plan.quick {
-        (6, 10, &[0.1])
-    } else {
-        (10, 30, &[0.2, 0.1, 0.05])
+    let (warmup, measured, chunks): (u32, u32, &[f64]) = match (plan.quick, &plan.net) {
+        (true, _) => (6, 10, &[0.1]),
+        // Through a shaped path, the chunk the issue measured with unless --chunks says otherwise.
+        (false, Some(_)) => (10, 30, &[0.1]),
+        (false, None) => (10, 30, &[0.2, 0.1, 0.05]),
     };
     let chunks = plan.chunks.as_deref().unwrap_or(chunks);
+    let path = match &plan.net {
+        None => None,
+        Some(profile) => match NetPath::open(profile.clone()) {
+            Ok(path) => Some(path),
+            Err(OpenError::Unavailable(why)) if !tools_required() => {
+                println!("Skipped: a shaped network path needs root and /dev/net/tun ({why}).");
+                return Ok(());
+            }
+            Err(err) => return Err(err.to_string()),
+        },
+    };
     println!(
         "ldash-clock frames ({} at {} fps, capture time as a barcode) encoded by ffmpeg (x264 ultrafast, \
          zerolatency, 1 s segments of the chunk duration shown, plus AAC), served by ldash, played by the play \
          page in headless Chromium, which reads each frame's capture time from its pixels. {warmup} s to settle, \
          then {measured} s measured; encoder, ldash and Chromium share the machine. \"player\" is the player's own \
-         latency figure, \"buffer\" its forward buffer (p50 of the per-second samples).\n",
+         latency figure, \"buffer\" its forward buffer (p50 of the per-second samples), \"frozen\" the seconds in which \
+         the picture stood still (the capture time shown did not change for more than 3 frame intervals; whole \
+         intervals counted), \"seeks\" the player's jumps.\n",
         testkit::encoder::SIZE,
         testkit::encoder::FPS
     );
+    if let Some(path) = &path {
+        println!(
+            "Through a shaped network path: {}. Chromium runs in a network namespace of its own and reaches ldash at \
+             {} through a user-space relay (the test kit's netpath) that delays, jitters and drops every packet of \
+             the player each way; the encoder pushes over loopback, unshaped.\n",
+            path.profile().describe(),
+            path.server_addr()
+        );
+    }
     println!(
-        "| chunk | player | format | HTTP | glass-to-glass p50 | p95 | player p50 | buffer p50 | stalls | errors |\n\
-         | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| chunk | player | format | HTTP | glass-to-glass p50 | p95 | player p50 | buffer p50 | stalls | frozen | seeks | errors |\n\
+         | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for &chunk in chunks {
         for (engine, format) in PLAYERS {
             for h3 in [false, true] {
-                let row = case(dir, (&ffmpeg, &driver), chunk, (engine, format), h3, (warmup, measured)).await;
+                let row = case(
+                    dir,
+                    (&ffmpeg, &driver, path.as_ref()),
+                    chunk,
+                    (engine, format),
+                    h3,
+                    (warmup, measured),
+                )
+                .await;
                 let proto = if h3 { "HTTP/3" } else { "HTTP/2" };
                 let fmt = if format == "hls" { "LL-HLS" } else { "LL-DASH" };
                 match row {
@@ -73,12 +107,14 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
                             .chain(last.and_then(|l| l.error.clone()))
                             .collect();
                         println!(
-                            "| {chunk} s | {engine} | {fmt} | {proto} | {} | {} | {} | {} | {} | {} |",
+                            "| {chunk} s | {engine} | {fmt} | {proto} | {} | {} | {} | {} | {} | {} | {} | {} |",
                             s(r.summary.glass_p50),
                             s(r.summary.glass_p95),
                             s(r.summary.player_p50),
                             s(r.summary.buffer_p50),
                             last.map_or(0, |l| l.stalls),
+                            s(r.summary.frozen_s),
+                            r.summary.seeks,
                             if errors.is_empty() {
                                 "none".to_owned()
                             } else {
@@ -86,7 +122,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
                             }
                         );
                     }
-                    Err(err) => println!("| {chunk} s | {engine} | {fmt} | {proto} | failed: {err} | | | | | |"),
+                    Err(err) => println!("| {chunk} s | {engine} | {fmt} | {proto} | failed: {err} | | | | | | | |"),
                 }
             }
         }
@@ -95,10 +131,10 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
 }
 
 /// One row: `engine` playing `format` over HTTP/2 or HTTP/3 (`h3`) of a clock source with
-/// `chunk`-second chunks, from a fresh ldash.
+/// `chunk`-second chunks, from a fresh ldash; from the far end of `path` when there is one.
 async fn case(
     dir: &Path,
-    (ffmpeg, driver): (&Path, &Driver),
+    (ffmpeg, driver, path): (&Path, &Driver, Option<&NetPath>),
     chunk: f64,
     (engine, format): (&str, &str),
     h3: bool,
@@ -107,7 +143,14 @@ async fn case(
     // No player folder: the libraries built into the binary, as users get them.
     let root = dir.join(format!("{engine}-{format}-{chunk}-{h3}"));
     let no_player = root.join("no-player-dir").to_string_lossy().into_owned();
-    let server = procs::start_ldash(&root, &["--player-dir", &no_player]).await?;
+    // TLS and QUIC where the path's far end reaches this namespace; cleartext (the encoder) on loopback.
+    let host = path.map_or("127.0.0.1".to_owned(), |p| p.server_addr().to_string());
+    let https = format!("{host}:0");
+    let mut options = vec!["--player-dir", &no_player];
+    if path.is_some() {
+        options.extend(["--https", &https]);
+    }
+    let server = procs::start_ldash(&root, &options).await?;
     let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
     // The tests' encoder with one video rendition, from the clock.
     let dash = Dash {
@@ -123,14 +166,17 @@ async fn case(
     wait_for_segment(&server, 3).await?;
     let port = server.https.port();
     let manifest = if format == "hls" { "stream.m3u8" } else { "stream.mpd" };
-    let page = format!("https://127.0.0.1:{port}/ldash/play/live/{manifest}?engine={engine}");
+    let page = format!("https://{host}:{port}/ldash/play/live/{manifest}?engine={engine}");
     let shot = dir.join(format!("{engine}-{format}.png"));
     let mut flags = Vec::new();
     if h3 {
-        flags.push(format!("--origin-to-force-quic-on=127.0.0.1:{port}"));
+        flags.push(format!("--origin-to-force-quic-on={host}:{port}"));
         flags.push(format!("--ignore-certificate-errors-spki-list={}", server.spki));
     }
-    driver.play(&page, (warmup, measured), &shot, &flags).await
+    let prefix = path.map(NetPath::exec_prefix).unwrap_or_default();
+    driver
+        .play_behind(&prefix, &page, (warmup, measured), &shot, &flags)
+        .await
 }
 
 /// Waits until segment `n` of the first video rendition is complete, with a blocking LL-HLS reload

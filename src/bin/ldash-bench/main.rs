@@ -5,7 +5,13 @@
 //!
 //! ```text
 //! cargo run --release --features bench --bin ldash-bench -- [--quick] [--only relay,capacity,fanout,hls,memory,glass]
+//! cargo run --release --features bench --bin ldash-bench -- --only glass --net rtt100-loss2-jitter10
 //! ```
+//!
+//! `--net PROFILE` plays the glass-to-glass item through a shaped network path (the test kit's
+//! netpath: Chromium in a network namespace of its own, delay, jitter, loss and rate added by a
+//! user-space relay; needs root and /dev/net/tun): `clean`, `rtt50-loss1`,
+//! `rtt100-loss2-jitter10` or `mobile`.
 //!
 //! `ldash-bench serve ROOT [OPTIONS]` is the server side (ldash's library with ldash's options), which
 //! the benchmark starts as a child process; `ldash-bench clock [OPTIONS]` is `ldash-clock` (the
@@ -40,6 +46,8 @@ pub struct Plan {
     sizes: Option<Vec<usize>>,
     /// Glass-to-glass: chunk durations (seconds) instead of the defaults.
     chunks: Option<Vec<f64>>,
+    /// Glass-to-glass: the shaped network path's profile the players play through.
+    net: Option<testkit::netpath::Profile>,
 }
 
 impl Plan {
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
         readers: None,
         sizes: None,
         chunks: None,
+        net: None,
     };
     let numbers = |v: Option<&String>| v.map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
     let mut it = args.iter();
@@ -86,10 +95,22 @@ fn main() -> ExitCode {
                         .collect()
                 })
             }
+            "--net" => {
+                let name = it.next().map(String::as_str).unwrap_or_default();
+                let Some(profile) = testkit::netpath::Profile::named(name) else {
+                    eprintln!(
+                        "ldash-bench: --net takes one of {} (not {name:?})",
+                        testkit::netpath::Profile::NAMES.join(", ")
+                    );
+                    return ExitCode::FAILURE;
+                };
+                plan.net = Some(profile);
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory,glass] \\\n  \
-                     [--readers 1,100] [--sizes 1024,65536] (relay cases) [--chunks 0.2,0.1] (glass cases)"
+                     [--readers 1,100] [--sizes 1024,65536] (relay cases) [--chunks 0.2,0.1] (glass cases) \\\n  \
+                     [--net clean|rtt50-loss1|rtt100-loss2-jitter10|mobile] (glass through a shaped path)"
                 );
                 return ExitCode::SUCCESS;
             }
