@@ -123,8 +123,12 @@ pub struct Config {
     #[arg(long, env = "LDASH_PLAYER_DIR", default_value = "./player")]
     pub player_dir: PathBuf,
 
-    /// LL-HLS PART-TARGET in milliseconds, fixed for every stream; 0 takes the longest CMAF chunk
-    /// seen when a stream's first playlist is made (the smallest value the chunking allows).
+    /// LL-HLS part duration wanted, in milliseconds: each part groups as many whole CMAF chunks as
+    /// come closest (0.1 s chunks and 300: three a part), and PART-TARGET is that many times the
+    /// longest chunk, fixed for the stream's life. 0: one chunk a part (the smallest the chunking
+    /// allows). Apple asks for at least the viewers' round trip, and three times it (section
+    /// 14.2): parts the size of the round trip cost hls.js two round trips each. LL-DASH is
+    /// unaffected (chunk by chunk).
     #[arg(long, env = "LDASH_PART_TARGET_MS", default_value_t = 0)]
     pub part_target_ms: u64,
 

@@ -22,7 +22,8 @@ use crate::store::{ReadError, Reader};
 pub struct BodyError(#[from] pub ReadError);
 
 /// Chunks with the instant each was appended to the store, when the reader follows a growing entry.
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<(Bytes, Option<std::time::Instant>), ReadError>> + Send>>;
+pub(crate) type ChunkStream =
+    Pin<Box<dyn Stream<Item = Result<(Bytes, Option<std::time::Instant>), ReadError>> + Send>>;
 
 enum Kind {
     Empty,
@@ -83,6 +84,17 @@ impl ResponseBody {
                 chunks: Box::pin(chunks),
                 remaining: len,
             },
+            log: None,
+            meter: None,
+            attached: None,
+        }
+    }
+
+    /// A body of stored chunks from `chunks` (a growing segment released part by part); `len` is
+    /// its exact length when known.
+    pub(crate) fn chunks(chunks: ChunkStream, len: Option<u64>) -> Self {
+        ResponseBody {
+            kind: Kind::Stream { chunks, remaining: len },
             log: None,
             meter: None,
             attached: None,

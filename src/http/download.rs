@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use super::release::{released, Gate, PART_WAIT};
 use super::{headers, App, ConnInfo, HttpError, ResponseBody, Transport};
 use crate::store::{Entry, EntryState};
 
@@ -33,9 +34,12 @@ pub(super) async fn get<B>(
     };
     let head = req.method() == Method::HEAD;
     match entry.state() {
-        EntryState::Growing => match explicit_range(req.headers()) {
-            Some(range) => growing_range(app, path, &entry, range, req.headers(), head).await,
-            None => Ok(growing(app, path, &entry, head)),
+        EntryState::Growing => match growing_range_of(req.headers()) {
+            Some(GrowingRange::Closed(range)) => growing_range(app, path, &entry, range, req.headers(), head).await,
+            Some(GrowingRange::Open { first, last }) => {
+                open_range(app, path, &entry, (first, last), req.headers(), head).await
+            }
+            None => Ok(growing(app, path, &entry, head).await),
         },
         EntryState::Complete if wants_rewrite(path, req) => match rewritten_manifest(app, path, req, conn).await {
             Some(response) => Ok(response),
@@ -61,15 +65,93 @@ fn typed(app: &App, path: &str, growing: bool, body: ResponseBody) -> Response<R
     response
 }
 
-/// How long a range request on a growing entry waits for its last byte (an LL-HLS part).
-const PART_WAIT: Duration = Duration::from_secs(10);
+/// The last-byte-pos a client sends to ask for a growing resource to its end (RFC 8673: 2^53 - 1,
+/// which the HLS draft recommends for a preload hint without BYTERANGE-LENGTH). Anything from here
+/// up means "to the end, however long it gets".
+const OPEN_ENDED: u64 = (1 << 53) - 1;
 
-/// A single `bytes=first-last` range with both ends given (what LL-HLS players ask for parts).
-fn explicit_range(request: &HeaderMap) -> Option<(u64, u64)> {
+/// A Range request into a growing entry.
+#[derive(Debug, PartialEq, Eq)]
+enum GrowingRange {
+    /// `bytes=first-last`: `first..end`, end exclusive (what LL-HLS players ask for parts).
+    Closed((u64, u64)),
+    /// `bytes=first-`, or a last-byte-pos of 2^53 - 1 or more (a preload hint): from `first` to
+    /// the end of the upload; `last` is what the Content-Range names.
+    Open { first: u64, last: u64 },
+}
+
+/// The single range of a Range request into a growing entry; None (the whole entry, as it grows)
+/// for several ranges, a suffix range (its end is not known yet) or a header that does not parse.
+fn growing_range_of(request: &HeaderMap) -> Option<GrowingRange> {
     let value = request.get(header::RANGE)?.to_str().ok()?;
     let (first, last) = value.trim().strip_prefix("bytes=")?.split_once('-')?;
-    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
-    (first <= last).then_some((first, last.checked_add(1)?))
+    let first: u64 = first.trim().parse().ok()?;
+    let last = last.trim();
+    if last.is_empty() {
+        return Some(GrowingRange::Open {
+            first,
+            last: OPEN_ENDED,
+        });
+    }
+    let last: u64 = last.parse().ok()?;
+    if last < first {
+        return None;
+    }
+    if last >= OPEN_ENDED {
+        return Some(GrowingRange::Open { first, last });
+    }
+    Some(GrowingRange::Closed((first, last.checked_add(1)?)))
+}
+
+/// An open range of a growing entry (a preload hint, or `bytes=N-`): 206 from `first` to the end
+/// of the upload, its length unknown (`Content-Range: bytes first-last/*`, RFC 8673), released
+/// part by part as the draft asks (section 6.2.6). The headers go with the first whole part, so a
+/// range that turns out to start past the end of the finished file still gets its 416.
+async fn open_range(
+    app: &App,
+    path: &str,
+    entry: &std::sync::Arc<Entry>,
+    (first, last): (u64, u64),
+    request: &HeaderMap,
+    head: bool,
+) -> Result<Response<ResponseBody>, HttpError> {
+    let gate = app
+        .live
+        .parts_of(path)
+        .await
+        .map(|(index, per_part)| Gate { index, per_part });
+    if let (Some(gate), false) = (&gate, head) {
+        match gate.next_after(first, PART_WAIT).await {
+            Ok(Some(_)) => {}
+            // The upload ended before a part past `first` was made: answer as for the whole file.
+            Ok(None) if entry.state() != EntryState::Growing => return complete(app, path, entry, request, head),
+            Ok(None) => {}
+            Err(_) => return Err(HttpError::PartTimeout),
+        }
+    }
+    let mut response = typed(app, path, true, ResponseBody::empty());
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes {first}-{last}/*")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    if !head {
+        let limit = app.settings.reader_lag_limit;
+        let body = match gate {
+            Some(gate) => {
+                ResponseBody::chunks(released(std::sync::Arc::clone(entry), gate, (first, None), limit), None)
+            }
+            None => ResponseBody::reader(lagged(entry.reader(first, None), limit), None),
+        };
+        *response.body_mut() = body.attached(app.metrics.growing_reader());
+    }
+    Ok(response)
+}
+
+fn lagged(reader: crate::store::Reader, limit: Option<u64>) -> crate::store::Reader {
+    match limit {
+        Some(limit) => reader.with_lag_limit(limit),
+        None => reader,
+    }
 }
 
 /// A byte range of a growing entry (an LL-HLS part): held until its last byte exists, then sent at
@@ -168,17 +250,22 @@ fn clock_url<B>(req: &Request<B>, conn: &ConnInfo) -> String {
     }
 }
 
-/// A growing entry: everything so far, then each chunk as it arrives. Range and validators are
-/// ignored (the length is not known yet), as HTTP allows.
-fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> Response<ResponseBody> {
+/// A growing entry: everything so far, then the rest as it arrives: a media segment the live index
+/// follows CMAF chunk by whole CMAF chunk (see [`super::release`]), anything else byte by byte.
+/// Validators are ignored (the length is not known yet), as HTTP allows.
+async fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> Response<ResponseBody> {
     let body = if head {
         ResponseBody::empty()
     } else {
-        let mut reader = entry.reader(0, None);
-        if let Some(limit) = app.settings.reader_lag_limit {
-            reader = reader.with_lag_limit(limit);
-        }
-        ResponseBody::reader(reader, None).attached(app.metrics.growing_reader())
+        let limit = app.settings.reader_lag_limit;
+        let body = match app.live.parts_of(path).await {
+            Some((index, _)) => {
+                let gate = Gate { index, per_part: 1 };
+                ResponseBody::chunks(released(std::sync::Arc::clone(entry), gate, (0, None), limit), None)
+            }
+            None => ResponseBody::reader(lagged(entry.reader(0, None), limit), None),
+        };
+        body.attached(app.metrics.growing_reader())
     };
     typed(app, path, true, body)
 }
@@ -333,5 +420,40 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Range::Whole);
         assert_eq!(parse_range("items=0-1", 100), Range::Whole);
         assert_eq!(parse_range("bytes=x-", 100), Range::Whole);
+    }
+
+    #[test]
+    fn ranges_into_a_growing_entry_are_closed_or_open_ended() {
+        let ask = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RANGE, HeaderValue::from_str(value).expect("header"));
+            growing_range_of(&headers)
+        };
+        assert_eq!(ask("bytes=10-19"), Some(GrowingRange::Closed((10, 20))));
+        assert_eq!(
+            ask("bytes=10-"),
+            Some(GrowingRange::Open {
+                first: 10,
+                last: OPEN_ENDED
+            })
+        );
+        assert_eq!(
+            ask("bytes=10-9007199254740991"),
+            Some(GrowingRange::Open {
+                first: 10,
+                last: 9_007_199_254_740_991
+            })
+        );
+        assert_eq!(
+            ask("bytes=0-18446744073709551615"),
+            Some(GrowingRange::Open {
+                first: 0,
+                last: u64::MAX
+            })
+        );
+        assert_eq!(ask("bytes=-10"), None, "a suffix of a file whose end is unknown");
+        assert_eq!(ask("bytes=5-1"), None);
+        assert_eq!(ask("bytes=0-1,5-6"), None);
+        assert_eq!(ask("items=0-1"), None);
     }
 }

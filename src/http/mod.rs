@@ -11,6 +11,7 @@ pub mod headers;
 pub mod path;
 mod play;
 mod playlist;
+mod release;
 mod scrape;
 mod upload;
 

@@ -309,11 +309,8 @@ fn snapshot_of(
 ) -> Option<View> {
     let timing = match f.hls_timing.get(mpd_name) {
         Some(timing) => *timing,
-        None => match stream_timing(f, mpd) {
-            Some(mut timing) => {
-                if let Some(part_target) = part_target {
-                    timing.part_target = part_target;
-                }
+        None => match stream_timing(f, mpd, part_target) {
+            Some(timing) => {
                 // Fixed for the stream's life: players reject a PART-TARGET that changes.
                 f.hls_timing.insert(mpd_name.to_owned(), timing);
                 timing
@@ -327,7 +324,7 @@ fn snapshot_of(
     let mut this = None;
     let mut reports = Vec::new();
     for (_, rep) in reps(mpd) {
-        let Some(rendition) = rendition(f, mpd, mpd_name, &rep.id, ended) else {
+        let Some(rendition) = rendition(f, mpd, mpd_name, &rep.id, ended, timing.chunks_per_part) else {
             continue;
         };
         if rep.id == rep_id {
@@ -342,9 +339,10 @@ fn snapshot_of(
     Some((this?, timing, reports))
 }
 
-/// TARGETDURATION from the templates, PART-TARGET from the longest chunk seen so far in any
-/// representation (rounded up to the millisecond); None until every representation has a chunk.
-fn stream_timing(f: &Folder, mpd: &Mpd) -> Option<Timing> {
+/// TARGETDURATION from the templates, the parts from the longest chunk seen so far in any
+/// representation and the part duration `wanted` ([`Timing::for_chunks`]); None until every
+/// representation has a chunk.
+pub(super) fn stream_timing(f: &Folder, mpd: &Mpd, wanted: Option<f64>) -> Option<Timing> {
     let mut longest_segment = 0.0f64;
     let mut longest_part = 0.0f64;
     for (_, rep) in reps(mpd) {
@@ -357,10 +355,7 @@ fn stream_timing(f: &Folder, mpd: &Mpd) -> Option<Timing> {
             .max()?;
         longest_part = longest_part.max(longest as f64 / timescale as f64);
     }
-    (longest_part > 0.0).then(|| Timing {
-        target_duration: longest_segment.ceil().max(1.0) as u64,
-        part_target: (longest_part * 1000.0).ceil() / 1000.0,
-    })
+    (longest_part > 0.0).then(|| Timing::for_chunks(longest_segment, longest_part, wanted))
 }
 
 /// Timing for a stream that ended before any playlist was made: whole segments as the only part.
@@ -372,6 +367,7 @@ fn ended_timing(mpd: &Mpd) -> Timing {
     Timing {
         target_duration: longest.ceil() as u64,
         part_target: longest,
+        chunks_per_part: 1,
     }
 }
 
@@ -389,7 +385,13 @@ struct PeriodSegments {
 }
 
 /// The contiguous run of segments of one Period's representation ending at its newest, as parts.
-fn period_segments(f: &Folder, mpd: &Mpd, period_start: Duration, rep: &Representation) -> Option<PeriodSegments> {
+fn period_segments(
+    f: &Folder,
+    mpd: &Mpd,
+    period_start: Duration,
+    rep: &Representation,
+    per_part: usize,
+) -> Option<PeriodSegments> {
     let template = rep.template.as_ref()?;
     // None for a SegmentTimeline: each segment's start then comes from its first chunk.
     let duration = template.segment_duration();
@@ -439,15 +441,19 @@ fn period_segments(f: &Folder, mpd: &Mpd, period_start: Duration, rep: &Represen
             number: n,
             uri: template.media_path(rep, n)?,
             start: start.checked_add(since_start)?,
-            parts: chunks
-                .iter()
-                .map(|c| Part {
-                    offset: c.start,
-                    len: c.end - c.start,
-                    duration: c.duration as f64 / timescale,
-                    independent: c.independent,
-                })
-                .collect(),
+            parts: hls::group_parts(
+                &chunks
+                    .iter()
+                    .map(|c| Part {
+                        offset: c.start,
+                        len: c.end - c.start,
+                        duration: c.duration as f64 / timescale,
+                        independent: c.independent,
+                    })
+                    .collect::<Vec<_>>(),
+                per_part,
+                progress.ended,
+            ),
             complete: progress.ended,
             discontinuity: false,
             map: None,
@@ -460,7 +466,7 @@ fn period_segments(f: &Folder, mpd: &Mpd, period_start: Duration, rep: &Represen
 /// the Periods that have it: a Period after the first starts with a discontinuity (and its own init
 /// segment), and its segment numbers must go on from the Period before (else the list starts again
 /// there, so that media sequence numbers only grow).
-fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep_id: &str, ended: bool) -> Option<Rendition> {
+fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep_id: &str, ended: bool, per_part: usize) -> Option<Rendition> {
     let mut segments: Vec<Segment> = Vec::new();
     // The init segment and the discontinuity sequence of the first segment listed, and the
     // template of the newest Period.
@@ -483,7 +489,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep_id: &str, ended: bool) -
         let Some(PeriodSegments {
             segments: mut these,
             stopped,
-        }) = period_segments(f, mpd, period.start.unwrap_or_default(), rep)
+        }) = period_segments(f, mpd, period.start.unwrap_or_default(), rep, per_part)
         else {
             continue;
         };
@@ -671,7 +677,7 @@ mod tests {
             (4, Some(false)),
             (5, Some(false)),
         ]);
-        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -679,7 +685,7 @@ mod tests {
             "media sequence numbers stay consistent: the run restarts after the gap"
         );
         let f = folder(&[(1, Some(false)), (2, Some(false)), (3, Some(true))]);
-        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -687,12 +693,13 @@ mod tests {
             "a failed last segment (the encoder died) drops only itself"
         );
         assert_eq!(r.segments[1].duration(), 1.0);
-        let timing = stream_timing(&f, &mpd).expect("timing");
+        let timing = stream_timing(&f, &mpd, None).expect("timing");
         assert_eq!(
             timing,
             Timing {
                 target_duration: 1,
-                part_target: 0.2
+                part_target: 0.2,
+                chunks_per_part: 1,
             }
         );
     }
@@ -720,7 +727,7 @@ mod tests {
             let index = f.segments.remove(&format!("a-{n}.m4s")).expect("segment");
             f.segments.insert(format!("a-{n}.p1.m4s"), index);
         }
-        let r = rendition(&f, &mpd, "radio.mpd", "a", false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", "a", false, 1).expect("rendition");
         let listed: Vec<(u64, bool, Option<&str>)> = r
             .segments
             .iter()
@@ -753,7 +760,7 @@ mod tests {
         f.inits.insert("a-init.p1.m4s".into(), init);
         let index = f.segments.remove("a-1.m4s").expect("segment");
         f.segments.insert("a-1.p1.m4s".into(), index);
-        let r = rendition(&f, &mpd, "radio.mpd", "a", false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", "a", false, 1).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(numbers, [1]);
         assert_eq!((r.init_uri.as_str(), r.discontinuity_sequence), ("a-init.p1.m4s", 1));
@@ -767,13 +774,13 @@ mod tests {
         let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
         let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
         let f = folder(&[(1, Some(false)), (2, None), (3, None)]);
-        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(numbers, [1, 2], "segment 3 is listed once segment 2 is complete");
-        let timing = stream_timing(&f, &mpd).expect("timing");
+        let timing = stream_timing(&f, &mpd, None).expect("timing");
         assert_eq!(r.block(Wanted { msn: 3, part: Some(0) }, &timing), Block::Wait);
         let f = folder(&[(1, Some(false)), (2, Some(false)), (3, None)]);
-        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false).expect("rendition");
+        let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(numbers, [1, 2, 3]);
     }

@@ -53,6 +53,14 @@ impl SegmentIndex {
         lock(&self.chunks).clone()
     }
 
+    /// The end offset of the first whole part of `per_part` chunks (counted from the segment's
+    /// start, as LL-HLS parts are) that ends after byte `pos`, if that part is complete.
+    pub fn part_end_after(&self, pos: u64, per_part: usize) -> Option<u64> {
+        let chunks = lock(&self.chunks);
+        let end = crate::media::hls::part_ends(chunks.iter().map(|c| c.end), per_part).find(|end| *end > pos);
+        end
+    }
+
     /// Progress, and a way to wait for the next change.
     pub fn watch(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()

@@ -63,6 +63,12 @@ pub enum ReadError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// A growing entry sent part by part made no whole part for this long: its upload stalled.
+    #[error("the upload made no whole part for {seconds} s")]
+    Stalled {
+        /// How long the response waited.
+        seconds: u64,
+    },
 }
 
 /// Counts the bytes of chunk data held in memory by every entry of one store.

@@ -80,9 +80,35 @@ pub struct Timing {
     pub target_duration: u64,
     /// PART-TARGET, seconds.
     pub part_target: f64,
+    /// CMAF chunks grouped into one part (at least 1).
+    pub chunks_per_part: usize,
 }
 
 impl Timing {
+    /// The timing of a stream whose longest segment and longest CMAF chunk are given (seconds),
+    /// with parts as close to `wanted` seconds as whole chunks allow (None or anything up to one
+    /// chunk: a part per chunk). PART-TARGET is the longest such part can be (the chunks per part
+    /// times the longest chunk, rounded up to the millisecond), so no part is ever longer, and with
+    /// chunks of even length every part but a segment's last is at least 85% of it (draft
+    /// 4.4.4.9). The grouping is by count from each segment's start, so a part, once listed,
+    /// never changes.
+    pub fn for_chunks(longest_segment: f64, longest_chunk: f64, wanted: Option<f64>) -> Timing {
+        let per_part = match wanted {
+            // A quarter of a chunk's slack: 0.3 s wanted of 0.107 s chunks is three chunks a part.
+            Some(wanted) if longest_chunk > 0.0 => ((wanted / longest_chunk) + 0.25).floor().max(1.0),
+            _ => 1.0,
+        };
+        // Parts never span segments: a segment of ten chunks has at most ten parts.
+        let per_segment = (longest_segment / longest_chunk.max(0.001)).round().max(1.0);
+        let per_part = per_part.min(per_segment);
+        Timing {
+            target_duration: longest_segment.ceil().max(1.0) as u64,
+            // Up to the millisecond, past the float noise of the product (3 x 0.1 s is 0.3 s).
+            part_target: (per_part * longest_chunk * 1000.0 - 1e-6).ceil() / 1000.0,
+            chunks_per_part: per_part as usize,
+        }
+    }
+
     /// Advance Part Limit of section 6.2.5.2: 3 / PART-TARGET below one second, else 3.
     pub fn advance_part_limit(&self) -> u64 {
         if self.part_target < 1.0 && self.part_target > 0.0 {
@@ -186,6 +212,33 @@ impl Rendition {
         }
         Block::Wait
     }
+}
+
+/// A segment's CMAF chunks (each as a part of its own, in order) grouped into its LL-HLS parts of
+/// `per_part` chunks each, counted from the segment's start. A trailing group with fewer chunks is a
+/// part only once the segment is `complete` (its last part); until then it is still being made.
+pub fn group_parts(chunks: &[Part], per_part: usize, complete: bool) -> Vec<Part> {
+    let per_part = per_part.max(1);
+    chunks
+        .chunks(per_part)
+        .filter(|group| complete || group.len() == per_part)
+        .filter_map(|group| {
+            let (first, last) = (group.first()?, group.last()?);
+            Some(Part {
+                offset: first.offset,
+                len: (last.offset + last.len).saturating_sub(first.offset),
+                duration: group.iter().map(|c| c.duration).sum(),
+                independent: first.independent,
+            })
+        })
+        .collect()
+}
+
+/// Where a growing segment's bytes may be released (draft 6.2.6: no byte of a part leaves before
+/// the whole part can): the end offsets of its complete parts of `per_part` chunks, given its
+/// chunks' end offsets so far. Once the segment is complete, everything may go.
+pub fn part_ends(chunk_ends: impl Iterator<Item = u64>, per_part: usize) -> impl Iterator<Item = u64> {
+    chunk_ends.skip(per_part.max(1) - 1).step_by(per_part.max(1))
 }
 
 /// An EXT-X-RENDITION-REPORT for another rendition.

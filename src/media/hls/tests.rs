@@ -5,6 +5,7 @@ use super::*;
 const TIMING: Timing = Timing {
     target_duration: 1,
     part_target: 0.2,
+    chunks_per_part: 1,
 };
 
 fn part(offset: u64, independent: bool) -> Part {
@@ -298,4 +299,50 @@ fn between_segments_the_next_segment_is_hinted() {
         Block::Wait,
         "past its last part waits for the next segment"
     );
+}
+
+#[test]
+fn parts_group_whole_chunks_up_to_the_wanted_target() {
+    // 0.1 s chunks, 1 s segments: a part per chunk unless asked for more.
+    assert_eq!(Timing::for_chunks(1.0, 0.1, None).chunks_per_part, 1);
+    assert_eq!(Timing::for_chunks(1.0, 0.1, Some(0.05)).chunks_per_part, 1);
+    let three = Timing::for_chunks(1.0, 0.1, Some(0.3));
+    assert_eq!(
+        (three.chunks_per_part, three.part_target, three.target_duration),
+        (3, 0.3, 1)
+    );
+    // Uneven audio chunks (0.085 to 0.107 s): three of the longest bound the part.
+    let audio = Timing::for_chunks(1.0, 0.107, Some(0.3));
+    assert_eq!((audio.chunks_per_part, audio.part_target), (3, 0.321));
+    // Never more chunks than a segment has.
+    assert_eq!(Timing::for_chunks(1.0, 0.1, Some(5.0)).chunks_per_part, 10);
+}
+
+#[test]
+fn a_growing_segment_lists_only_whole_groups_and_its_last_part_when_complete() {
+    let chunks: Vec<Part> = (0..7)
+        .map(|i| Part {
+            offset: i * 100,
+            len: 100,
+            duration: 0.1,
+            independent: i == 0,
+        })
+        .collect();
+    let growing = group_parts(&chunks, 3, false);
+    assert_eq!(growing.len(), 2, "the seventh chunk starts a part still being made");
+    assert_eq!(
+        (growing[0].offset, growing[0].len, growing[0].independent),
+        (0, 300, true)
+    );
+    assert_eq!(
+        (growing[1].offset, growing[1].len, growing[1].independent),
+        (300, 300, false)
+    );
+    assert!((growing[1].duration - 0.3).abs() < 1e-9);
+    let complete = group_parts(&chunks, 3, true);
+    assert_eq!(complete.len(), 3);
+    assert_eq!((complete[2].offset, complete[2].len), (600, 100), "the short last part");
+    let ends = [100, 200, 300, 400, 500, 600, 700];
+    assert_eq!(part_ends(ends.into_iter(), 3).collect::<Vec<_>>(), [300, 600]);
+    assert_eq!(part_ends(ends.into_iter(), 1).collect::<Vec<_>>(), ends);
 }
