@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod edge;
 pub mod encoder;
+pub mod hls_check;
 
 use std::path::Path;
 use std::sync::Arc;
