@@ -118,12 +118,14 @@ async fn play(engine: &str, kind: &str, h3: bool, ingest: Ingest) {
     let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3} s"));
     println!(
         "GLASS {case}: glass-to-glass p50 {} p95 {}, player's own figure p50 {}, stalls {stalls} in {MEASURED} s, \
-         {} frames read ({} unreadable), playlist/manifest errors {}",
+         {} frames read ({} unreadable), frozen {}, seeks {}, playlist/manifest errors {}",
         secs(s.glass_p50),
         secs(s.glass_p95),
         secs(s.player_p50),
         s.glass_reads,
         s.glass_misses,
+        secs(s.frozen_s),
+        s.seeks,
         run.failed.len()
     );
     // Going through a reconnect, the player waits once for the encoder to come back, and may
