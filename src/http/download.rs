@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::release::{released, Gate, PART_WAIT};
+use super::release::{released, PART_WAIT};
 use super::{headers, App, ConnInfo, HttpError, ResponseBody, Transport};
+use crate::live::ReleasePoint;
 use crate::store::{Entry, EntryState};
 
 pub(super) async fn get<B>(
@@ -39,7 +40,7 @@ pub(super) async fn get<B>(
             Some(GrowingRange::Open { first, last }) => {
                 open_range(app, path, &entry, (first, last), req.headers(), head).await
             }
-            None => Ok(growing(app, path, &entry, head).await),
+            None => Ok(growing(app, path, &entry, head)),
         },
         EntryState::Complete if wants_rewrite(path, req) => match rewritten_manifest(app, path, req, conn).await {
             Some(response) => Ok(response),
@@ -115,31 +116,32 @@ async fn open_range(
     request: &HeaderMap,
     head: bool,
 ) -> Result<Response<ResponseBody>, HttpError> {
-    let gate = app
-        .live
-        .parts_of(path)
-        .await
-        .map(|(index, per_part)| Gate { index, per_part });
-    if let (Some(gate), false) = (&gate, head) {
-        match gate.next_after(first, PART_WAIT).await {
-            Ok(Some(_)) => {}
+    let mut release = app.live.release_of(path);
+    if let (Some(release), false) = (&mut release, head) {
+        match release.next_after(first, entry, PART_WAIT).await {
+            ReleasePoint::Until(_) => {}
             // The upload ended before a part past `first` was made: answer as for the whole file.
-            Ok(None) if entry.state() != EntryState::Growing => return complete(app, path, entry, request, head),
-            Ok(None) => {}
-            Err(_) => return Err(HttpError::PartTimeout),
+            ReleasePoint::Rest if entry.state() != EntryState::Growing => {
+                return complete(app, path, entry, request, head)
+            }
+            ReleasePoint::Rest => {}
+            ReleasePoint::Stalled => return Err(HttpError::PartTimeout),
         }
     }
-    let mut response = typed(app, path, true, ResponseBody::empty());
+    // Cacheable as the complete segment is (the draft's profile: hinted parts for six target
+    // durations): what it sends is the segment's immutable bytes from `first` to its end.
+    let mut response = typed(app, path, false, ResponseBody::empty());
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     if let Ok(value) = HeaderValue::from_str(&format!("bytes {first}-{last}/*")) {
         response.headers_mut().insert(header::CONTENT_RANGE, value);
     }
     if !head {
         let limit = app.settings.reader_lag_limit;
-        let body = match gate {
-            Some(gate) => {
-                ResponseBody::chunks(released(std::sync::Arc::clone(entry), gate, (first, None), limit), None)
-            }
+        let body = match release {
+            Some(release) => ResponseBody::chunks(
+                released(std::sync::Arc::clone(entry), release, (first, None), limit),
+                None,
+            ),
             None => ResponseBody::reader(lagged(entry.reader(first, None), limit), None),
         };
         *response.body_mut() = body.attached(app.metrics.growing_reader());
@@ -253,15 +255,15 @@ fn clock_url<B>(req: &Request<B>, conn: &ConnInfo) -> String {
 /// A growing entry: everything so far, then the rest as it arrives: a media segment the live index
 /// follows CMAF chunk by whole CMAF chunk (see [`super::release`]), anything else byte by byte.
 /// Validators are ignored (the length is not known yet), as HTTP allows.
-async fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> Response<ResponseBody> {
+fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> Response<ResponseBody> {
     let body = if head {
         ResponseBody::empty()
     } else {
         let limit = app.settings.reader_lag_limit;
-        let body = match app.live.parts_of(path).await {
-            Some((index, _)) => {
-                let gate = Gate { index, per_part: 1 };
-                ResponseBody::chunks(released(std::sync::Arc::clone(entry), gate, (0, None), limit), None)
+        let body = match app.live.release_of(path) {
+            Some(release) => {
+                let release = release.per_chunk();
+                ResponseBody::chunks(released(std::sync::Arc::clone(entry), release, (0, None), limit), None)
             }
             None => ResponseBody::reader(lagged(entry.reader(0, None), limit), None),
         };

@@ -34,13 +34,27 @@ pub fn cache_control(path: &str, growing: bool, media_max_age: u64) -> HeaderVal
     HeaderValue::from_static("no-cache")
 }
 
+/// The RFC 9218 priority of a response to a request for `path` (the HLS draft's Low-Latency Server
+/// Configuration Profile requires one with HTTP/3: playlists urgency 1, media segments 2 to 6, a
+/// higher bit rate never before a lower one, so every media file here is 2); None for anything
+/// else.
+pub fn priority(path: &str) -> Option<HeaderValue> {
+    match FileKind::of(path) {
+        FileKind::Mpd | FileKind::Playlist => Some(HeaderValue::from_static("u=1")),
+        FileKind::Media => Some(HeaderValue::from_static("u=2")),
+        FileKind::Other => None,
+    }
+}
+
 /// Headers that let players on other origins read responses (and the Date, Age and lengths they need
 /// for clock sync and throughput estimates).
 pub fn add_cors(headers: &mut HeaderMap) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Date, Age, Content-Length, Content-Range, Content-Type, ETag, Last-Modified"),
+        HeaderValue::from_static(
+            "Date, Age, Content-Length, Content-Range, Content-Type, ETag, Last-Modified, Priority",
+        ),
     );
 }
 

@@ -144,9 +144,13 @@ impl App {
             .chars()
             .take(512)
             .collect::<String>();
+        let priority = headers::priority(req.uri().path());
         let mut response = self.route(req, &conn).await.unwrap_or_else(HttpError::into_response);
         let headers = response.headers_mut();
         headers::add_cors(headers);
+        if let Some(priority) = priority {
+            headers.insert(http::HeaderName::from_static("priority"), priority);
+        }
         if !headers.contains_key(header::DATE) {
             if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
                 headers.insert(header::DATE, date);

@@ -5,7 +5,7 @@
 //! DASH player, or Shaka fetching a whole segment) at the ends of its CMAF chunks, which is all a
 //! player can use of it anyway.
 //!
-//! Where the parts end comes from the live index ([`SegmentIndex`]); the bytes come from the store,
+//! Where the parts end comes from the live index ([`Release`]); the bytes come from the store,
 //! shared, never copied. Once the segment's upload has ended, whatever is left goes at once.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::body::ChunkStream;
-use crate::live::SegmentIndex;
+use crate::live::{Release, ReleasePoint};
 use crate::store::{Entry, ReadError, Reader};
 
 /// Chunks with the instant each was appended to the store (see [`crate::store::Reader::next_timed`]).
@@ -24,52 +24,19 @@ pub(super) type Timed = Result<(Bytes, Option<std::time::Instant>), ReadError>;
 /// ends the response with an error (a reset), rather than holding the stream forever.
 pub(super) const PART_WAIT: Duration = Duration::from_secs(10);
 
-/// Where a growing segment's bytes may be released.
-#[derive(Debug, Clone)]
-pub(super) struct Gate {
-    /// The segment's chunk index.
-    pub index: Arc<SegmentIndex>,
-    /// CMAF chunks per release: the stream's LL-HLS chunks per part, or 1.
-    pub per_part: usize,
-}
-
-impl Gate {
-    /// The end of the first whole part that ends after `pos`, waiting for it at most `bound`; None
-    /// once the upload has ended (the rest may go at once). Err when no part completed in time.
-    pub async fn next_after(&self, pos: u64, bound: Duration) -> Result<Option<u64>, ReadError> {
-        let mut progress = self.index.watch();
-        let waiting = async {
-            loop {
-                let ended = progress.borrow_and_update().ended;
-                if let Some(end) = self.index.part_end_after(pos, self.per_part) {
-                    return Some(end);
-                }
-                if ended || progress.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(bound, waiting)
-            .await
-            .map_err(|_| ReadError::Stalled {
-                seconds: bound.as_secs(),
-            })
-    }
-}
-
 /// Bytes `start..end` (`end` None: to the end of the upload) of a growing `entry`, released part
-/// by part through `gate`; `lag_limit` cuts off a reader that falls that many bytes further behind
+/// by part as `release` says; `lag_limit` cuts off a reader that falls that many bytes further behind
 /// the upload than it started (as [`Reader::with_lag_limit`] does).
 pub(super) fn released(
     entry: Arc<Entry>,
-    gate: Gate,
+    release: Release,
     (start, end): (u64, Option<u64>),
     lag_limit: Option<u64>,
 ) -> ChunkStream {
     let state = Released {
         lag: lag_limit.map(|limit| (limit, entry.len(), start)),
         entry,
-        gate,
+        release,
         pos: start,
         end,
         current: None,
@@ -83,7 +50,7 @@ pub(super) fn released(
 
 struct Released {
     entry: Arc<Entry>,
-    gate: Gate,
+    release: Release,
     /// The first byte not yet handed to a reader.
     pos: u64,
     end: Option<u64>,
@@ -117,15 +84,18 @@ impl Released {
                     return Some(self.fail(ReadError::TooSlow { limit }));
                 }
             }
-            let release = match self.gate.next_after(self.pos, PART_WAIT).await {
-                Ok(release) => release,
-                Err(err) => return Some(self.fail(err)),
-            };
-            let until = match (release, self.end) {
-                (Some(release), Some(end)) => Some(release.min(end)),
-                (Some(release), None) => Some(release),
+            let until = match (
+                self.release.next_after(self.pos, &self.entry, PART_WAIT).await,
+                self.end,
+            ) {
+                (ReleasePoint::Until(release), Some(end)) => Some(release.min(end)),
+                (ReleasePoint::Until(release), None) => Some(release),
                 // The upload ended: the rest, to the end asked for or of the file.
-                (None, end) => end,
+                (ReleasePoint::Rest, end) => end,
+                (ReleasePoint::Stalled, _) => {
+                    let seconds = PART_WAIT.as_secs();
+                    return Some(self.fail(ReadError::Stalled { seconds }));
+                }
             };
             if let Some(until) = until {
                 // The index reads the store, so the bytes of a part it has seen are stored.

@@ -382,6 +382,8 @@ struct PeriodSegments {
     segments: Vec<Segment>,
     /// An incomplete segment was followed by a newer one: nothing after it is listed yet.
     stopped: bool,
+    /// The last segment grows, but its chunks fill its duration and are all listed.
+    full: bool,
 }
 
 /// The contiguous run of segments of one Period's representation ending at its newest, as parts.
@@ -410,6 +412,7 @@ fn period_segments(
     // A failed upload (an aborted segment) is a gap: the run starts again after it.
     let mut gap = false;
     let mut stopped = false;
+    let mut full = false;
     for (n, chunks, progress) in numbered {
         let Some(timescale) = timescale else { break };
         if progress.failed {
@@ -428,15 +431,27 @@ fn period_segments(
             segments.clear();
         }
         gap = false;
+        // Where the segment starts on the Period's timeline: its first chunk's decode time, so that
+        // PROGRAM-DATE-TIME matches the media (draft 6.2.4; an audio track's segments start on its
+        // own frames, off the template's whole seconds by up to a frame or a fragment), else the
+        // template's.
         let offset = n.saturating_sub(template.start_number);
-        let since_start = match duration {
-            Some(duration) => duration.saturating_mul(offset.min(u64::from(u32::MAX)) as u32),
-            None => {
-                let first = chunks.first().map_or(0, |c| c.decode_time) as f64 / timescale;
-                let offset = template.presentation_time_offset as f64 / template.timescale.max(1) as f64;
-                Duration::try_from_secs_f64(first - offset).unwrap_or_default()
+        let since_start = match (chunks.first(), duration) {
+            (Some(first), _) => {
+                let pto = template.presentation_time_offset as f64 / template.timescale.max(1) as f64;
+                Duration::try_from_secs_f64(first.decode_time as f64 / timescale - pto).unwrap_or_default()
             }
+            (None, Some(duration)) => duration.saturating_mul(offset.min(u64::from(u32::MAX)) as u32),
+            (None, None) => Duration::ZERO,
         };
+        // A growing segment whose chunks already fill its duration, all of them listed as parts:
+        // its next part is the next segment's first (ffmpeg ends a segment's upload only when it
+        // starts the next one, and a hint of this segment's rest would name bytes that never come).
+        let seconds: f64 = chunks.iter().map(|c| c.duration as f64).sum::<f64>() / timescale;
+        let longest = chunks.iter().map(|c| c.duration).max().unwrap_or(0) as f64 / timescale;
+        full = !progress.ended
+            && chunks.len() % per_part.max(1) == 0
+            && duration.is_some_and(|d| seconds >= d.as_secs_f64() - longest / 2.0);
         segments.push(Segment {
             number: n,
             uri: template.media_path(rep, n)?,
@@ -459,7 +474,11 @@ fn period_segments(
             map: None,
         });
     }
-    Some(PeriodSegments { segments, stopped })
+    Some(PeriodSegments {
+        segments,
+        stopped,
+        full,
+    })
 }
 
 /// The contiguous run of segments of representation `rep_id` ending at the newest, as parts, over
@@ -472,6 +491,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep_id: &str, ended: bool, p
     // template of the newest Period.
     let mut first: Option<(String, u64)> = None;
     let mut newest: Option<&Representation> = None;
+    let mut last_full = false;
     for (p, period) in mpd.periods.iter().enumerate() {
         let Some(rep) = period
             .adaptation_sets
@@ -489,10 +509,14 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep_id: &str, ended: bool, p
         let Some(PeriodSegments {
             segments: mut these,
             stopped,
+            full,
         }) = period_segments(f, mpd, period.start.unwrap_or_default(), rep, per_part)
         else {
             continue;
         };
+        if !these.is_empty() {
+            last_full = full;
+        }
         if let Some(head) = these.first_mut() {
             let follows = segments.last().is_some_and(|s| s.complete && s.number < head.number);
             if follows {
@@ -525,6 +549,7 @@ fn rendition(f: &Folder, mpd: &Mpd, mpd_name: &str, rep_id: &str, ended: bool, p
     if let Some(last) = segments.last_mut().filter(|_| last_closed) {
         last.complete = false;
     }
+    let last_closed = last_closed || (!ended && last_full);
     let next_uri = segments.last().and_then(|s| template.media_path(rep, s.number + 1));
     Some(Rendition {
         uri: media_name(mpd_name, rep),
@@ -710,7 +735,7 @@ mod tests {
             "</Period></MPD>",
             r#"</Period><Period id="1" start="PT10S"><AdaptationSet contentType="audio" mimeType="audio/mp4">
             <Representation id="a" bandwidth="64000" codecs="mp4a.40.2">
-            <SegmentTemplate timescale="1000" duration="1000" startNumber="4" media="a-$Number$.p1.m4s" initialization="a-init.p1.m4s"/>
+            <SegmentTemplate timescale="1000" duration="1000" startNumber="4" presentationTimeOffset="4000" media="a-$Number$.p1.m4s" initialization="a-init.p1.m4s"/>
             </Representation></AdaptationSet></Period></MPD>"#,
         );
         let mpd = mpd::parse(two.as_bytes()).expect("mpd");
@@ -764,6 +789,31 @@ mod tests {
         let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
         assert_eq!(numbers, [1]);
         assert_eq!((r.init_uri.as_str(), r.discontinuity_sequence), ("a-init.p1.m4s", 1));
+    }
+
+    #[test]
+    fn a_growing_segment_whose_chunks_fill_it_hints_the_next_segment() {
+        // Segment 2 has its five 0.2 s chunks (1 s, its whole duration), and its upload is still
+        // open (ffmpeg ends it when it starts segment 3): nothing more of it will come, so the hint
+        // names segment 3, not bytes past segment 2's end that would be answered 416.
+        let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
+        let f = folder(&[(1, Some(false)), (2, None)]);
+        let r = rendition(&f, &mpd, "radio.mpd", "a", false, 1).expect("rendition");
+        assert!(r.last_closed && !r.segments[1].complete, "{r:?}");
+        let timing = stream_timing(&f, &mpd, None).expect("timing");
+        let text = hls::media_playlist(&r, &timing, &[], false);
+        assert!(
+            text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"a-3.m4s\"\n"),
+            "{text}"
+        );
+        // With parts of two chunks the fifth chunk is not a part until the upload ends: the hint
+        // stays on segment 2's rest, which does come.
+        let r = rendition(&f, &mpd, "radio.mpd", "a", false, 2).expect("rendition");
+        assert!(!r.last_closed, "{r:?}");
+        assert_eq!(r.segments[1].parts.len(), 2);
+        // And each segment starts where its media does (its first chunk's decode time).
+        let start = mpd.availability_start.expect("start");
+        assert_eq!(r.segments[1].start, start + Duration::from_secs(2));
     }
 
     #[test]

@@ -14,9 +14,11 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 pub mod hls;
+mod release;
 mod segment;
 pub mod state;
 
+pub use release::{Release, ReleasePoint};
 pub use segment::{Progress, SegmentIndex};
 pub use state::{Action, LiveOptions, RepresentationSummary, State, StreamSummary};
 
@@ -25,9 +27,6 @@ use crate::media::kind::FileKind;
 use crate::media::mpd::{self, Mpd, Observed, ServiceDefaults};
 use crate::store::{Entry, EntryState, ReadError, Store, StoreEvent};
 use state::{lock, split};
-
-/// Longest a download of a media upload that has just started waits for the index to know it.
-const INDEX_WAIT: Duration = Duration::from_millis(200);
 
 /// Largest init segment or manifest read whole.
 const MAX_WHOLE: usize = 4 << 20;
@@ -285,33 +284,6 @@ impl Live {
     /// The chunk index of a media segment, if it is (being) indexed.
     pub fn segment(&self, path: &str) -> Option<Arc<SegmentIndex>> {
         lock(&self.state).segment(path)
-    }
-
-    /// The chunk index of a media segment of a CMAF stream (its folder has an init segment), with
-    /// the CMAF chunks per LL-HLS part of the folder's playlists (1 until a playlist was made):
-    /// where the bytes of a download of the growing segment are released. None for any other file.
-    /// A media upload that has just started may not be indexed yet (the index follows the store's
-    /// events on its own task): it is waited for, at most [`INDEX_WAIT`].
-    pub async fn parts_of(&self, path: &str) -> Option<(Arc<SegmentIndex>, usize)> {
-        if FileKind::of(path) != FileKind::Media {
-            return None;
-        }
-        let folder = split(path).0;
-        let deadline = Instant::now() + INDEX_WAIT;
-        let mut changed = None;
-        loop {
-            {
-                let mut state = lock(&self.state);
-                let known = state.folders.get(folder).filter(|f| !f.inits.is_empty())?;
-                let per_part = known.hls_timing.values().map(|t| t.chunks_per_part).max().unwrap_or(1);
-                if let Some(index) = state.segment(path) {
-                    return Some((index, per_part));
-                }
-                changed.get_or_insert_with(|| state.changes(folder, Instant::now()));
-            }
-            let changed = changed.as_mut()?;
-            tokio::time::timeout_at(deadline, changed.changed()).await.ok()?.ok()?;
-        }
     }
 
     /// The parsed manifest at `path` (from the cache when its version was parsed before).

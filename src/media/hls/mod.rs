@@ -62,7 +62,8 @@ pub struct Rendition {
     pub discontinuity_sequence: u64,
     /// Contiguous segments, oldest first; only the last may be incomplete.
     pub segments: Vec<Segment>,
-    /// The last segment's upload has ended, but the next has no part yet: the segment is still
+    /// The last segment's upload has ended (or its chunks, all listed, fill its duration), but the
+    /// next has no part yet: the segment is still
     /// listed as growing (no EXTINF) and the hint names the next segment. Encoders finish a segment
     /// by starting the next, and hls.js skipped the whole next segment (a 1 s gap, a stall every 10
     /// to 15 s) when a reload showed the last segment complete with nothing after it.
@@ -310,10 +311,13 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
         .find_map(|s| s.map.as_deref())
         .unwrap_or(&rendition.init_uri);
     let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
-    // Parts are listed for the segments in the last three target durations, counted from the start
-    // of the whole playlist (skipped segments included: a delta update lists the same parts as the
-    // full playlist, or hls.js loses the parts it is loading and falls back to whole segments).
-    let parts_from = total - 3.0 * td as f64;
+    // Parts are listed for the segments that start in the last three target durations of the
+    // playlist, the growing segment's parts included (draft 6.2.2: a part further than that from
+    // the end SHOULD be removed), counted from the start of the whole playlist (skipped segments
+    // included: a delta update lists the same parts as the full playlist, or hls.js loses the parts
+    // it is loading and falls back to whole segments).
+    let end: f64 = listed.iter().map(|s| s.duration()).sum();
+    let parts_from = end - 3.0 * td as f64;
     let mut elapsed: f64 = listed.iter().take(skipped).map(|s| s.duration()).sum();
     for (i, segment) in listed.iter().enumerate().skip(skipped) {
         // The first segment of the playlist is counted by EXT-X-DISCONTINUITY-SEQUENCE.
@@ -329,7 +333,8 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
             // Times outside 1970..9999 cannot be printed: such a PDT line is left empty, not a panic.
             humantime::format_rfc3339_millis(segment.start.max(std::time::UNIX_EPOCH))
         );
-        let with_parts = !rendition.ended && (!segment.complete || elapsed + segment.duration() > parts_from);
+        // A millisecond's slack: the parts' durations are rounded.
+        let with_parts = !rendition.ended && (!segment.complete || elapsed + 0.001 >= parts_from);
         elapsed += if segment.complete { segment.duration() } else { 0.0 };
         if with_parts {
             for part in &segment.parts {
