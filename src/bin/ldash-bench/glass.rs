@@ -79,35 +79,47 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
         );
     }
     println!(
-        "| chunk | player | format | HTTP | glass-to-glass p50 | p95 | player p50 | buffer p50 | stalls | frozen | seeks | errors |\n\
-         | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| chunk | ldash options | player | format | HTTP | glass-to-glass p50 | p95 | player p50 | buffer p50 | stalls | frozen | seeks | errors |\n\
+         | ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
+    let players = PLAYERS.iter().filter(|(engine, format)| {
+        plan.players
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|p| *p == format!("{engine}-{format}")))
+    });
     for &chunk in chunks {
-        for (engine, format) in PLAYERS {
+        for &(engine, format) in players.clone() {
             for h3 in [false, true] {
-                let row = case(
-                    dir,
-                    (&ffmpeg, &driver, path.as_ref()),
-                    chunk,
-                    (engine, format),
-                    h3,
-                    (warmup, measured),
-                )
-                .await;
-                let proto = if h3 { "HTTP/3" } else { "HTTP/2" };
-                let fmt = if format == "hls" { "LL-HLS" } else { "LL-DASH" };
-                match row {
-                    Ok(r) => {
-                        let s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} s"));
-                        let last = r.samples.last();
-                        let errors: Vec<String> = r
-                            .failed
-                            .iter()
-                            .cloned()
-                            .chain(last.and_then(|l| l.error.clone()))
-                            .collect();
-                        println!(
-                            "| {chunk} s | {engine} | {fmt} | {proto} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                // The option sets one after the other for each case, so that they see the same machine.
+                for (n, options) in plan.servers.iter().enumerate() {
+                    let shown = if options.is_empty() {
+                        "defaults".to_owned()
+                    } else {
+                        options.join(" ")
+                    };
+                    let row = case(
+                        &dir.join(format!("set{n}")),
+                        (&ffmpeg, &driver, path.as_ref()),
+                        (chunk, options),
+                        (engine, format),
+                        h3,
+                        (warmup, measured),
+                    )
+                    .await;
+                    let proto = if h3 { "HTTP/3" } else { "HTTP/2" };
+                    let fmt = if format == "hls" { "LL-HLS" } else { "LL-DASH" };
+                    match row {
+                        Ok(r) => {
+                            let s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} s"));
+                            let last = r.samples.last();
+                            let errors: Vec<String> = r
+                                .failed
+                                .iter()
+                                .cloned()
+                                .chain(last.and_then(|l| l.error.clone()))
+                                .collect();
+                            println!(
+                            "| {chunk} s | {shown} | {engine} | {fmt} | {proto} | {} | {} | {} | {} | {} | {} | {} | {} |",
                             s(r.summary.glass_p50),
                             s(r.summary.glass_p95),
                             s(r.summary.player_p50),
@@ -121,8 +133,13 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
                                 errors.join("; ")
                             }
                         );
+                        }
+                        Err(err) => {
+                            println!(
+                                "| {chunk} s | {shown} | {engine} | {fmt} | {proto} | failed: {err} | | | | | | | |"
+                            )
+                        }
                     }
-                    Err(err) => println!("| {chunk} s | {engine} | {fmt} | {proto} | failed: {err} | | | | | | | |"),
                 }
             }
         }
@@ -135,7 +152,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
 async fn case(
     dir: &Path,
     (ffmpeg, driver, path): (&Path, &Driver, Option<&NetPath>),
-    chunk: f64,
+    (chunk, extra): (f64, &[String]),
     (engine, format): (&str, &str),
     h3: bool,
     (warmup, measured): (u32, u32),
@@ -150,6 +167,7 @@ async fn case(
     if path.is_some() {
         options.extend(["--https", &https]);
     }
+    options.extend(extra.iter().map(String::as_str));
     let server = procs::start_ldash(&root, &options).await?;
     let url = server.url(Proto::H1, "/ldash/upload/live/stream.mpd");
     // The tests' encoder with one video rendition, from the clock.

@@ -48,6 +48,11 @@ pub struct Plan {
     chunks: Option<Vec<f64>>,
     /// Glass-to-glass: the shaped network path's profile the players play through.
     net: Option<testkit::netpath::Profile>,
+    /// Glass-to-glass: ldash option sets compared side by side in one run (`--servers
+    /// "--part-target-ms 0|--part-target-ms 300"`), each case once per set; one empty set by default.
+    servers: Vec<Vec<String>>,
+    /// Glass-to-glass: only these players (`hlsjs-hls,shaka-hls`), all by default.
+    players: Option<Vec<String>>,
 }
 
 impl Plan {
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
         sizes: None,
         chunks: None,
         net: None,
+        servers: vec![Vec::new()],
+        players: None,
     };
     let numbers = |v: Option<&String>| v.map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
     let mut it = args.iter();
@@ -106,11 +113,24 @@ fn main() -> ExitCode {
                 };
                 plan.net = Some(profile);
             }
+            "--servers" => {
+                plan.servers = it
+                    .next()
+                    .map(|v| {
+                        v.split('|')
+                            .map(|set| set.split_whitespace().map(str::to_owned).collect())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            "--players" => plan.players = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
             "-h" | "--help" => {
                 println!(
                     "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory,glass] \\\n  \
                      [--readers 1,100] [--sizes 1024,65536] (relay cases) [--chunks 0.2,0.1] (glass cases) \\\n  \
-                     [--net clean|rtt50-loss1|rtt100-loss2-jitter10|mobile] (glass through a shaped path)"
+                     [--net clean|rtt50-loss1|rtt100-loss2-jitter10|mobile] (glass through a shaped path) \\\n  \
+                     [--servers \"--part-target-ms 0|--part-target-ms 300\"] (ldash option sets side by side) \\\n  \
+                     [--players dashjs-dash,shaka-dash,hlsjs-hls,shaka-hls]"
                 );
                 return ExitCode::SUCCESS;
             }

@@ -193,8 +193,14 @@ impl Rendition {
             return Block::Ready;
         }
         let Some(edge) = self.edge() else {
-            // Nothing yet: the first segment is on its way; anything beyond two segments is too far.
-            return if wanted.msn <= 2 { Block::Wait } else { Block::TooFar };
+            // No part yet (the first segment is on its way, or its first chunks do not make a whole
+            // part yet): anything beyond two segments past the first is too far.
+            let first = self.segments.first().map_or(0, |s| s.number);
+            return if wanted.msn <= first.max(1) + 2 {
+                Block::Wait
+            } else {
+                Block::TooFar
+            };
         };
         if wanted.msn > edge.msn + 2 {
             return Block::TooFar;
