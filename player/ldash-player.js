@@ -9,7 +9,11 @@
 (function () {
   const config = window.LDASH;
   const video = document.getElementById("video");
-  const engines = { dash: ["dashjs", "shaka"], hls: ["hlsjs", "shaka"] };
+  // The first engine of a format is the page's default, chosen by measurement: Shaka for LL-HLS
+  // (one streamed request per segment from the preload hint; 1.0 s glass-to-glass and no freeze at
+  // 100 ms RTT and 2% loss, where hls.js, a blocking reload and a request per part, froze 4 to 21
+  // s of 30 with any part size; BENCHMARKS.md, 6b), dash.js for LL-DASH.
+  const engines = { dash: ["dashjs", "shaka"], hls: ["shaka", "hlsjs"] };
   const asked = new URLSearchParams(location.search).get("engine");
   const engine = engines[config.kind].includes(asked) ? asked : engines[config.kind][0];
   const stats = {
@@ -127,13 +131,16 @@
       maxLiveSyncPlaybackRate: 1,
     });
     // hls.js otherwise stays where a slow start left it (3.5 to 4 s behind in the first
-    // measurements): a maximum latency a target duration above PART-HOLD-BACK makes it jump back to
-    // the live edge. It can only be set once the playlist is known (hls.js rejects it in the
-    // constructor without a fixed liveSyncDuration).
+    // measurements): a maximum latency three target durations above PART-HOLD-BACK makes it jump
+    // back to the live edge. Not less: a viewer 100 ms away with some loss settles near 2 s, and a
+    // bound one target duration above PART-HOLD-BACK made hls.js jump there and starve again and
+    // again (9 to 44 seeks and up to 29 s of frozen picture in 30 s, ldash-bench --net
+    // rtt100-loss2-jitter10). It can only be set once the playlist is known (hls.js rejects it in
+    // the constructor without a fixed liveSyncDuration).
     hls.on(Hls.Events.LEVEL_UPDATED, (_, data) => {
       const hold = data.details.partHoldBack || data.details.holdBack;
       if (hold) {
-        hls.config.liveMaxLatencyDuration = hold + data.details.targetduration + 0.5;
+        hls.config.liveMaxLatencyDuration = hold + 3 * data.details.targetduration;
       }
     });
     // Catch-up: up to 1.15x while more than 0.1 s behind hls.js's target and more than 0.3 s is

@@ -105,9 +105,18 @@ pub struct Config {
     #[arg(long, env = "LDASH_TCP_SEND_BUFFER", default_value = "0", value_parser = parse_size)]
     pub tcp_send_buffer: u64,
 
-    /// QUIC congestion controller for HTTP/3: cubic (standard, loss-based) or bbr (quinn's
-    /// experimental BBR: far faster through random loss, as on Wi-Fi and mobile paths).
-    #[arg(long, env = "LDASH_QUIC_CONGESTION", value_enum, default_value_t = Congestion::Cubic)]
+    /// TCP_NOTSENT_LOWAT of each TCP connection, in bytes (suffixes K, M, G): how much not yet sent
+    /// data the kernel holds beyond what is in flight. Small, a playlist answer queues behind less
+    /// of a segment on a far HTTP/2 connection; 0 keeps the kernel's (unbounded) default.
+    #[arg(long, env = "LDASH_TCP_NOTSENT_LOWAT", default_value = "0", value_parser = parse_size)]
+    pub tcp_notsent_lowat: u64,
+
+    /// QUIC congestion controller for HTTP/3: bbr (quinn's BBR, which quinn marks experimental) or
+    /// cubic (loss-based, quinn's default). BBR by default: through random loss, as on Wi-Fi and
+    /// mobile paths, quinn's CUBIC collapses (hls.js over HTTP/3 at 100 ms and 2% loss: 27 s of 30
+    /// frozen with CUBIC, 2.4 s with BBR; a 2 MB segment through 5% loss 25 s slower than clean with
+    /// CUBIC, 0.4 s with BBR).
+    #[arg(long, env = "LDASH_QUIC_CONGESTION", value_enum, default_value_t = Congestion::Bbr)]
     pub quic_congestion: Congestion,
 
     /// Seconds a client has to send its request headers (against slowloris).

@@ -85,6 +85,8 @@ pub struct ConnectionSettings {
     pub drain_timeout: Duration,
     /// SO_SNDBUF for accepted TCP connections; None leaves the kernel's autotuning.
     pub tcp_send_buffer: Option<usize>,
+    /// TCP_NOTSENT_LOWAT for accepted TCP connections; None leaves the kernel's.
+    pub tcp_notsent_lowat: Option<u32>,
     /// The QUIC congestion controller.
     pub quic_congestion: Congestion,
 }
@@ -148,6 +150,8 @@ impl Settings {
                 drain_timeout: Duration::from_secs(config.drain_timeout),
                 tcp_send_buffer: (config.tcp_send_buffer > 0)
                     .then(|| usize::try_from(config.tcp_send_buffer).unwrap_or(usize::MAX)),
+                tcp_notsent_lowat: (config.tcp_notsent_lowat > 0)
+                    .then(|| u32::try_from(config.tcp_notsent_lowat).unwrap_or(u32::MAX)),
                 quic_congestion: config.quic_congestion,
             },
         }

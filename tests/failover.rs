@@ -364,7 +364,9 @@ async fn failover(kind: Kind, format: &str) {
     let viewers: Vec<_> = (0..VIEWERS)
         .map(|_| tokio::spawn(view(edge_url.clone(), first, Arc::clone(&progress), until.clone())))
         .collect();
-    let page = edge.url(&format!("/ldash/play/live/stream.{format}"));
+    // The engines this test was made with (hls.js, not the page's default Shaka, for LL-HLS).
+    let engine = if format == "m3u8" { "hlsjs" } else { "dashjs" };
+    let page = edge.url(&format!("/ldash/play/live/stream.{format}?engine={engine}"));
     let case = format!("failover {} {format}", kind.name());
     let shot = screenshot(&case);
     let playing = {

@@ -71,6 +71,11 @@ async fn accept_loop(
                             tracing::debug!(%err, "SO_SNDBUF not set");
                         }
                     }
+                    if let Some(bytes) = settings.tcp_notsent_lowat {
+                        if let Err(err) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(bytes) {
+                            tracing::debug!(%err, "TCP_NOTSENT_LOWAT not set");
+                        }
+                    }
                     let transport = if tls.is_some() { Transport::Tls } else { Transport::Cleartext };
                     // Scrapes take no place in the arrival order of uploads.
                     let arrival = if role == Role::Public { app.connection_arrived() } else { 0 };
