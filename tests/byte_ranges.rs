@@ -10,13 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::{Client, Response};
-use common::{Proto, TestServer};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ffmpeg");
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
+use common::{fixture, Proto, TestServer};
 
 /// The fixture segment's CMAF chunks (0.2 s each; the first carries the styp) end at these offsets.
 const CHUNK_ENDS: [usize; 5] = [12594, 22087, 32169, 42381, 52937];
@@ -47,19 +41,7 @@ async fn take(response: &mut Response, n: usize, what: &str) -> Vec<u8> {
 /// Uploads a stream (its MPD, init segments and segment 2 of both representations) into `folder`,
 /// and makes its first playlist, which fixes the parts' grouping.
 async fn stream(server: &TestServer, client: &Client, folder: &str) {
-    for (name, bytes) in [
-        ("stream.mpd", fixture("steady.mpd")),
-        ("init-stream0.m4s", fixture("init-stream0.m4s")),
-        ("chunk-stream0-00002.m4s", fixture("chunk-stream0-00002.m4s")),
-        ("init-stream1.m4s", fixture("init-stream1.m4s")),
-        ("chunk-stream1-00002.m4s", fixture("chunk-stream1-00002.m4s")),
-    ] {
-        assert_eq!(
-            server.put(&format!("{folder}/{name}"), bytes).await,
-            201,
-            "upload {name}"
-        );
-    }
+    server.put_recorded_stream(folder).await;
     // The index follows the store on its own: the playlist answers once it has both
     // representations' chunks.
     let route = format!("/ldash/download/{folder}/stream.0.m3u8?_HLS_msn=2&_HLS_part=0");

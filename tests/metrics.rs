@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::fixture;
 use common::{raw_exchange, raw_status, when_present, Proto, TestServer};
 use http::Method;
 use testkit::metrics::Scrape;
@@ -196,12 +197,6 @@ async fn metrics_off_binds_no_listener() {
     assert_eq!(server.put("a.txt", "still serving").await, 201);
 }
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ffmpeg");
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
 /// Scrapes until `sample` has `value`, or fails once `gave_up` says the awaited request ended.
 async fn until_sample(metrics: SocketAddr, sample: &str, value: f64, gave_up: impl Fn() -> bool) -> Scrape {
     loop {
@@ -218,15 +213,7 @@ async fn until_sample(metrics: SocketAddr, sample: &str, value: f64, gave_up: im
 async fn metrics_show_held_early_requests_and_blocking_playlist_reloads() {
     let server = TestServer::start().await;
     let metrics = server.metrics.expect("the metrics listener is on");
-    for (name, bytes) in [
-        ("stream.mpd", fixture("steady.mpd")),
-        ("init-stream0.m4s", fixture("init-stream0.m4s")),
-        ("chunk-stream0-00002.m4s", fixture("chunk-stream0-00002.m4s")),
-        ("init-stream1.m4s", fixture("init-stream1.m4s")),
-        ("chunk-stream1-00002.m4s", fixture("chunk-stream1-00002.m4s")),
-    ] {
-        assert_eq!(server.put(&format!("live/{name}"), bytes).await, 201, "upload {name}");
-    }
+    server.put_recorded_stream("live").await;
     // The live index follows the store on its own: wait until it lists segment 2 of both
     // representations (LL-HLS timing needs the chunks of every one).
     let client = server.client_for(Proto::H1).await;

@@ -127,6 +127,21 @@ impl TestServer {
         response.status().as_u16()
     }
 
+    /// Uploads a stream recorded from ffmpeg's DASH muxer into `folder` (tests/fixtures/ffmpeg: its
+    /// MPD, both init segments and segment 2 of both representations, 0.2 s chunks), whole.
+    pub async fn put_recorded_stream(&self, folder: &str) {
+        for (name, fixture_name) in [
+            ("stream.mpd", "steady.mpd"),
+            ("init-stream0.m4s", "init-stream0.m4s"),
+            ("chunk-stream0-00002.m4s", "chunk-stream0-00002.m4s"),
+            ("init-stream1.m4s", "init-stream1.m4s"),
+            ("chunk-stream1-00002.m4s", "chunk-stream1-00002.m4s"),
+        ] {
+            let status = self.put(&format!("{folder}/{name}"), fixture(fixture_name)).await;
+            assert_eq!(status, 201, "upload {name}");
+        }
+    }
+
     /// Starts an upload of `path` over `proto` with `first` as its first chunk, fed further through
     /// the [`Feed`]; returns once the upload has started in the store (within 10 s).
     pub async fn feed(&self, proto: Proto, path: &str, first: impl Into<Bytes>) -> Feed {
@@ -243,4 +258,13 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// A file of tests/fixtures/ffmpeg (what ffmpeg's DASH muxer wrote).
+#[allow(dead_code)]
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ffmpeg")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
