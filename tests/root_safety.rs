@@ -290,6 +290,45 @@ async fn a_restart_with_links_planted_in_the_root_reads_and_writes_nothing_outsi
     assert_eq!(snapshot(&outside), before, "the folder outside the root changed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_moved_out_of_memory_is_not_read_through_a_link_even_when_it_is_the_same_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let outside = outside(dir.path());
+    // A 1-byte memory limit: every persisted file is served from disk.
+    let server = TestServer::start_in(dir.path(), |c| c.max_memory = 1).await;
+    let own = b"ldash's own bytes, served from disk";
+    assert_eq!(server.put("live/x.m4s", own.to_vec()).await, 201);
+    server.store.flush().await;
+    server.store.evict_for_memory();
+    assert_eq!(server.store.memory_used(), 0, "the file left memory");
+    assert_eq!(get_bytes(&server, Proto::H1, "live/x.m4s").await, (200, own.to_vec()));
+    // The whole folder moves out of the root and a link takes its place: the file behind the link
+    // is the very file ldash wrote (same inode), but it is outside the root now.
+    std::fs::rename(server.root.join("live"), outside.join("live")).expect("move the folder out");
+    symlink(&outside.join("live"), &server.root.join("live"));
+    let before = snapshot(&outside);
+    for proto in ALL_PROTOS {
+        let response = server
+            .client_for(proto)
+            .await
+            .get("/ldash/download/live/x.m4s")
+            .send()
+            .await;
+        // The headers may already be out (the file is opened when its first bytes are read); the
+        // body must then break rather than carry the file from outside the root.
+        if let Ok(response) = response {
+            let status = response.status;
+            let body = response.bytes().await;
+            assert!(
+                status != 200 || body.is_err(),
+                "over {proto:?}: the file was read through the link ({status}, {body:?})"
+            );
+        }
+    }
+    assert_eq!(snapshot(&outside), before, "the folder outside the root changed");
+    server.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn garbage_collection_never_removes_through_a_link() {
     let dir = tempfile::tempdir().expect("dir");
