@@ -68,7 +68,17 @@ impl HttpError {
             HttpError::Store(StoreError::TooLarge { .. }) | HttpError::PayloadTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            HttpError::Store(StoreError::Superseded | StoreError::Stale) => StatusCode::CONFLICT,
+            HttpError::Store(
+                StoreError::Superseded
+                | StoreError::Stale
+                | StoreError::FileInTheWay { .. }
+                | StoreError::FolderInTheWay { .. }
+                | StoreError::NotRegular { .. },
+            ) => StatusCode::CONFLICT,
+            // A link in the root is the operator's (or an intruder's) doing, not a state the client
+            // can resolve by deleting: forbidden, with the link named.
+            HttpError::Store(StoreError::Link { .. }) => StatusCode::FORBIDDEN,
+            HttpError::Store(StoreError::Disk(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,

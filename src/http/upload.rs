@@ -23,6 +23,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     authorize(app, req.headers(), conn)?;
+    // A link under the root, or a file or folder on disk where this path needs the other: refused
+    // before a byte is taken (the store checks what it holds in memory in `begin_upload`).
+    app.store.check_root(path).await?;
     // A track's limit is per fragment (it is one long POST): checked as it is read.
     if let Some((channel, track)) = crate::media::package::track_path(path) {
         return ingest(app, channel, track, req).await;
@@ -136,6 +139,8 @@ pub(super) async fn delete<B>(
     // ffmpeg sends DELETE with `Transfer-Encoding: chunked` and an empty body; the body is not read,
     // which is harmless for an empty one.
     authorize(app, req.headers(), conn)?;
+    // What a delete removes is never reached through a link: refused, and the stored path stays.
+    app.store.check_links(path).await?;
     // A DELETE of a packaged channel ends it (its final, static manifest).
     if app.packager.end(path).await {
         return Ok(no_content());

@@ -9,7 +9,6 @@
 //! reader following a growing entry can tell how long a chunk took from the upload to the reader.
 
 use std::io::SeekFrom;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -19,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::root::RootDir;
 use super::StoreError;
 
 /// Where an entry is in its life.
@@ -89,10 +89,11 @@ impl MemoryGauge {
     }
 }
 
-/// Where the persisted copy of a complete entry lives.
+/// Where the persisted copy of a complete entry lives: the entry's path under the root, opened
+/// without following links.
 #[derive(Debug, Clone)]
 struct DiskCopy {
-    file: PathBuf,
+    root: Arc<RootDir>,
     /// Inode of the file this entry wrote, so that a reader never mixes in a newer version that was
     /// renamed over it.
     ino: u64,
@@ -152,14 +153,14 @@ impl Entry {
 
     pub(crate) fn on_disk(
         path: Arc<str>,
-        file: PathBuf,
+        root: Arc<RootDir>,
         ino: u64,
         len: u64,
         modified: SystemTime,
         gauge: Arc<MemoryGauge>,
         epoch: Instant,
     ) -> Arc<Self> {
-        let body = Body::empty(EntryState::Complete, len, modified, Some(DiskCopy { file, ino }));
+        let body = Body::empty(EntryState::Complete, len, modified, Some(DiskCopy { root, ino }));
         // Found on disk at start: touched at the epoch, first in the arrival order.
         Self::new(path, body, gauge, (epoch, 0), 0)
     }
@@ -335,8 +336,8 @@ impl Entry {
         (body.state == EntryState::Complete && body.in_memory).then(|| body.chunks.clone())
     }
 
-    pub(crate) fn set_persisted(&self, file: PathBuf, ino: u64) {
-        self.body().disk = Some(DiskCopy { file, ino });
+    pub(crate) fn set_persisted(&self, root: Arc<RootDir>, ino: u64) {
+        self.body().disk = Some(DiskCopy { root, ino });
     }
 
     /// Bytes this entry holds in memory that eviction could free (complete and persisted only).
@@ -523,9 +524,12 @@ impl Reader {
     async fn read_disk(&mut self, copy: DiskCopy, limit: u64) -> Result<Bytes, ReadError> {
         let disk = |e: std::io::Error| ReadError::Disk(e.to_string());
         if self.file.is_none() {
-            let mut file = tokio::fs::File::open(&copy.file).await.map_err(disk)?;
+            let (ino, path) = (copy.ino, Arc::clone(&self.entry.path));
+            let opened = tokio::task::spawn_blocking(move || copy.root.open_file(&path)).await;
+            let file = opened.map_err(|e| ReadError::Disk(e.to_string()))?.map_err(disk)?;
+            let mut file = tokio::fs::File::from_std(file);
             let meta = file.metadata().await.map_err(disk)?;
-            if inode(&meta) != copy.ino {
+            if inode(&meta) != ino {
                 return Err(ReadError::Replaced);
             }
             file.seek(SeekFrom::Start(self.pos)).await.map_err(disk)?;

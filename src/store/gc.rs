@@ -36,6 +36,9 @@ pub(super) fn collect_garbage(shared: &Shared) -> usize {
             }
             keep
         });
+        for path in &purged {
+            index.release_folders(path);
+        }
     }
     let count = purged.len();
     shared.purged.fetch_add(count as u64, Ordering::Relaxed);

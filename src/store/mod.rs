@@ -8,11 +8,17 @@
 //! Completed entries are written through to the root folder by one background task (see [`persist`]),
 //! so a slow disk never delays a reader. Garbage collection purges folders that have not been written
 //! for the TTL, and memory pressure moves persisted entries out of memory.
+//!
+//! Nothing under the root is reached through a symbolic link (see [`root`]), and a name is never
+//! both a file and a folder: `a` and `a/b` cannot both be files on disk, so neither the index nor
+//! the disk may hold one while the other is accepted. Whatever is accepted can be written and is
+//! found again after a restart.
 
 pub mod entry;
 mod gc;
 pub mod path;
 mod persist;
+mod root;
 mod upload;
 
 use gc::{collect_garbage, evict_for_memory, maintain};
@@ -97,6 +103,35 @@ pub enum StoreError {
     /// An upload of the same path that arrived later is already stored or in progress.
     #[error("an upload of this path that arrived later is already stored or in progress")]
     Stale,
+    /// A folder of the path is a file (stored, being uploaded, or on disk): `a/b` while `a` is a
+    /// file.
+    #[error("`{file}` is a file, so nothing can be stored under it as a folder; delete it first")]
+    FileInTheWay {
+        /// The file's path.
+        file: String,
+    },
+    /// The path is a folder (of stored files, uploads in progress, or on disk): `a` while `a/b`
+    /// exists.
+    #[error("`{folder}` is a folder, so it cannot also be stored as a file; delete what is under it first")]
+    FolderInTheWay {
+        /// The folder's path.
+        folder: String,
+    },
+    /// A name on the path is a symbolic link in the root folder: ldash follows none.
+    #[error("`{at}` is a symbolic link in the root folder, and ldash follows no links there")]
+    Link {
+        /// The link's path under the root.
+        at: String,
+    },
+    /// A name on the path is neither a regular file nor a folder in the root (a FIFO, socket, device).
+    #[error("`{at}` in the root folder is neither a regular file nor a folder")]
+    NotRegular {
+        /// Its path under the root.
+        at: String,
+    },
+    /// The root folder could not be read to check the path.
+    #[error("the root folder could not be checked: {0}")]
+    Disk(String),
 }
 
 /// What happened to a path, for those that follow the store (the live stream index, early-request
@@ -177,7 +212,11 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct Index {
+    /// Change only through [`Index::insert_slot`] and [`Index::remove_slot`] (or recount `held`).
     slots: HashMap<Arc<str>, Slot>,
+    /// For every folder that holds a stored path at any depth, how many: `a/b/c` counts in `a` and
+    /// `a/b`. A path cannot be stored where a folder is held, nor under a stored path.
+    held: HashMap<String, usize>,
     /// Last write per folder (the path up to its last '/'), for garbage collection: a live stream's
     /// init segment is written once but stays needed while its folder receives segments.
     folders: HashMap<String, Instant>,
@@ -185,6 +224,57 @@ struct Index {
     /// delete but reaches the store after it (another connection) must not bring the path back.
     tombstones: HashMap<Arc<str>, (u64, Instant)>,
 }
+
+impl Index {
+    fn insert_slot(&mut self, path: Arc<str>, slot: Slot) {
+        let folders: Vec<&str> = folders_above(&path).collect();
+        if self.slots.insert(Arc::clone(&path), slot).is_none() {
+            for folder in folders {
+                *self.held.entry(folder.to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove_slot(&mut self, path: &str) -> Option<Slot> {
+        let slot = self.slots.remove(path)?;
+        self.release_folders(path);
+        Some(slot)
+    }
+
+    /// Uncounts `path` from its folders (after it left `slots`).
+    fn release_folders(&mut self, path: &str) {
+        for folder in folders_above(path) {
+            if let Some(count) = self.held.get_mut(folder) {
+                *count -= 1;
+                if *count == 0 {
+                    self.held.remove(folder);
+                }
+            }
+        }
+    }
+
+    /// Why `path` cannot be stored beside the paths stored or in progress: one of its folders is a
+    /// file, or it is itself a folder.
+    fn collision(&self, path: &str) -> Option<StoreError> {
+        if self.held.contains_key(path) {
+            return Some(StoreError::FolderInTheWay {
+                folder: path.to_owned(),
+            });
+        }
+        folders_above(path)
+            .find(|folder| self.slots.contains_key(*folder))
+            .map(|file| StoreError::FileInTheWay { file: file.to_owned() })
+    }
+}
+
+/// The folders above a path, outermost first: `a`, `a/b` for `a/b/c`.
+fn folders_above(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(at, _)| &path[..at])
+}
+
+/// How long a removal still queued for the disk may hold up the check of an upload it is in the
+/// way of ([`Store::check_root`]).
+const QUEUED_REMOVALS_BOUND: Duration = Duration::from_secs(2);
 
 /// How long a delete is remembered against late uploads that arrived before it.
 const TOMBSTONE_AGE: Duration = Duration::from_secs(60);
@@ -199,7 +289,7 @@ struct Shared {
     purged: AtomicU64,
     /// Completed uploads that could not be written to disk since start.
     persist_errors: AtomicU64,
-    root: PathBuf,
+    root: Arc<root::RootDir>,
     jobs: mpsc::UnboundedSender<Job>,
     pressure: Arc<Notify>,
     epoch: Instant,
@@ -216,8 +306,7 @@ impl Store {
     /// Opens the store over `root`: creates it if needed, indexes the files already there as complete
     /// entries, and starts the persistence and maintenance tasks (so it needs a tokio runtime).
     pub fn open(root: impl Into<PathBuf>, limits: Limits) -> std::io::Result<Store> {
-        let root = root.into();
-        std::fs::create_dir_all(&root)?;
+        let root = Arc::new(root::RootDir::create(root.into())?);
         let gauge = Arc::new(MemoryGauge::default());
         let epoch = Instant::now();
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -230,7 +319,7 @@ impl Store {
                 uploads: AtomicUsize::new(0),
                 purged: AtomicU64::new(0),
                 persist_errors: AtomicU64::new(0),
-                root: root.clone(),
+                root: Arc::clone(&root),
                 jobs,
                 pressure: Arc::new(Notify::new()),
                 epoch,
@@ -280,7 +369,56 @@ impl Store {
 
     /// The folder completed uploads are persisted to.
     pub fn root(&self) -> &Path {
-        &self.shared.root
+        self.shared.root.path()
+    }
+
+    /// Checks that an upload of `path` can be written to the root folder: no name on its way is a
+    /// symbolic link ([`StoreError::Link`]), none of its folders is a file on disk
+    /// ([`StoreError::FileInTheWay`]), and it is not a folder on disk
+    /// ([`StoreError::FolderInTheWay`]). Call it before [`Store::begin_upload`], which checks the
+    /// same against what is stored and in progress. It looks at the disk on a blocking thread.
+    ///
+    /// The disk is written behind the store (see [`persist`]): something in the way may be a
+    /// removal still queued (a delete of `a` just before an upload of `a/b`), so the queue is
+    /// waited for once, bounded, before refusing. A disk that cannot be read is no refusal: the
+    /// upload is served from memory and its failed write counted, as with a full disk.
+    ///
+    /// This check words the refusal; the guarantee is the write itself, which follows no link
+    /// and replaces no folder, however the root changes in between.
+    pub async fn check_root(&self, path: &str) -> Result<(), StoreError> {
+        // What the store holds decides without the disk (and without waiting for its queue).
+        if let Some(collision) = self.index().collision(path) {
+            return Err(collision);
+        }
+        match self.probe(path).await {
+            Err(StoreError::FileInTheWay { .. } | StoreError::FolderInTheWay { .. }) => {
+                let _ = tokio::time::timeout(QUEUED_REMOVALS_BOUND, self.flush()).await;
+                self.probe(path).await
+            }
+            other => other,
+        }
+    }
+
+    /// Checks that no name on the way to `path` is a symbolic link in the root folder (for a
+    /// delete: the file a delete would remove is reached through no link).
+    pub async fn check_links(&self, path: &str) -> Result<(), StoreError> {
+        match self.probe(path).await {
+            Err(err @ StoreError::Link { .. }) => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    async fn probe(&self, path: &str) -> Result<(), StoreError> {
+        let root = Arc::clone(&self.shared.root);
+        let owned = path.to_owned();
+        let probed = tokio::task::spawn_blocking(move || root.probe(&owned)).await;
+        match probed.unwrap_or_else(|err| Err(StoreError::Disk(err.to_string()))) {
+            Err(StoreError::Disk(reason)) => {
+                tracing::debug!(path, reason, "the root folder could not be checked; the upload goes on");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn index(&self) -> MutexGuard<'_, Index> {
@@ -327,7 +465,7 @@ impl Store {
                 return false;
             }
             let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
-            index.slots.remove(path)
+            index.remove_slot(path)
         };
         if let Some(slot) = removed {
             slot.current.abort();
@@ -399,6 +537,10 @@ impl Store {
                 limit: limits.max_paths,
             });
         }
+        // `a` and `a/b` cannot both be files on disk: refused before anything is accepted.
+        if let Some(collision) = index.collision(&path) {
+            return Err(collision);
+        }
         let deleted = index.tombstones.get(&path).map_or(0, |(arrival, _)| *arrival);
         let latest = index.slots.get(&path).map_or(deleted, |slot| {
             slot.current
@@ -432,7 +574,7 @@ impl Store {
             }
         };
         if !index.slots.contains_key(&path) {
-            index.slots.insert(
+            index.insert_slot(
                 Arc::clone(&path),
                 Slot {
                     current: Arc::clone(&entry),
@@ -467,7 +609,7 @@ impl Store {
             if let Some(arrival) = arrival {
                 index.tombstones.insert(Arc::from(path), (arrival, Instant::now()));
             }
-            let removed = index.slots.remove(path);
+            let removed = index.remove_slot(path);
             if removed.is_some() {
                 // Queued under the index lock, so a later upload's write is always queued after it.
                 let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
@@ -537,7 +679,7 @@ impl Store {
         if slot.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, entry)) {
             slot.pending = None;
         } else if Arc::ptr_eq(&slot.current, entry) {
-            index.slots.remove(entry.path());
+            index.remove_slot(entry.path());
             // The file of a version this upload replaced at once ([`Replace::AtOnce`]) must not come
             // back after a restart. Queued under the index lock: see `delete`.
             let _ = self.shared.jobs.send(Job::Remove(entry.path().to_owned()));
