@@ -235,6 +235,8 @@ fn builders(settings: &ConnectionSettings) -> (http1::Builder, http2::Builder<To
     (h1, h2)
 }
 
+/// One connection's task. What it runs after the first bytes (hyper's connection, the TLS session)
+/// is boxed, so that a connection that never sends anything holds only this small future.
 async fn connection(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, _slot: Slot) {
     let accepted = Instant::now();
     let peer = info.peer;
@@ -249,17 +251,18 @@ async fn connection(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, _slo
             };
             let activity = Activity::new(accepted, http2);
             let io = Watched::new(stream, read_ahead, Arc::clone(&activity));
-            serve_connection(io, http2, info, &shared, activity).await
+            Box::pin(serve_connection(io, http2, info, &shared, activity)).await
         }
         Some(acceptor) => {
-            let Ok(Ok(stream)) = tokio::time::timeout_at(first_head, acceptor.accept(stream)).await else {
+            let handshake = Box::pin(acceptor.accept(stream));
+            let Ok(Ok(stream)) = tokio::time::timeout_at(first_head, handshake).await else {
                 tracing::debug!(%peer, "TLS handshake failed or timed out");
                 return;
             };
             let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let activity = Activity::new(accepted, http2);
             let io = Watched::new(stream, Bytes::new(), Arc::clone(&activity));
-            serve_connection(io, http2, info, &shared, activity).await
+            Box::pin(serve_connection(io, http2, info, &shared, activity)).await
         }
     }
 }
