@@ -119,7 +119,9 @@ pub struct Config {
     #[arg(long, env = "LDASH_QUIC_CONGESTION", value_enum, default_value_t = Congestion::Bbr)]
     pub quic_congestion: Congestion,
 
-    /// Seconds a client has to send its request headers (against slowloris).
+    /// Seconds a client has from connecting to its first whole request head, TLS handshake
+    /// included (a connection that sends nothing is closed then), and from the first byte of each
+    /// later HTTP/1.1 request head to its end (against slowloris).
     #[arg(long, env = "LDASH_HEADER_TIMEOUT", default_value_t = 10)]
     pub header_timeout: u64,
 

@@ -766,9 +766,11 @@ async fn a_200_kb_header_block_is_refused_on_http1_and_http2() {
     let over = h2_exchange(server.http, h2_request_with_header(200 << 10)).await;
     assert!(!over.ok, "a 200 KB header block over HTTP/2 was served: {over:?}");
     assert!(over.reset || over.goaway || over.other_status, "{over:?}");
+    println!("HTTP/2, a 200 KB header block: {over:?}");
     // And the limit is an option: 8 KiB refuses the 20 KB block too.
     let small = TestServer::start_with(|c| c.max_header_bytes = 8 << 10).await;
     assert_eq!(h1_with_header(small.http, 20 << 10).await, 431);
     let refused = h2_exchange(small.http, h2_request_with_header(20 << 10)).await;
     assert!(!refused.ok, "{refused:?}");
+    println!("HTTP/2, a 20 KB header block over an 8 KiB limit: {refused:?}");
 }
