@@ -6,7 +6,8 @@
 //! ingest connection outlives the header timeout and closes after its idle timeout, and a held
 //! request is never idle; over the per-address and per-listener limits a new connection is closed
 //! at once, and the other listener is untouched; a 200 KB header block is refused on HTTP/1.1
-//! (431) and HTTP/2 (a stream or connection error). Every wait is on an event (a response, the
+//! (431) and HTTP/2 (a stream or connection error); out of file descriptors, accepting pauses
+//! instead of spinning and ldash serves again once they free up. Every wait is on an event (a response, the
 //! end of a stream) and bounded; the flood clients come from other loopback addresses
 //! (127.0.0.x) than the fresh clients, as a distributed flood would.
 //!
@@ -773,4 +774,81 @@ async fn a_200_kb_header_block_is_refused_on_http1_and_http2() {
     let refused = h2_exchange(small.http, h2_request_with_header(20 << 10)).await;
     assert!(!refused.ok, "{refused:?}");
     println!("HTTP/2, a 20 KB header block over an 8 KiB limit: {refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_accept_backs_off_and_serves_again_once_they_free_up() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    raise_open_file_limit();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    // ldash with 128 descriptors (hard limit too, so that it cannot raise it), and connection
+    // budgets above that: the descriptors run out first and accept fails with EMFILE.
+    let mut command = ldash_command(env!("CARGO_BIN_EXE_ldash"));
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let options = ["--http-max-connections", "1000", "--http-max-connections-per-ip", "0"];
+    let mut server = OriginProcess::start(command, dir.path(), &options)
+        .await
+        .unwrap_or_else(|e| panic!("ldash starts: {e}"));
+
+    // 300 connections: the kernel completes them all (the listen backlog), ldash runs out of
+    // descriptors accepting them.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(
+            connect_from(loopback(2), server.http)
+                .await
+                .expect("the kernel accepts"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process::open_descriptors(server.pid) < 120 {
+        assert!(
+            Instant::now() < deadline,
+            "ldash did not fill its descriptors within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Out of descriptors for 2 s: accepting pauses instead of spinning.
+    let before = server.usage().cpu;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = server.usage().cpu - before;
+    assert!(
+        spent < 0.6,
+        "ldash spent {spent:.2} s of CPU in 2 s while out of descriptors"
+    );
+
+    // The flood gone, ldash serves again.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let client = fresh_client(&server, Proto::H1, loopback(3));
+        let url = server.url(Proto::H1, "/ldash/time");
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), client.get(&url).send()).await {
+            assert_eq!(response.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ldash does not serve again within 15 s of the flood's end"
+        );
+    }
+    let (_, log) = server.stop().await.expect("ldash stops");
+    let failures: Vec<&String> = log.warnings.iter().filter(|w| w.contains("accept failed")).collect();
+    println!("out of descriptors: {spent:.2} s of CPU in 2 s; warnings: {failures:?}");
+    assert!(
+        !failures.is_empty() && failures.len() <= 3,
+        "accept failures are warned about, a few times at most: {failures:?}"
+    );
 }
