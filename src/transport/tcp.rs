@@ -259,9 +259,24 @@ async fn connection(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, _slo
                 tracing::debug!(%peer, "TLS handshake failed or timed out");
                 return;
             };
-            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let (stream, (read_ahead, http2)) = match stream.get_ref().1.alpn_protocol() {
+                Some(alpn) => {
+                    let http2 = alpn == b"h2";
+                    (stream, (Bytes::new(), http2))
+                }
+                // No ALPN: told by the preface, as on cleartext.
+                None => {
+                    let mut stream = stream;
+                    let sniffed = tokio::time::timeout_at(first_head, read_preface(&mut stream)).await;
+                    let Ok(Ok(start)) = sniffed else {
+                        tracing::debug!(%peer, "no request within the header timeout");
+                        return;
+                    };
+                    (stream, start)
+                }
+            };
             let activity = Activity::new(accepted, http2);
-            let io = Watched::new(stream, Bytes::new(), Arc::clone(&activity));
+            let io = Watched::new(stream, read_ahead, Arc::clone(&activity));
             Box::pin(serve_connection(io, http2, info, &shared, activity)).await
         }
     }
@@ -269,7 +284,7 @@ async fn connection(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, _slo
 
 /// Reads as much of the connection's start as tells HTTP/2 (its preface) from HTTP/1.1; returns
 /// the bytes read, to be handed to hyper first, and whether it is HTTP/2.
-async fn read_preface(stream: &mut TcpStream) -> std::io::Result<(Bytes, bool)> {
+async fn read_preface(stream: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(Bytes, bool)> {
     let mut start = [0u8; H2_PREFACE.len()];
     let mut len = 0;
     while len < start.len() {
