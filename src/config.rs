@@ -123,6 +123,35 @@ pub struct Config {
     #[arg(long, env = "LDASH_HEADER_TIMEOUT", default_value_t = 10)]
     pub header_timeout: u64,
 
+    /// Largest request header block accepted, in bytes (suffixes K, M): beyond it a request is
+    /// answered 431. Over HTTP/3 it is enforced as the bytes arrive: a HEADERS frame (or any other
+    /// frame but DATA) that declares more is refused at its frame header, before its bytes are read.
+    #[arg(long, env = "LDASH_MAX_HEADER_BYTES", default_value = "32K", value_parser = parse_usize_size)]
+    pub max_header_bytes: usize,
+
+    /// QUIC connections at once, handshaking or established; a new one beyond it is refused
+    /// (CONNECTION_REFUSED: browsers fall back to HTTP/2).
+    #[arg(long, env = "LDASH_QUIC_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub quic_max_connections: usize,
+
+    /// QUIC handshakes in progress at once; a new one beyond it is refused.
+    #[arg(long, env = "LDASH_QUIC_MAX_HANDSHAKES", default_value_t = 256)]
+    pub quic_max_handshakes: usize,
+
+    /// QUIC handshakes in progress above which a client must prove its address first (a stateless
+    /// Retry, one more round trip) before ldash keeps any state for it; 0: always.
+    #[arg(long, env = "LDASH_QUIC_RETRY_ABOVE", default_value_t = 64)]
+    pub quic_retry_above: usize,
+
+    /// QUIC handshakes in progress from one IP address whose address was validated (by a Retry or
+    /// a token); a new one beyond it is refused.
+    #[arg(long, env = "LDASH_QUIC_MAX_HANDSHAKES_PER_PEER", default_value_t = 32)]
+    pub quic_max_handshakes_per_peer: usize,
+
+    /// Seconds a QUIC handshake (and the HTTP/3 setup after it) may take.
+    #[arg(long, env = "LDASH_QUIC_HANDSHAKE_TIMEOUT", default_value_t = 5)]
+    pub quic_handshake_timeout: u64,
+
     /// Seconds in-flight responses get to finish at shutdown.
     #[arg(long, env = "LDASH_DRAIN_TIMEOUT", default_value_t = 5)]
     pub drain_timeout: u64,
@@ -233,6 +262,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     value
         .checked_mul(factor)
         .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// Parses a byte count as [`parse_size`] does, for a value held in memory (`usize`).
+pub fn parse_usize_size(text: &str) -> Result<usize, String> {
+    parse_size(text).and_then(|bytes| usize::try_from(bytes).map_err(|_| format!("'{text}' is too large")))
 }
 
 #[cfg(test)]

@@ -89,6 +89,25 @@ pub struct ConnectionSettings {
     pub tcp_notsent_lowat: Option<u32>,
     /// The QUIC congestion controller.
     pub quic_congestion: Congestion,
+    /// Largest request header block, in bytes (at least 1 KiB).
+    pub max_header_bytes: usize,
+    /// Bounds on QUIC connections and handshakes.
+    pub quic: QuicLimits,
+}
+
+/// Bounds on QUIC connections and handshakes, against floods of handshakes that never complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicLimits {
+    /// Connections at once, handshaking or established (at least 1).
+    pub max_connections: usize,
+    /// Handshakes in progress at once (at least 1).
+    pub max_handshakes: usize,
+    /// Handshakes in progress above which an unvalidated client address gets a Retry.
+    pub retry_above: usize,
+    /// Handshakes in progress from one validated IP address (at least 1).
+    pub max_handshakes_per_peer: usize,
+    /// Time a handshake and the HTTP/3 setup after it may take (at least 1 s).
+    pub handshake_timeout: Duration,
 }
 
 /// A day: the `max-age` of media segments when garbage collection is off.
@@ -153,6 +172,15 @@ impl Settings {
                 tcp_notsent_lowat: (config.tcp_notsent_lowat > 0)
                     .then(|| u32::try_from(config.tcp_notsent_lowat).unwrap_or(u32::MAX)),
                 quic_congestion: config.quic_congestion,
+                // A request's pseudo-header fields alone take a few hundred bytes.
+                max_header_bytes: config.max_header_bytes.max(1 << 10),
+                quic: QuicLimits {
+                    max_connections: config.quic_max_connections.max(1),
+                    max_handshakes: config.quic_max_handshakes.max(1),
+                    retry_above: config.quic_retry_above,
+                    max_handshakes_per_peer: config.quic_max_handshakes_per_peer.max(1),
+                    handshake_timeout: Duration::from_secs(config.quic_handshake_timeout.max(1)),
+                },
             },
         }
     }
@@ -245,5 +273,9 @@ mod tests {
         assert_eq!(s.routes.reader_lag_limit, Some(8 << 20));
         assert_eq!(s.live.end_rule.after_segments, 5);
         assert_eq!(s.tls.files, None);
+        assert_eq!(s.connections.max_header_bytes, 32 << 10);
+        assert_eq!(s.connections.quic.max_handshakes, 256);
+        assert_eq!(s.connections.quic.retry_above, 64);
+        assert_eq!(s.connections.quic.handshake_timeout, Duration::from_secs(5));
     }
 }
