@@ -212,6 +212,20 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
         "RSS back within 1.2x baseline + 16 MiB ({bound} KiB) within {RSS_RETURN:?} after the flood: \
          {after} KiB (baseline {baseline} KiB, peak {peak} KiB)"
     );
+    // The flood's handshakes are dropped after --quic-handshake-timeout (5 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&ldash, "ldash_quic_handshakes").await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "handshakes still in progress 10 s after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let timeouts = metric(&ldash, "ldash_quic_handshake_timeouts_total").await;
+    assert!(
+        timeouts >= 64.0,
+        "the flood's admitted handshakes timed out: {timeouts}"
+    );
     let (status, _) = fresh_h3_get(&ldash).await;
     assert_eq!(status, 200, "ldash still serves HTTP/3 after the flood");
 }
@@ -315,6 +329,19 @@ impl RawH3 {
             conn,
             control,
             _endpoint: endpoint,
+        }
+    }
+
+    /// Waits (at most 10 s) for the server to close the connection with HTTP/3 error `code`.
+    async fn closed_with(&self, code: u64, name: &str) {
+        let reason = tokio::time::timeout(Duration::from_secs(10), self.conn.closed())
+            .await
+            .unwrap_or_else(|_| panic!("the connection is not closed ({name}) within 10 s"));
+        match reason {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code.into_inner(), code, "{name}, got {close:?}");
+            }
+            other => panic!("expected an HTTP/3 close with {name}, got {other}"),
         }
     }
 
@@ -573,13 +600,21 @@ async fn oversized_http3_header_blocks_are_refused_as_they_arrive() {
     put_varint(&mut huge, 1 << 20);
     huge.extend(std::iter::repeat_n(0u8, 64 << 10));
     let _ = closer.control.write_all(&huge).await;
-    let reason = tokio::time::timeout(Duration::from_secs(10), closer.conn.closed())
-        .await
-        .expect("the connection is closed within 10 s");
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code.into_inner(), 0x107, "H3_EXCESSIVE_LOAD, got {close:?}");
-        }
-        other => panic!("expected an HTTP/3 application close, got {other}"),
-    }
+    closer.closed_with(0x107, "H3_EXCESSIVE_LOAD").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http3_connection_that_sends_no_request_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ldash = start_ldash(dir.path(), &["--header-timeout", "1"]).await;
+    let silent = RawH3::connect(&ldash).await;
+    let started = Instant::now();
+    silent.closed_with(0x100, "H3_NO_ERROR").await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed after the header timeout, not at once: {:?}",
+        started.elapsed()
+    );
+    let (status, _) = fresh_h3_get(&ldash).await;
+    assert_eq!(status, 200, "a client that asks is served");
 }

@@ -424,7 +424,8 @@ async fn connection(
             }
             _ = tokio::time::sleep_until(idle_deadline), if requests.is_empty() => {
                 tracing::debug!(%peer, first = requests_seen == 0, "closing an idle HTTP/3 connection");
-                let _ = h3.shutdown(0).await;
+                // A client that gives no flow control credit could hold the GOAWAY back forever.
+                let _ = tokio::time::timeout(Duration::from_secs(1), h3.shutdown(0)).await;
                 quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
                 break;
             }
