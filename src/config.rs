@@ -129,7 +129,9 @@ pub struct Config {
     /// HTTP/1.1 answers 431 once the unfinished head passes it (checked as the bytes arrive, so
     /// no more than about this much is buffered); HTTP/2 advertises it as
     /// SETTINGS_MAX_HEADER_LIST_SIZE and refuses a bigger header list (431, then RST_STREAM; a
-    /// header block that keeps growing past it ends the connection).
+    /// header block that keeps growing past it ends the connection); HTTP/3 refuses a HEADERS
+    /// frame (or any frame but DATA) that declares more at its frame header, before its bytes are
+    /// read (431).
     #[arg(long, env = "LDASH_MAX_HEADER_BYTES", default_value = "32K", value_parser = parse_header_bytes)]
     pub max_header_bytes: usize,
 
@@ -167,6 +169,29 @@ pub struct Config {
     /// address: raise it (or 0) for an origin behind a CDN.
     #[arg(long, env = "LDASH_HTTPS_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
     pub https_max_connections_per_ip: usize,
+
+    /// QUIC connections at once, handshaking or established; a new one beyond it is refused
+    /// (CONNECTION_REFUSED: browsers fall back to HTTP/2).
+    #[arg(long, env = "LDASH_QUIC_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub quic_max_connections: usize,
+
+    /// QUIC handshakes in progress at once; a new one beyond it is refused.
+    #[arg(long, env = "LDASH_QUIC_MAX_HANDSHAKES", default_value_t = 256)]
+    pub quic_max_handshakes: usize,
+
+    /// QUIC handshakes in progress above which a client must prove its address first (a stateless
+    /// Retry, one more round trip) before ldash keeps any state for it; 0: always.
+    #[arg(long, env = "LDASH_QUIC_RETRY_ABOVE", default_value_t = 64)]
+    pub quic_retry_above: usize,
+
+    /// QUIC handshakes in progress from one IP address whose address was validated (by a Retry or
+    /// a token); a new one beyond it is refused.
+    #[arg(long, env = "LDASH_QUIC_MAX_HANDSHAKES_PER_PEER", default_value_t = 32)]
+    pub quic_max_handshakes_per_peer: usize,
+
+    /// Seconds a QUIC handshake (and the HTTP/3 setup after it) may take.
+    #[arg(long, env = "LDASH_QUIC_HANDSHAKE_TIMEOUT", default_value_t = 5)]
+    pub quic_handshake_timeout: u64,
 
     /// Seconds in-flight responses get to finish at shutdown.
     #[arg(long, env = "LDASH_DRAIN_TIMEOUT", default_value_t = 5)]

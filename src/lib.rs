@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod media;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod settings;

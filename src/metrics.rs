@@ -56,6 +56,7 @@ pub struct Metrics {
     ingest_tracks: Gauge,
     ingest_chunks: Counter,
     ingest_refused: Counter,
+    quic: QuicMeter,
 }
 
 impl Metrics {
@@ -80,6 +81,7 @@ impl Metrics {
             ingest_tracks: Gauge::default(),
             ingest_chunks: Counter::default(),
             ingest_refused: Counter::default(),
+            quic: QuicMeter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -142,6 +144,7 @@ impl Metrics {
             "CMAF ingest tracks refused (not CMAF, no init segment, a fragment too large, ...)",
             metrics.ingest_refused.clone(),
         );
+        metrics.quic.register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store.clone())));
         Metrics { registry, ..metrics }
     }
@@ -211,6 +214,11 @@ impl Metrics {
         }
     }
 
+    /// What the QUIC listener counts: its connections, handshakes, Retries and refusals.
+    pub fn quic(&self) -> QuicMeter {
+        self.quic.clone()
+    }
+
     /// Counts an early request as held, and as waiting while the guard lives.
     pub fn early_request(&self) -> GaugeGuard {
         self.early_held.inc();
@@ -232,6 +240,58 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// What the QUIC listener updates: at most a few atomics per connection attempt.
+#[derive(Debug, Clone, Default)]
+pub struct QuicMeter {
+    /// Connections open, handshaking or established.
+    pub connections: Gauge,
+    /// Handshakes in progress.
+    pub handshakes: Gauge,
+    /// Connection attempts answered with a Retry (address validation).
+    pub retries: Counter,
+    /// Connection attempts refused (a bound was reached).
+    pub refused: Counter,
+    /// Handshakes that did not complete within the handshake timeout.
+    pub handshake_timeouts: Counter,
+    /// HTTP/3 requests refused for a header block over --max-header-bytes.
+    pub headers_refused: Counter,
+}
+
+impl QuicMeter {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "quic_connections",
+            "QUIC connections open, handshaking or established (what --quic-max-connections limits)",
+            self.connections.clone(),
+        );
+        registry.register(
+            "quic_handshakes",
+            "QUIC handshakes in progress (what --quic-max-handshakes limits)",
+            self.handshakes.clone(),
+        );
+        registry.register(
+            "quic_retries",
+            "QUIC connection attempts answered with a Retry to validate the client's address (above --quic-retry-above handshakes)",
+            self.retries.clone(),
+        );
+        registry.register(
+            "quic_refused",
+            "QUIC connection attempts refused at a bound (connections, handshakes, handshakes per peer)",
+            self.refused.clone(),
+        );
+        registry.register(
+            "quic_handshake_timeouts",
+            "QUIC handshakes (with the HTTP/3 setup) not done within --quic-handshake-timeout",
+            self.handshake_timeouts.clone(),
+        );
+        registry.register(
+            "h3_headers_refused",
+            "HTTP/3 requests refused (431) for a header block over --max-header-bytes",
+            self.headers_refused.clone(),
+        );
     }
 }
 

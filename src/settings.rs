@@ -97,6 +97,23 @@ pub struct ConnectionSettings {
     pub https: ListenerBudget,
     /// The metrics listener's: a scraper or two, on its own budget.
     pub metrics: ListenerBudget,
+    /// Bounds on QUIC connections and handshakes.
+    pub quic: QuicLimits,
+}
+
+/// Bounds on QUIC connections and handshakes, against floods of handshakes that never complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicLimits {
+    /// Connections at once, handshaking or established (at least 1).
+    pub max_connections: usize,
+    /// Handshakes in progress at once (at least 1).
+    pub max_handshakes: usize,
+    /// Handshakes in progress above which an unvalidated client address gets a Retry.
+    pub retry_above: usize,
+    /// Handshakes in progress from one validated IP address (at least 1).
+    pub max_handshakes_per_peer: usize,
+    /// Time a handshake and the HTTP/3 setup after it may take (at least 1 s).
+    pub handshake_timeout: Duration,
 }
 
 /// How long one TCP listener's connections may idle and how many it holds: each listener has its
@@ -188,6 +205,13 @@ impl Settings {
                     config.https_max_connections_per_ip,
                 ),
                 metrics: ListenerBudget::new(config.http_idle_timeout, METRICS_MAX_CONNECTIONS, 0),
+                quic: QuicLimits {
+                    max_connections: config.quic_max_connections.max(1),
+                    max_handshakes: config.quic_max_handshakes.max(1),
+                    retry_above: config.quic_retry_above,
+                    max_handshakes_per_peer: config.quic_max_handshakes_per_peer.max(1),
+                    handshake_timeout: Duration::from_secs(config.quic_handshake_timeout.max(1)),
+                },
             },
         }
     }
@@ -292,6 +316,9 @@ mod tests {
         assert_eq!(s.live.end_rule.after_segments, 5);
         assert_eq!(s.tls.files, None);
         assert_eq!(s.connections.max_header_bytes, 32 << 10);
+        assert_eq!(s.connections.quic.max_handshakes, 256);
+        assert_eq!(s.connections.quic.retry_above, 64);
+        assert_eq!(s.connections.quic.handshake_timeout, Duration::from_secs(5));
         assert_eq!(
             s.connections.http.idle_timeout,
             Duration::from_secs(60),

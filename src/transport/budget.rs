@@ -123,20 +123,6 @@ impl Drop for Slot {
     }
 }
 
-/// Gives memory freed by ended connections back to the system. glibc's allocator keeps freed memory
-/// in its arenas (each worker thread allocates from its own), so after a flood of thousands of
-/// connections the process stays at its peak size (85 MiB after 3,000 closed connections, from a
-/// baseline of 20 MiB) unless asked with malloc_trim, which returns every free page of every arena.
-/// It takes the arenas' locks while it walks them: called on a blocking thread, and only after a
-/// flood ([`Budget::ebbed`]).
-pub(crate) fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes a padding size and touches only the allocator's own state.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

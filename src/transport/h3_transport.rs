@@ -11,12 +11,16 @@
 //! thread-local lookout is set, and [`Payload::chunk`] leaves a clone of its `Bytes` there (a
 //! reference count, no copy). Everything happens within one synchronous call on one thread.
 //!
+//! Every stream the client opens passes through a [`FrameGuard`]: no frame but DATA longer than
+//! `--max-header-bytes` reaches h3, which would buffer it whole.
+//!
 //! Errors map to h3's types as the protocol needs them: a peer's STOP_SENDING or RESET_STREAM code
 //! becomes `StreamTerminated` with that code, a lost connection becomes the connection error (an
 //! application close keeps its code), anything else is `Unknown` (h3 treats it as a terminated
 //! stream). Nothing here panics on what a peer sends.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
@@ -26,6 +30,8 @@ use bytes::{Buf, Bytes};
 use h3::error::Code;
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
 use quinn::VarInt;
+
+use super::frame_guard::{FrameGuard, StreamKind};
 
 /// A response body chunk as h3 carries it to [`SendHalf`]: the store's `Bytes`, uncopied.
 #[derive(Debug)]
@@ -113,15 +119,19 @@ pub struct H3Connection {
     accepting_uni: Waiting<quinn::RecvStream>,
     /// Also holds the connection handle the accepting side uses.
     opener: StreamOpener,
+    /// The longest frame but DATA a client may send (`--max-header-bytes`).
+    frame_limit: usize,
 }
 
 impl H3Connection {
-    /// Wraps an established quinn connection.
-    pub fn new(conn: quinn::Connection) -> Self {
+    /// Wraps an established quinn connection; frames other than DATA from the client may be up to
+    /// `frame_limit` bytes long.
+    pub fn new(conn: quinn::Connection, frame_limit: usize) -> Self {
         Self {
             accepting_bidi: None,
             accepting_uni: None,
             opener: StreamOpener::new(conn),
+            frame_limit,
         }
     }
 }
@@ -138,7 +148,11 @@ impl quic::Connection<Payload> for H3Connection {
             |conn| async move { conn.accept_uni().await }
         ))
         .map_err(connection_error)?;
-        Poll::Ready(RecvHalf::new(recv).map_err(internal))
+        let guard = Guard {
+            frames: FrameGuard::new(StreamKind::Unidirectional, self.frame_limit),
+            conn: self.opener.conn.clone(),
+        };
+        Poll::Ready(RecvHalf::new(recv, Some(guard)).map_err(internal))
     }
 
     fn poll_accept_bidi(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bidi, ConnectionErrorIncoming>> {
@@ -149,7 +163,11 @@ impl quic::Connection<Payload> for H3Connection {
             |conn| async move { conn.accept_bi().await }
         ))
         .map_err(connection_error)?;
-        Poll::Ready(Bidi::new(send, recv).map_err(internal))
+        let guard = Guard {
+            frames: FrameGuard::new(StreamKind::Request, self.frame_limit),
+            conn: self.opener.conn.clone(),
+        };
+        Poll::Ready(Bidi::new(send, recv, Some(guard)).map_err(internal))
     }
 
     fn opener(&self) -> StreamOpener {
@@ -203,7 +221,8 @@ impl quic::OpenStreams<Payload> for StreamOpener {
             |conn| async move { conn.open_bi().await }
         ))
         .map_err(lost)?;
-        Poll::Ready(Bidi::new(send, recv).map_err(|err| lost_with(internal(err))))
+        // The server's own streams: h3 never opens a bidirectional one; nothing to guard.
+        Poll::Ready(Bidi::new(send, recv, None).map_err(|err| lost_with(internal(err))))
     }
 
     fn poll_open_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<SendHalf, StreamErrorIncoming>> {
@@ -227,10 +246,14 @@ pub struct Bidi {
 }
 
 impl Bidi {
-    fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Result<Self, quic::InvalidStreamId> {
+    fn new(
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        guard: Option<Guard>,
+    ) -> Result<Self, quic::InvalidStreamId> {
         Ok(Self {
             send: SendHalf::new(send)?,
-            recv: RecvHalf::new(recv)?,
+            recv: RecvHalf::new(recv, guard)?,
         })
     }
 }
@@ -341,16 +364,36 @@ impl quic::SendStream<Payload> for SendHalf {
     }
 }
 
-/// The receiving side of a stream: the peer's bytes as quinn received them, uncopied.
+/// The receiving side of a stream: the peer's bytes as quinn received them, uncopied, through the
+/// frame guard.
 pub struct RecvHalf {
     stream: quinn::RecvStream,
     id: StreamId,
+    guard: Option<Guard>,
+    /// What the guard handed on and h3 has not taken yet.
+    ready: VecDeque<Bytes>,
 }
 
+/// The frame guard of a stream the client opened, and the connection to close on a violation
+/// that cannot be answered on the stream.
+struct Guard {
+    frames: FrameGuard,
+    conn: quinn::Connection,
+}
+
+/// HTTP/3 error codes the guard uses.
+const H3_NO_ERROR: u32 = 0x100;
+const H3_EXCESSIVE_LOAD: u32 = 0x107;
+
 impl RecvHalf {
-    fn new(stream: quinn::RecvStream) -> Result<Self, quic::InvalidStreamId> {
+    fn new(stream: quinn::RecvStream, guard: Option<Guard>) -> Result<Self, quic::InvalidStreamId> {
         let id = StreamId::try_from(u64::from(stream.id()))?;
-        Ok(Self { stream, id })
+        Ok(Self {
+            stream,
+            id,
+            guard,
+            ready: VecDeque::new(),
+        })
     }
 }
 
@@ -358,10 +401,45 @@ impl quic::RecvStream for RecvHalf {
     type Buf = Bytes;
 
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-        // quinn's read_chunk is cancel-safe, so a fresh one per poll loses nothing.
-        let reading = pin!(self.stream.read_chunk(usize::MAX, true));
-        let chunk = ready!(reading.poll(cx)).map_err(read_error)?;
-        Poll::Ready(Ok(chunk.map(|chunk| chunk.bytes)))
+        loop {
+            if let Some(piece) = self.ready.pop_front() {
+                return Poll::Ready(Ok(Some(piece)));
+            }
+            let Some(guard) = &mut self.guard else {
+                // quinn's read_chunk is cancel-safe, so a fresh one per poll loses nothing.
+                let reading = pin!(self.stream.read_chunk(usize::MAX, true));
+                let chunk = ready!(reading.poll(cx)).map_err(read_error)?;
+                return Poll::Ready(Ok(chunk.map(|chunk| chunk.bytes)));
+            };
+            if guard.frames.refused() {
+                return Poll::Ready(Ok(None));
+            }
+            let chunk = {
+                let reading = pin!(self.stream.read_chunk(usize::MAX, true));
+                ready!(reading.poll(cx)).map_err(read_error)?
+            };
+            let Some(chunk) = chunk else {
+                return Poll::Ready(Ok(None));
+            };
+            match guard.frames.pass(chunk.bytes) {
+                Ok(passed) => {
+                    if passed.refused {
+                        // The request gets its 431 from h3; the client need not send the rest.
+                        let _ = self.stream.stop(VarInt::from_u32(H3_NO_ERROR));
+                    }
+                    self.ready = passed.pieces;
+                }
+                Err(oversized) => {
+                    tracing::debug!(%oversized, "closing the HTTP/3 connection");
+                    guard
+                        .conn
+                        .close(VarInt::from_u32(H3_EXCESSIVE_LOAD), b"frame too large");
+                    return Poll::Ready(Err(lost_with(ConnectionErrorIncoming::ApplicationClose {
+                        error_code: u64::from(H3_EXCESSIVE_LOAD),
+                    })));
+                }
+            }
+        }
     }
 
     fn stop_sending(&mut self, error_code: u64) {

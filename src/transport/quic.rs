@@ -9,13 +9,21 @@
 //!   transport adapter ([`super::h3_transport`]), which hands each chunk's `Bytes` to quinn uncopied.
 //! - Every request body is read to its end before the response is finished, so a client still sending
 //!   is never told STOP_SENDING.
+//! - Handshakes are admitted by [`Admission`]: above `--quic-retry-above` handshakes in progress a
+//!   client whose address is not yet validated gets a stateless Retry (ldash keeps nothing for it
+//!   until it echoes the token), and beyond the bounds on handshakes (in all and per validated
+//!   peer) and on connections an attempt is refused. A flood of Initials from spoofed or
+//!   never-answering sources so costs one Retry packet each, not a connection's state.
+//! - Request header blocks are bounded as their bytes arrive (see [`super::h3_transport`]).
 //! - No 0-RTT: requests are read only after the full handshake. 0-RTT data is replayable (unsafe for
 //!   uploads), and accepting 0.5-RTT data (quinn's `into_0rtt` on the server) made the HTTP/3 setup
 //!   hang in about one of five Chromium connections here; a full handshake never did.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,7 +37,8 @@ use tokio::task::JoinSet;
 
 use crate::config::Congestion;
 use crate::http::{App, ConnInfo, ResponseBody, Transport};
-use crate::settings::ConnectionSettings;
+use crate::metrics::QuicMeter;
+use crate::settings::{ConnectionSettings, QuicLimits};
 use crate::transport::h3_transport::{H3Connection, Payload, RecvHalf, SendHalf};
 use crate::transport::tls::{Identity, TlsError};
 
@@ -50,6 +59,19 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const BODY_CHANNEL: usize = 8;
 /// How long an unread request body is drained after the response, at most.
 const DRAIN_BODY: Duration = Duration::from_secs(10);
+/// The QUIC idle timeout. The server's keep-alive (every 10 s) keeps a quiet connection from
+/// reaching it, so a connection with no request in flight for this long is also closed by ldash.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connection attempts quinn queues for the accept loop, which decides each at once; beyond it
+/// quinn refuses new ones by itself (its default, 65,536, can hold 100 MB of first datagrams).
+const MAX_INCOMING: usize = 1024;
+/// Datagrams quinn buffers for one attempt not yet decided (a client's first flight beyond its
+/// first datagram: a large ClientHello), and for all of them (quinn's defaults: 10 and 100 MiB).
+const INCOMING_BUFFER: u64 = 64 << 10;
+const INCOMING_BUFFER_TOTAL: u64 = 4 << 20;
+/// Connections (and handshakes) ended after which freed heap memory is given back to the system
+/// ([`crate::memory`]): 256 connections hold about 12 MiB (50 KiB each, measured).
+const TRIM_AFTER: usize = 256;
 
 /// Builds the QUIC endpoint on `addr` with live-streaming transport settings.
 pub fn endpoint(identity: &Identity, addr: SocketAddr, congestion: Congestion) -> Result<quinn::Endpoint, QuicError> {
@@ -73,6 +95,10 @@ pub fn endpoint(identity: &Identity, addr: SocketAddr, congestion: Congestion) -
         transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     }
     config.transport_config(Arc::new(transport));
+    config
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     let socket = udp_socket(addr).map_err(|source| QuicError::Bind { addr, source })?;
     let runtime = Arc::new(quinn::TokioRuntime);
     quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket, runtime)
@@ -121,24 +147,28 @@ pub enum QuicError {
 }
 
 /// Serves HTTP/3 on `endpoint` until `shutdown` turns true; then sends GOAWAY, drains for at most
-/// the drain timeout, and closes the endpoint. The header timeout bounds the handshake and each
-/// request's headers, as on TCP.
+/// the drain timeout, and closes the endpoint. Each connection attempt is admitted, retried or
+/// refused at once ([`Admission`]); the handshake timeout bounds the handshake and the HTTP/3
+/// setup, the header timeout each request's headers, as on TCP.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     app: Arc<App>,
     settings: ConnectionSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (drain, header_timeout) = (settings.drain_timeout, settings.header_timeout);
+    let drain = settings.drain_timeout;
+    let admission = Arc::new(Admission::new(settings.quic, app.metrics.quic()));
+    let trimmer = crate::memory::Trimmer::start(TRIM_AFTER);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let Some((incoming, slots)) = admission.admit(incoming) else { continue };
                 let arrival = app.connection_arrived();
-                connections.spawn(connection(incoming, arrival, Arc::clone(&app), header_timeout, shutdown.clone()));
+                connections.spawn(connection(incoming, slots, arrival, Arc::clone(&app), settings, shutdown.clone()));
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = connections.join_next(), if !connections.is_empty() => trimmer.ended(),
             _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
         }
     }
@@ -155,32 +185,209 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
+/// What becomes of a connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Start the handshake.
+    Accept,
+    /// Answer with a stateless Retry: the client must echo its token from the address it claims.
+    Retry,
+    /// Refuse (CONNECTION_REFUSED), for the reason given.
+    Refuse(&'static str),
+}
+
+/// How loaded the listener is when an attempt arrives.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    connections: usize,
+    handshakes: usize,
+    /// Validated handshakes in progress from the attempt's IP address.
+    peer_handshakes: usize,
+}
+
+/// The admission rule, apart from quinn: Retry costs a spoofed or silent source nothing but one
+/// packet from ldash, so it comes before every bound a validated client is held to.
+fn verdict(limits: &QuicLimits, load: Load, validated: bool) -> Verdict {
+    if load.connections >= limits.max_connections {
+        return Verdict::Refuse("QUIC connection limit reached");
+    }
+    if !validated && load.handshakes >= limits.retry_above {
+        return Verdict::Retry;
+    }
+    if load.handshakes >= limits.max_handshakes {
+        return Verdict::Refuse("QUIC handshake limit reached");
+    }
+    if validated && load.peer_handshakes >= limits.max_handshakes_per_peer {
+        return Verdict::Refuse("QUIC handshake limit per peer reached");
+    }
+    Verdict::Accept
+}
+
+/// Counts connections and handshakes in progress, and decides each attempt. Only the accept loop
+/// admits, so a count read there cannot be overtaken by another admission; slots are given back
+/// from the connections' tasks when they are dropped.
+#[derive(Debug)]
+struct Admission {
+    limits: QuicLimits,
+    connections: AtomicUsize,
+    handshakes: AtomicUsize,
+    /// Validated handshakes in progress by IP address; an address leaves the map when its count
+    /// drops to zero, so the map never holds more than the handshakes in progress.
+    validated_by_peer: Mutex<HashMap<IpAddr, usize>>,
+    meter: QuicMeter,
+}
+
+impl Admission {
+    fn new(limits: QuicLimits, meter: QuicMeter) -> Self {
+        Self {
+            limits,
+            connections: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            validated_by_peer: Mutex::new(HashMap::new()),
+            meter,
+        }
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Never held across an await; a panic while holding it cannot leave a count half-changed.
+        self.validated_by_peer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides a connection attempt: the attempt with its slots when it may start its handshake;
+    /// otherwise it is answered here (a Retry, or a refusal) and None is returned.
+    fn admit(self: &Arc<Self>, incoming: quinn::Incoming) -> Option<(quinn::Incoming, Slots)> {
+        let (peer, validated) = (incoming.remote_address(), incoming.remote_address_validated());
+        let load = Load {
+            connections: self.connections.load(Ordering::Relaxed),
+            handshakes: self.handshakes.load(Ordering::Relaxed),
+            peer_handshakes: if validated {
+                self.peers().get(&peer.ip()).copied().unwrap_or(0)
+            } else {
+                0
+            },
+        };
+        match verdict(&self.limits, load, validated) {
+            Verdict::Accept => {}
+            Verdict::Retry => {
+                match incoming.retry() {
+                    Ok(()) => {
+                        self.meter.retries.inc();
+                    }
+                    Err(err) => {
+                        // Retried once already (quinn allows one Retry): refuse.
+                        err.into_incoming().refuse();
+                        self.meter.refused.inc();
+                    }
+                }
+                return None;
+            }
+            Verdict::Refuse(why) => {
+                tracing::debug!(%peer, "{why}: QUIC connection refused");
+                incoming.refuse();
+                self.meter.refused.inc();
+                return None;
+            }
+        }
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.meter.connections.inc();
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+        self.meter.handshakes.inc();
+        let validated_peer = validated.then_some(peer.ip());
+        if let Some(ip) = validated_peer {
+            *self.peers().entry(ip).or_insert(0) += 1;
+        }
+        let slots = Slots {
+            _connection: ConnectionSlot(Arc::clone(self)),
+            handshake: HandshakeSlot {
+                admission: Arc::clone(self),
+                validated_peer,
+            },
+        };
+        Some((incoming, slots))
+    }
+}
+
+/// What an admitted attempt holds: its connection slot for its whole life, its handshake slot
+/// until the HTTP/3 setup is done.
+#[derive(Debug)]
+struct Slots {
+    _connection: ConnectionSlot,
+    handshake: HandshakeSlot,
+}
+
+/// A connection counted against `--quic-max-connections` while it lives.
+#[derive(Debug)]
+struct ConnectionSlot(Arc<Admission>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.meter.connections.dec();
+    }
+}
+
+/// A handshake counted against the handshake bounds while it lives.
+#[derive(Debug)]
+struct HandshakeSlot {
+    admission: Arc<Admission>,
+    validated_peer: Option<IpAddr>,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let admission = &self.admission;
+        admission.handshakes.fetch_sub(1, Ordering::Relaxed);
+        admission.meter.handshakes.dec();
+        if let Some(peer) = self.validated_peer {
+            let mut peers = admission.peers();
+            if let Some(count) = peers.get_mut(&peer) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    peers.remove(&peer);
+                }
+            }
+        }
+    }
+}
+
 async fn connection(
     incoming: quinn::Incoming,
+    slots: Slots,
     arrival: u64,
     app: Arc<App>,
-    header_timeout: Duration,
+    settings: ConnectionSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = incoming.remote_address();
-    let connecting = match incoming.accept() {
-        Ok(connecting) => connecting,
-        Err(err) => {
-            tracing::debug!(%peer, %err, "QUIC connection refused");
+    let handshake_timeout = settings.quic.handshake_timeout;
+    let header_timeout = settings.header_timeout;
+    let meter = app.metrics.quic();
+    // The full handshake first: no 0-RTT or 0.5-RTT data (see the module docs). Then the HTTP/3
+    // setup, which waits on the client too (the server's control stream needs the client to allow
+    // a unidirectional stream): both within the handshake timeout.
+    let setup = async {
+        let quic = incoming.accept()?.await?;
+        let h3 = h3::server::builder()
+            .max_field_section_size(settings.max_header_bytes as u64)
+            .build(H3Connection::new(quic.clone(), settings.max_header_bytes))
+            .await
+            .map_err(|err| SetupError::H3(err.to_string()))?;
+        Ok::<_, SetupError>((quic, h3))
+    };
+    let (quic, mut h3) = match tokio::time::timeout(handshake_timeout, setup).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, %err, "QUIC handshake or HTTP/3 setup failed");
+            return;
+        }
+        Err(_) => {
+            meter.handshake_timeouts.inc();
+            tracing::debug!(%peer, "QUIC handshake or HTTP/3 setup timed out");
             return;
         }
     };
-    // The full handshake first: no 0-RTT or 0.5-RTT data (see the module docs).
-    let Some(quic) = super::within(header_timeout, peer, "QUIC handshake", connecting).await else {
-        return;
-    };
-    let mut h3 = match h3::server::builder().build(H3Connection::new(quic)).await {
-        Ok(h3) => h3,
-        Err(err) => {
-            tracing::debug!(%peer, %err, "HTTP/3 connection setup failed");
-            return;
-        }
-    };
+    let Slots { _connection, handshake } = slots;
+    drop(handshake);
     let info = ConnInfo {
         peer,
         transport: Transport::Quic,
@@ -192,6 +399,9 @@ async fn connection(
     if closing {
         let _ = h3.shutdown(0).await;
     }
+    // A connection with no request in flight is closed after a while: the first request must come
+    // within the header timeout (as on TCP), a later one within the idle timeout.
+    let mut idle_deadline = tokio::time::Instant::now() + header_timeout;
     loop {
         tokio::select! {
             accepted = h3.accept() => match accepted {
@@ -207,7 +417,18 @@ async fn connection(
                     break;
                 }
             },
-            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                if requests.is_empty() {
+                    idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                }
+            }
+            _ = tokio::time::sleep_until(idle_deadline), if requests.is_empty() => {
+                tracing::debug!(%peer, first = requests_seen == 0, "closing an idle HTTP/3 connection");
+                // A client that gives no flow control credit could hold the GOAWAY back forever.
+                let _ = tokio::time::timeout(Duration::from_secs(1), h3.shutdown(0)).await;
+                quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
+                break;
+            }
             _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() }, if !closing => {
                 closing = true;
                 // GOAWAY: requests already accepted finish; new ones go elsewhere.
@@ -218,6 +439,18 @@ async fn connection(
     while requests.join_next().await.is_some() {}
 }
 
+/// HTTP/3's H3_NO_ERROR, for a connection closed for being idle.
+const H3_NO_ERROR: u32 = 0x100;
+
+/// Why a connection did not get as far as HTTP/3.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("QUIC handshake: {0}")]
+    Quic(#[from] quinn::ConnectionError),
+    #[error("HTTP/3 setup: {0}")]
+    H3(String),
+}
+
 async fn request(
     resolver: h3::server::RequestResolver<H3Connection, Payload>,
     app: Arc<App>,
@@ -225,9 +458,24 @@ async fn request(
     header_timeout: Duration,
 ) {
     let reading = resolver.resolve_request();
-    let Some((req, stream)) = super::within(header_timeout, info.peer, "reading HTTP/3 request headers", reading).await
-    else {
-        return;
+    let (req, stream) = match tokio::time::timeout(header_timeout, reading).await {
+        Ok(Ok(resolved)) => resolved,
+        Ok(Err(h3::error::StreamError::HeaderTooBig {
+            actual_size, max_size, ..
+        })) => {
+            // h3 has answered 431 (the frame guard makes an oversized frame look like this).
+            app.metrics.quic().headers_refused.inc();
+            tracing::debug!(peer = %info.peer, actual_size, max_size, "HTTP/3 request headers too large: 431");
+            return;
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(peer = %info.peer, %err, "reading HTTP/3 request headers failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "reading HTTP/3 request headers timed out");
+            return;
+        }
     };
     let (mut send, recv) = stream.split();
     let (body_tx, body_rx) = mpsc::channel(BODY_CHANNEL);
@@ -332,5 +580,67 @@ impl http_body::Body for RequestBody {
         self.rx
             .poll_recv(cx)
             .map(|item| item.map(|chunk| chunk.map(Frame::data)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: QuicLimits = QuicLimits {
+        max_connections: 100,
+        max_handshakes: 20,
+        retry_above: 5,
+        max_handshakes_per_peer: 3,
+        handshake_timeout: Duration::from_secs(5),
+    };
+
+    fn load(connections: usize, handshakes: usize, peer_handshakes: usize) -> Load {
+        Load {
+            connections,
+            handshakes,
+            peer_handshakes,
+        }
+    }
+
+    #[test]
+    fn admission_retries_before_it_refuses_and_refuses_only_at_a_bound() {
+        use Verdict::{Accept, Retry};
+        let rows = [
+            // (connections, handshakes, validated handshakes of the peer, validated, verdict)
+            (0, 0, 0, false, Accept),
+            (50, 4, 0, false, Accept),
+            (50, 5, 0, false, Retry),
+            (50, 5, 0, true, Accept),
+            (50, 19, 2, true, Accept),
+            (
+                50,
+                19,
+                3,
+                true,
+                Verdict::Refuse("QUIC handshake limit per peer reached"),
+            ),
+            (50, 20, 0, true, Verdict::Refuse("QUIC handshake limit reached")),
+            (50, 20, 0, false, Retry),
+            (100, 0, 0, false, Verdict::Refuse("QUIC connection limit reached")),
+            (100, 0, 0, true, Verdict::Refuse("QUIC connection limit reached")),
+        ];
+        for (connections, handshakes, peer, validated, expected) in rows {
+            assert_eq!(
+                verdict(&LIMITS, load(connections, handshakes, peer), validated),
+                expected,
+                "{connections} connections, {handshakes} handshakes, {peer} of the peer, validated {validated}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_above_zero_means_every_unvalidated_client_is_retried() {
+        let limits = QuicLimits {
+            retry_above: 0,
+            ..LIMITS
+        };
+        assert_eq!(verdict(&limits, load(0, 0, 0), false), Verdict::Retry);
+        assert_eq!(verdict(&limits, load(0, 0, 0), true), Verdict::Accept);
     }
 }
