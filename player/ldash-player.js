@@ -16,12 +16,24 @@
   const engines = { dash: ["dashjs", "shaka"], hls: ["shaka", "hlsjs"] };
   const asked = new URLSearchParams(location.search).get("engine");
   const engine = engines[config.kind].includes(asked) ? asked : engines[config.kind][0];
+  // ?rtt=SECONDS: the round trip to assume instead of the measured one; ?latency=SECONDS: the target
+  // itself (dash.js's live delay, Shaka's live sync target, or for Shaka on LL-HLS the buffer the
+  // page keeps ahead), instead of the page's choice.
+  const query = new URLSearchParams(location.search);
+  const positive = (name) => {
+    const v = Number(query.get(name));
+    return query.has(name) && Number.isFinite(v) && v >= 0 ? v : null;
+  };
+  const latencyOverride = positive("latency") || null;
+  const rttOverride = positive("rtt");
   const stats = {
     player: engine,
     latency: null, // seconds behind the live edge, as the player computes it
     glass: null, // glass-to-glass seconds (median of the last second), when the stream carries a clock
     buffer: null, // seconds buffered ahead
     rate: 1,
+    rtt: null, // the round trip the page measured (seconds), from which it chose its aim
+    aim: null, // what the page asked the player for: dash.js's live delay, or the buffer kept ahead
     width: null,
     height: null,
     bitrate: null, // bits per second of the current representation
@@ -91,17 +103,53 @@
   let sampleLatency = () => null;
   let sampleLevel = () => {};
 
+  // The round trip to ldash in seconds, the quickest of three requests for the manifest (small,
+  // answered at once, not cached) on the connection the player then uses, and the manifest's text.
+  // The page aims as close to the live edge as the path allows: every round trip is a request at a
+  // segment boundary (dash.js, Shaka) or per part (hls.js), and a lost packet costs about one more.
+  async function probePath() {
+    let best = Infinity;
+    let text = "";
+    for (let i = 0; i < 3; i++) {
+      const start = performance.now();
+      try {
+        text = await (await fetch(config.manifest, { cache: "no-store" })).text();
+      } catch (e) {
+        break;
+      }
+      best = Math.min(best, performance.now() - start);
+    }
+    const rtt = rttOverride !== null ? rttOverride : Number.isFinite(best) ? best / 1000 : 0;
+    stats.rtt = rtt;
+    return { rtt, text };
+  }
+
   async function startDash() {
-    await load(config.dashUrl);
+    const [, path] = await Promise.all([load(config.dashUrl), probePath()]);
     const player = dashjs.MediaPlayer().create();
-    player.updateSettings({
+    const settings = {
       streaming: {
         // Target latency comes from the MPD's ServiceDescription; catch-up keeps it there.
         liveCatchup: { enabled: true, mode: "liveCatchupModeDefault" },
         utcSynchronization: { enabled: true },
         abr: { autoSwitchBitrate: { video: true } },
       },
-    });
+    };
+    // The MPD's ServiceDescription is for every player, wherever it is; the page knows its round
+    // trip and aims at the ServiceDescription's minimum plus two round trips, within its maximum
+    // (0.1 s chunks: 0.3 s on a clean path instead of 0.6 s, no stall; BENCHMARKS.md 6b).
+    const latency = /<Latency\b[^>]*>/.exec(path.text);
+    const ms = (name) => {
+      const m = latency && new RegExp("\\b" + name + '="([0-9.]+)"').exec(latency[0]);
+      return m ? Number(m[1]) / 1000 : null;
+    };
+    const [min, max] = [ms("min"), ms("max")];
+    const delay = latencyOverride || (min !== null ? Math.min(max || Infinity, min + 2 * path.rtt) : null);
+    if (delay) {
+      settings.streaming.delay = { liveDelay: delay };
+      stats.aim = delay;
+    }
+    player.updateSettings(settings);
     player.on(dashjs.MediaPlayer.events.ERROR, (e) => fail("dash.js: " + JSON.stringify(e.error || e)));
     player.initialize(video, config.manifest, true);
     sampleLatency = () => player.getCurrentLiveLatency();
@@ -197,19 +245,22 @@
         }
       }, 0);
     });
+    const path = config.kind === "hls" ? await probePath() : null;
     if (config.kind === "hls") {
       // Shaka catches up only towards a DASH ServiceDescription; an HLS stream has none, and without
-      // a target Shaka stays wherever its start left it: 0.4 s, or 1.7-1.9 s after a stall while
-      // starting at the live edge. Its live sync must be on before load(): Shaka follows the
-      // playback position for it only when it was on then. Its latency is measured from the end
-      // of its seek range, which is PART-HOLD-BACK behind the newest part already: aim a part
-      // behind that, catching up beyond two.
-      const part = await partTarget();
-      if (part) {
-        player.configure({
-          streaming: { liveSync: { enabled: true, targetLatency: part, targetLatencyTolerance: part, maxPlaybackRate: 1.25 } },
-        });
-      }
+      // a target Shaka stays wherever its start left it (0.4 s, or 1.7-1.9 s after a slow start).
+      // Its own live sync, which measures from the end of its seek range, either drained the
+      // buffer to nothing (7 stalls and up to 4 s of frozen picture in 30 s, with 0.2 s and 0.35
+      // s targets) or held 0.5 s more than needed, run to run. The page keeps what is buffered
+      // ahead instead: a part, 0.15 s for decoding and jitter, and two round trips.
+      const part = (await partTarget()) || 0.1;
+      const want = latencyOverride || part + 0.15 + 2 * path.rtt;
+      stats.aim = want;
+      holdBuffer(want, (rate) => (rate === 1 ? player.cancelTrickPlay() : player.trickPlay(rate, false)));
+    } else if (latencyOverride) {
+      player.configure({
+        streaming: { liveSync: { enabled: true, targetLatency: latencyOverride, targetLatencyTolerance: 0.1, maxPlaybackRate: 1.25 } },
+      });
     }
     await player.load(config.manifest);
     sampleLatency = () => player.getStats().liveLatency;
@@ -220,6 +271,28 @@
       }
     };
     window.ldash.player = player;
+  }
+
+  // Keeps `want` seconds buffered ahead: faster (up to 1.15x) while more is buffered, slower (down
+  // to 0.95x) while less, normal speed within 50 ms. Glass-to-glass is the encoder's delay plus
+  // what the player holds ahead, so this is the latency it aims at, whatever the player's own idea
+  // of the live edge. The rate is set again as soon as it is not the one wanted: Shaka cancels a
+  // rate above 1 whenever the playhead is in the same whole second as its seek range's end, which
+  // a sub-second latency mostly is (with the rate set every 250 ms only, Shaka held 0.1 to 0.25 s
+  // more than asked).
+  function holdBuffer(want, setRate) {
+    const steer = () => {
+      if (video.paused || video.readyState < 3) {
+        return;
+      }
+      const off = bufferAhead() - want;
+      const rate = off > 0.05 ? Math.min(1.15, 1 + off / 2) : off < -0.05 ? Math.max(0.95, 1 + off / 2) : 1;
+      if (Math.abs(video.playbackRate - rate) > 0.01) {
+        setRate(rate);
+      }
+    };
+    setInterval(steer, 250);
+    video.addEventListener("ratechange", steer);
   }
 
   // PART-TARGET of the stream's first media playlist, in seconds (null if it has none).

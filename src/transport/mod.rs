@@ -9,4 +9,3 @@ mod h3_transport;
 pub mod quic;
 pub mod tcp;
 pub mod tls;
-

@@ -91,17 +91,20 @@ pub async fn run(plan: &Plan, dir: &Path) -> Result<(), String> {
         for &(engine, format) in players.clone() {
             for h3 in [false, true] {
                 // The option sets one after the other for each case, so that they see the same machine.
-                for (n, options) in plan.servers.iter().enumerate() {
-                    let shown = if options.is_empty() {
-                        "defaults".to_owned()
-                    } else {
-                        options.join(" ")
-                    };
+                let sets = plan.servers.iter().flat_map(|o| plan.pages.iter().map(move |q| (o, q)));
+                for (n, (options, query)) in sets.enumerate() {
+                    let mut shown = options.join(" ");
+                    if !query.is_empty() {
+                        shown = format!("{shown} page ?{query}").trim().to_owned();
+                    }
+                    if shown.is_empty() {
+                        shown = "defaults".to_owned();
+                    }
                     let row = case(
                         &dir.join(format!("set{n}")),
                         (&ffmpeg, &driver, path.as_ref()),
                         (chunk, options),
-                        (engine, format),
+                        (engine, format, query),
                         h3,
                         (warmup, measured),
                     )
@@ -153,7 +156,7 @@ async fn case(
     dir: &Path,
     (ffmpeg, driver, path): (&Path, &Driver, Option<&NetPath>),
     (chunk, extra): (f64, &[String]),
-    (engine, format): (&str, &str),
+    (engine, format, query): (&str, &str, &str),
     h3: bool,
     (warmup, measured): (u32, u32),
 ) -> Result<DriverRun, String> {
@@ -184,7 +187,10 @@ async fn case(
     wait_for_segment(&server, 3).await?;
     let port = server.https.port();
     let manifest = if format == "hls" { "stream.m3u8" } else { "stream.mpd" };
-    let page = format!("https://{host}:{port}/ldash/play/live/{manifest}?engine={engine}");
+    let mut page = format!("https://{host}:{port}/ldash/play/live/{manifest}?engine={engine}");
+    if !query.is_empty() {
+        page = format!("{page}&{query}");
+    }
     let shot = dir.join(format!("{engine}-{format}.png"));
     let mut flags = Vec::new();
     if h3 {

@@ -53,6 +53,9 @@ pub struct Plan {
     servers: Vec<Vec<String>>,
     /// Glass-to-glass: only these players (`hlsjs-hls,shaka-hls`), all by default.
     players: Option<Vec<String>>,
+    /// Glass-to-glass: play page query strings compared side by side (`--page
+    /// "latency=0.3|latency=0.5"`), each case once per query; the page's defaults by default.
+    pages: Vec<String>,
 }
 
 impl Plan {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         net: None,
         servers: vec![Vec::new()],
         players: None,
+        pages: vec![String::new()],
     };
     let numbers = |v: Option<&String>| v.map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
     let mut it = args.iter();
@@ -124,13 +128,20 @@ fn main() -> ExitCode {
                     .unwrap_or_default();
             }
             "--players" => plan.players = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
+            "--page" => {
+                plan.pages = it
+                    .next()
+                    .map(|v| v.split('|').map(str::to_owned).collect())
+                    .unwrap_or_default()
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory,glass] \\\n  \
                      [--readers 1,100] [--sizes 1024,65536] (relay cases) [--chunks 0.2,0.1] (glass cases) \\\n  \
                      [--net clean|rtt50-loss1|rtt100-loss2-jitter10|mobile] (glass through a shaped path) \\\n  \
                      [--servers \"--part-target-ms 0|--part-target-ms 300\"] (ldash option sets side by side) \\\n  \
-                     [--players dashjs-dash,shaka-dash,hlsjs-hls,shaka-hls]"
+                     [--players dashjs-dash,shaka-dash,hlsjs-hls,shaka-hls] \\\n  \
+                     [--page \"latency=0.3|latency=0.5\"] (play page queries side by side)"
                 );
                 return ExitCode::SUCCESS;
             }
