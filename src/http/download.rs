@@ -44,9 +44,9 @@ pub(super) async fn get<B>(
         },
         EntryState::Complete if wants_rewrite(path, req) => match rewritten_manifest(app, path, req, conn).await {
             Some(response) => Ok(response),
-            None => complete(app, path, &entry, req.headers(), head),
+            None => complete(app, path, &entry, req.headers(), head).await,
         },
-        EntryState::Complete => complete(app, path, &entry, req.headers(), head),
+        EntryState::Complete => complete(app, path, &entry, req.headers(), head).await,
         EntryState::Aborted => Err(HttpError::NotFound),
     }
 }
@@ -122,7 +122,7 @@ async fn open_range(
             ReleasePoint::Until(_) => {}
             // The upload ended before a part past `first` was made: answer as for the whole file.
             ReleasePoint::Rest if entry.state() != EntryState::Growing => {
-                return complete(app, path, entry, request, head)
+                return complete(app, path, entry, request, head).await
             }
             ReleasePoint::Rest => {}
             ReleasePoint::Stalled => return Err(HttpError::PartTimeout),
@@ -168,7 +168,7 @@ async fn growing_range(
 ) -> Result<Response<ResponseBody>, HttpError> {
     if !entry.wait_for_len(end, PART_WAIT).await {
         return match entry.state() {
-            EntryState::Complete => complete(app, path, entry, request, head),
+            EntryState::Complete => complete(app, path, entry, request, head).await,
             EntryState::Aborted => Err(HttpError::NotFound),
             EntryState::Growing => Err(HttpError::PartTimeout),
         };
@@ -272,7 +272,7 @@ fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> 
     typed(app, path, true, body)
 }
 
-fn complete(
+async fn complete(
     app: &App,
     path: &str,
     entry: &std::sync::Arc<Entry>,
@@ -311,7 +311,15 @@ fn complete(
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if !head && end > start {
-        *response.body_mut() = ResponseBody::reader(entry.reader(start, Some(end)), Some(end - start));
+        let mut reader = entry.reader(start, Some(end));
+        // A file that left memory is opened before the status is sent: one that cannot be read
+        // (removed or replaced behind ldash's back, or behind a symbolic link since) is a 404, not
+        // a 200 with a broken body.
+        if let Err(err) = reader.ready().await {
+            tracing::warn!(path, %err, "a stored file could not be read from disk");
+            return Err(HttpError::NotFound);
+        }
+        *response.body_mut() = ResponseBody::reader(reader, Some(end - start));
     }
     Ok(response)
 }

@@ -521,19 +521,37 @@ impl Reader {
         Step::Chunk(chunk.slice(from..to), appended)
     }
 
+    /// Opens the file now when the next bytes come from disk, so that a file that cannot be read
+    /// (removed or replaced behind ldash's back, or behind a symbolic link since it left memory)
+    /// is an error before anything is sent rather than a broken body.
+    pub async fn ready(&mut self) -> Result<(), ReadError> {
+        if self.file.is_none() {
+            if let Step::Disk(copy, _) = self.step() {
+                self.open_disk(copy).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_disk(&mut self, copy: DiskCopy) -> Result<(), ReadError> {
+        let disk = |e: std::io::Error| ReadError::Disk(e.to_string());
+        let (ino, path) = (copy.ino, Arc::clone(&self.entry.path));
+        let opened = tokio::task::spawn_blocking(move || copy.root.open_file(&path)).await;
+        let file = opened.map_err(|e| ReadError::Disk(e.to_string()))?.map_err(disk)?;
+        let mut file = tokio::fs::File::from_std(file);
+        let meta = file.metadata().await.map_err(disk)?;
+        if inode(&meta) != ino {
+            return Err(ReadError::Replaced);
+        }
+        file.seek(SeekFrom::Start(self.pos)).await.map_err(disk)?;
+        self.file = Some(file);
+        Ok(())
+    }
+
     async fn read_disk(&mut self, copy: DiskCopy, limit: u64) -> Result<Bytes, ReadError> {
         let disk = |e: std::io::Error| ReadError::Disk(e.to_string());
         if self.file.is_none() {
-            let (ino, path) = (copy.ino, Arc::clone(&self.entry.path));
-            let opened = tokio::task::spawn_blocking(move || copy.root.open_file(&path)).await;
-            let file = opened.map_err(|e| ReadError::Disk(e.to_string()))?.map_err(disk)?;
-            let mut file = tokio::fs::File::from_std(file);
-            let meta = file.metadata().await.map_err(disk)?;
-            if inode(&meta) != ino {
-                return Err(ReadError::Replaced);
-            }
-            file.seek(SeekFrom::Start(self.pos)).await.map_err(disk)?;
-            self.file = Some(file);
+            self.open_disk(copy).await?;
         }
         let Some(file) = self.file.as_mut() else {
             return Err(ReadError::Disk("file not open".into()));
