@@ -46,6 +46,7 @@ pub(super) fn collect_garbage(shared: &Shared) -> usize {
         tracing::debug!(path, "purged by garbage collection");
         let _ = shared.events.send(StoreEvent::Removed {
             path: Arc::from(path.as_str()),
+            cause: super::Removal::Purged,
         });
     }
     if count > 0 {

@@ -150,7 +150,18 @@ pub enum StoreEvent {
     Removed {
         /// The path.
         path: Arc<str>,
+        /// Why.
+        cause: Removal,
     },
+}
+
+/// Why a path left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// A `DELETE`, or the removal of an earlier run's segment.
+    Deleted,
+    /// Garbage collection: its folder got no upload for the TTL.
+    Purged,
 }
 
 /// Limits the store enforces.
@@ -470,7 +481,10 @@ impl Store {
         if let Some(slot) = removed {
             slot.current.abort();
         }
-        let _ = self.shared.events.send(StoreEvent::Removed { path: Arc::from(path) });
+        let _ = self.shared.events.send(StoreEvent::Removed {
+            path: Arc::from(path),
+            cause: Removal::Deleted,
+        });
         true
     }
 
@@ -623,7 +637,10 @@ impl Store {
         if let Some(pending) = slot.pending {
             pending.abort();
         }
-        let _ = self.shared.events.send(StoreEvent::Removed { path: Arc::from(path) });
+        let _ = self.shared.events.send(StoreEvent::Removed {
+            path: Arc::from(path),
+            cause: Removal::Deleted,
+        });
         true
     }
 
@@ -683,6 +700,12 @@ impl Store {
             // The file of a version this upload replaced at once ([`Replace::AtOnce`]) must not come
             // back after a restart. Queued under the index lock: see `delete`.
             let _ = self.shared.jobs.send(Job::Remove(entry.path().to_owned()));
+            drop(index);
+            // The path is gone: those that follow the store forget what they kept of it.
+            let _ = self.shared.events.send(StoreEvent::Removed {
+                path: Arc::from(entry.path()),
+                cause: Removal::Deleted,
+            });
         }
     }
 }
