@@ -141,9 +141,54 @@ pub struct Config {
     #[arg(long, env = "LDASH_QUIC_CONGESTION", value_enum, default_value_t = Congestion::Bbr)]
     pub quic_congestion: Congestion,
 
-    /// Seconds a client has to send its request headers (against slowloris).
+    /// Seconds a client has from connecting to its first whole request head, TLS handshake
+    /// included (a connection that sends nothing is closed then), and from the first byte of each
+    /// later HTTP/1.1 request head to its end (against slowloris).
     #[arg(long, env = "LDASH_HEADER_TIMEOUT", default_value_t = 10)]
     pub header_timeout: u64,
+
+    /// Largest request header block, in bytes (suffixes K, M accepted), on every HTTP version:
+    /// HTTP/1.1 answers 431 once the unfinished head passes it (checked as the bytes arrive, so
+    /// no more than about this much is buffered); HTTP/2 advertises it as
+    /// SETTINGS_MAX_HEADER_LIST_SIZE and refuses a bigger header list (431, then RST_STREAM; a
+    /// header block that keeps growing past it ends the connection).
+    #[arg(long, env = "LDASH_MAX_HEADER_BYTES", default_value = "32K", value_parser = parse_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Seconds a kept-alive connection on the cleartext (ingest) listener may go without a request
+    /// in progress before it is closed. ffmpeg with -http_persistent 1 uploads every segment
+    /// duration on each connection and fails for good when one is closed under it, so this is well
+    /// above any segment duration (a request in progress, such as a held download, is never idle).
+    #[arg(long, env = "LDASH_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    pub http_idle_timeout: u64,
+
+    /// Seconds a kept-alive connection on the TLS (player) listener may go without a request in
+    /// progress before it is closed (players reload playlists every part or segment; a blocking
+    /// reload in progress is not idle).
+    #[arg(long, env = "LDASH_HTTPS_IDLE_TIMEOUT", default_value_t = 30)]
+    pub https_idle_timeout: u64,
+
+    /// Connections the cleartext (ingest) listener holds at once; beyond it a new connection is
+    /// closed at once. Budgeted apart from --https-max-connections, so a flood of one listener
+    /// leaves the other's budget alone.
+    #[arg(long, env = "LDASH_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+
+    /// Connections one client address (an IPv6 client: its /64) may hold on the cleartext listener
+    /// at once; beyond it its new connection is closed at once (0: no per-address limit).
+    #[arg(long, env = "LDASH_HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub http_max_connections_per_ip: usize,
+
+    /// Connections the TLS (player) listener holds at once (over TCP; HTTP/3 is budgeted by QUIC);
+    /// beyond it a new connection is closed at once.
+    #[arg(long, env = "LDASH_HTTPS_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub https_max_connections: usize,
+
+    /// Connections one client address (an IPv6 client: its /64) may hold on the TLS listener at
+    /// once (0: no per-address limit). A CDN edge or a carrier's NAT puts many viewers behind one
+    /// address: raise it (or 0) for an origin behind a CDN.
+    #[arg(long, env = "LDASH_HTTPS_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    pub https_max_connections_per_ip: usize,
 
     /// Seconds in-flight responses get to finish at shutdown.
     #[arg(long, env = "LDASH_DRAIN_TIMEOUT", default_value_t = 5)]
@@ -235,6 +280,15 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
         .map_err(|_| format!("'{text}' is neither an address such as 127.0.0.1:9464 nor 'off'"))
 }
 
+/// Parses a request header limit: a size ([`parse_size`]) from 1K to 16M.
+pub fn parse_header_bytes(text: &str) -> Result<usize, String> {
+    let bytes = parse_size(text)?;
+    if !(1 << 10..=16 << 20).contains(&bytes) {
+        return Err(format!("'{text}' is outside 1K to 16M"));
+    }
+    usize::try_from(bytes).map_err(|_| format!("'{text}' is too large"))
+}
+
 /// Parses a byte count with an optional K, M or G suffix (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -269,6 +323,14 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5T").is_err());
         assert!(parse_size("99999999999999999G").is_err());
+    }
+
+    #[test]
+    fn header_limit_is_a_size_within_bounds() {
+        assert_eq!(parse_header_bytes("32K"), Ok(32 << 10));
+        assert!(parse_header_bytes("100").is_err(), "below 1K no browser request fits");
+        assert!(parse_header_bytes("1G").is_err());
+        assert_eq!(Config::with_root("www").max_header_bytes, 32 << 10);
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl Server {
 
     /// Opens the store and binds every listener, as `settings` say.
     pub async fn bind_settings(settings: Settings) -> Result<Server, ServerError> {
+        raise_open_file_limit();
         let files = settings.tls.files.as_ref();
         let identity = Identity::load(
             files.map(|(cert, _)| cert.as_path()),
@@ -166,6 +167,15 @@ impl Server {
             "certificate SPKI sha256 (for chromium --ignore-certificate-errors-spki-list): {}",
             self.spki_sha256()
         );
+        let connections = &self.settings.connections;
+        let budgeted = connections.http.max_connections + connections.https.max_connections;
+        if let Some(limit) = open_file_limit().filter(|limit| budgeted + FILES_BESIDES_CONNECTIONS > *limit) {
+            tracing::warn!(
+                "the open-file limit ({limit}) is below the connection limits ({budgeted} for --http-max-connections \
+                 and --https-max-connections, plus {FILES_BESIDES_CONNECTIONS} for files): a flood can exhaust it; \
+                 raise it (ulimit -n, LimitNOFILE=) or lower the limits"
+            );
+        }
         if self.app.settings.upload_token.is_some() {
             tracing::info!("uploads need the upload token");
         } else {
@@ -191,6 +201,7 @@ impl Server {
             None,
             Arc::clone(&self.app),
             settings,
+            settings.http,
             stopped.clone(),
         ));
         if let Some(listener) = self.metrics {
@@ -210,6 +221,7 @@ impl Server {
             Some(tls),
             Arc::clone(&self.app),
             settings,
+            settings.https,
             stopped,
         ));
         shutdown.await;
@@ -267,6 +279,44 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         }
         Err(source) => Err(ServerError::Bind { addr, source }),
     }
+}
+
+/// Descriptors kept for what is not a TCP connection: the QUIC socket, files being persisted or
+/// served from disk, the listeners.
+const FILES_BESIDES_CONNECTIONS: usize = 256;
+
+/// Raises the soft open-file limit to the hard one, as servers do (Go's runtime does it for every
+/// program): the soft default is often 1024, far below the connection limits, while the hard one
+/// (524288 under systemd) is what the administrator allows.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                tracing::debug!("the open-file limit could not be raised");
+            }
+        }
+    }
+}
+
+/// The soft open-file limit of this process (from /proc/self/limits), where it can be read.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The Alt-Svc value advertising HTTP/3 on `port`.

@@ -94,7 +94,30 @@ pub struct ConnectionSettings {
     pub tcp_notsent_lowat: Option<u32>,
     /// The QUIC congestion controller.
     pub quic_congestion: Congestion,
+    /// Largest request header block in bytes, on every HTTP version.
+    pub max_header_bytes: usize,
+    /// The cleartext (ingest) listener's idle bound and connection budget.
+    pub http: ListenerBudget,
+    /// The TLS (player) listener's idle bound and connection budget.
+    pub https: ListenerBudget,
+    /// The metrics listener's: a scraper or two, on its own budget.
+    pub metrics: ListenerBudget,
 }
+
+/// How long one TCP listener's connections may idle and how many it holds: each listener has its
+/// own, so a flood of one leaves the others alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerBudget {
+    /// A kept-alive connection with no request in progress for this long is closed (at least 1 s).
+    pub idle_timeout: Duration,
+    /// Connections held at once (at least 1).
+    pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) holds at once; None: no such limit.
+    pub max_per_ip: Option<usize>,
+}
+
+/// Connections the metrics listener holds at once: Prometheus keeps one per scraper.
+const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// A day: the `max-age` of media segments when garbage collection is off.
 const DAY: u64 = 86_400;
@@ -166,7 +189,30 @@ impl Settings {
                 tcp_notsent_lowat: (config.tcp_notsent_lowat > 0)
                     .then(|| u32::try_from(config.tcp_notsent_lowat).unwrap_or(u32::MAX)),
                 quic_congestion: config.quic_congestion,
+                max_header_bytes: config.max_header_bytes,
+                http: ListenerBudget::new(
+                    config.http_idle_timeout,
+                    config.http_max_connections,
+                    config.http_max_connections_per_ip,
+                ),
+                https: ListenerBudget::new(
+                    config.https_idle_timeout,
+                    config.https_max_connections,
+                    config.https_max_connections_per_ip,
+                ),
+                metrics: ListenerBudget::new(config.http_idle_timeout, METRICS_MAX_CONNECTIONS, 0),
             },
+        }
+    }
+}
+
+impl ListenerBudget {
+    /// From the options: seconds, a total and a per-address count (0: none).
+    fn new(idle_secs: u64, max_connections: usize, max_per_ip: usize) -> ListenerBudget {
+        ListenerBudget {
+            idle_timeout: Duration::from_secs(idle_secs.max(1)),
+            max_connections: max_connections.max(1),
+            max_per_ip: (max_per_ip > 0).then_some(max_per_ip),
         }
     }
 }
@@ -258,6 +304,17 @@ mod tests {
         assert_eq!(s.routes.reader_lag_limit, Some(8 << 20));
         assert_eq!(s.live.end_rule.after_segments, 5);
         assert_eq!(s.tls.files, None);
+        assert_eq!(s.connections.max_header_bytes, 32 << 10);
+        assert_eq!(
+            s.connections.http.idle_timeout,
+            Duration::from_secs(60),
+            "ffmpeg's kept-alive ingest"
+        );
+        assert_eq!(s.connections.https.idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.connections.http.max_connections, 1024);
+        assert_eq!(s.connections.http.max_per_ip, Some(256));
+        assert_eq!(s.connections.https.max_connections, 8192);
+        assert_eq!(s.connections.https.max_per_ip, Some(512));
         assert_eq!(
             s.routes.max_uploads_per_peer,
             Some(64),
@@ -283,5 +340,20 @@ mod tests {
         let s = settings(&["--max-uploads-per-peer", "0", "--upload-min-bytes", "4K"]);
         assert_eq!(s.routes.max_uploads_per_peer, None);
         assert_eq!(s.routes.upload_min_rate.bytes, 4096);
+    }
+
+    #[test]
+    fn listener_budgets_are_never_zero() {
+        let s = settings(&[
+            "--http-idle-timeout",
+            "0",
+            "--https-max-connections",
+            "0",
+            "--https-max-connections-per-ip",
+            "0",
+        ]);
+        assert_eq!(s.connections.http.idle_timeout, Duration::from_secs(1));
+        assert_eq!(s.connections.https.max_connections, 1);
+        assert_eq!(s.connections.https.max_per_ip, None, "0: no per-address limit");
     }
 }

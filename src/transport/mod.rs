@@ -2,6 +2,8 @@
 //! connections into `http::Request`s for [`crate::http::App`] and carry its responses back; no route
 //! logic lives here.
 
+mod activity;
+mod budget;
 mod h3_transport;
 pub mod quic;
 pub mod tcp;

@@ -39,10 +39,10 @@ fn stream_of(rx: mpsc::Receiver<Chunk>) -> impl futures_util::Stream<Item = Resu
 /// A reqwest client that speaks exactly `proto` (a TCP flavour), with `tls` (ring, trusting the
 /// server; its ALPN says HTTP/1.1 or HTTP/2 over TLS).
 pub fn reqwest_client(proto: Proto, tls: rustls::ClientConfig) -> Result<reqwest::Client, String> {
-    // ldash closes a keep-alive connection that sends no request within --header-timeout (10 s): a
-    // client that picks such a connection from its pool just as it closes gets an error for its
-    // request (as hyper's IncompleteMessage did in one CI run). Browsers retry that; these clients
-    // stop reusing connections idle for half that long.
+    // ldash closes a kept-alive connection with no request for --http-idle-timeout (60 s) or
+    // --https-idle-timeout (30 s), which tests shorten: a client that picks such a connection from
+    // its pool just as it closes gets an error for its request (as hyper's IncompleteMessage did in
+    // one CI run). Browsers retry that; these clients stop reusing connections idle for 5 s.
     let builder = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)

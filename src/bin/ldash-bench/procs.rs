@@ -9,11 +9,23 @@ use testkit::daemon::{self, Daemon};
 use testkit::origin::{ldash_command, OriginProcess};
 use testkit::tools::which;
 
-/// Starts ldash in a child process with a fresh root under `dir` and extra options `args`.
+/// Starts ldash in a child process with a fresh root under `dir` and extra options `args`. Every
+/// client of the benchmark comes from 127.0.0.1 (up to 1600 readers at once), so the per-address
+/// connection limits are off and the totals above what an item opens, unless `args` set them.
 pub async fn start_ldash(dir: &Path, args: &[&str]) -> Result<OriginProcess, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = ldash_command(exe);
     command.arg("serve");
+    for (option, value) in [
+        ("--http-max-connections-per-ip", "0"),
+        ("--https-max-connections-per-ip", "0"),
+        ("--http-max-connections", "16384"),
+        ("--https-max-connections", "16384"),
+    ] {
+        if !args.contains(&option) {
+            command.args([option, value]);
+        }
+    }
     OriginProcess::start(command, dir, args).await
 }
 
