@@ -12,6 +12,7 @@ use bytes::Bytes;
 use common::{fixture, raw_status, Proto, TestServer};
 use futures_util::StreamExt;
 use testkit::origin::ldash_command;
+use testkit::raw::complete_response;
 use testkit::{process, OriginProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -40,7 +41,7 @@ async fn admitted(server: &TestServer, stream: &mut TcpStream, path: &str) -> Re
         if server.store.get(path).is_some() {
             return Ok(());
         }
-        if let Some(text) = complete_answer(&answer) {
+        if let Some(text) = complete_response(&answer) {
             return Err(text);
         }
         assert!(
@@ -55,22 +56,6 @@ async fn admitted(server: &TestServer, stream: &mut TcpStream, path: &str) -> Re
             Err(_) => {}
         }
     }
-}
-
-/// A response whose headers and `Content-Length` body are all in `bytes`.
-fn complete_answer(bytes: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_owned())
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (body.len() >= length).then(|| text.into_owned())
 }
 
 #[tokio::test]
@@ -160,7 +145,7 @@ async fn a_too_slow_upload_is_cut_after_its_window_while_a_real_rate_chunked_put
         let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(text) = complete_answer(&answer) {
+            if let Some(text) = complete_response(&answer) {
                 return Ok((slow_started.elapsed(), text));
             }
             match tokio::time::timeout(Duration::from_secs(15), read.read(&mut buf)).await {
