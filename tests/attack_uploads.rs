@@ -206,6 +206,85 @@ async fn a_too_slow_upload_is_cut_after_its_window_while_a_real_rate_chunked_put
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_cmaf_ingest_track_at_its_rate_is_never_cut_and_a_stalled_one_is() {
+    // The same rule as above: 4000 bytes every 2 s, the first window 1 s longer.
+    let server = TestServer::start_with(|c| {
+        c.upload_min_bytes = 4000;
+        c.upload_rate_window = 2;
+        c.upload_rate_grace = 1;
+    })
+    .await;
+    let client = server.client_for(Proto::H2c).await;
+    let init = Bytes::from(fixture("init-stream0.m4s"));
+    let segment = Bytes::from(fixture("chunk-stream0-00002.m4s"));
+    // The stalled track: its init segment, then a byte of its first fragment every 0.5 s.
+    let (stall, stall_rx) = common::chunk_channel();
+    let stalled = tokio::spawn(
+        client
+            .request(http::Method::POST, "/ldash/upload/stalled/Streams(video.cmfv)")
+            .stream(stall_rx)
+            .send(),
+    );
+    stall
+        .send(Ok(init.clone()))
+        .await
+        .expect("the stalled track takes its init");
+    let first = segment.clone();
+    let staller = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        for i in 0..40 {
+            tick.tick().await;
+            if stall.send(Ok(first.slice(i..i + 1))).await.is_err() {
+                return;
+            }
+        }
+    });
+    // The real track: one long POST, its bytes in 0.1 s pieces for 5 s (past the grace and two
+    // windows), about 10 KB/s: less than a 64 kbit/s audio track sends.
+    let (feed, feed_rx) = common::chunk_channel();
+    let real = tokio::spawn(
+        client
+            .request(http::Method::POST, "/ldash/upload/steady/Streams(video.cmfv)")
+            .stream(feed_rx)
+            .send(),
+    );
+    feed.send(Ok(init)).await.expect("the real track takes its init");
+    let piece = segment.len().div_ceil(50);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for at in (0..segment.len()).step_by(piece) {
+        tick.tick().await;
+        let end = (at + piece).min(segment.len());
+        feed.send(Ok(segment.slice(at..end)))
+            .await
+            .expect("the real track goes on");
+    }
+    drop(feed);
+    let real = real.await.expect("the real track's task").expect("an answer");
+    let status = real.status;
+    let text = real.text().await;
+    assert_eq!(status, 200, "the track at its rate is never cut: {text}");
+    assert!(text.starts_with("received "), "{text}");
+    let stalled = stalled.await.expect("the stalled track's task").expect("an answer");
+    staller.abort();
+    let status = stalled.status;
+    let text = stalled.text().await;
+    assert_eq!(status, 408, "{text}");
+    assert!(
+        text.contains("--upload-min-bytes"),
+        "the reason names the option: {text}"
+    );
+    assert!(
+        server.store.list("stalled").is_empty(),
+        "the stalled track published nothing"
+    );
+    assert!(
+        server.store.get("steady/stream.mpd").is_some(),
+        "the real track's channel is published"
+    );
+    server.stop().await;
+}
+
 /// Not a CMAF track: refused (415) before anything is published.
 const GARBAGE: &[u8] = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
 
