@@ -100,11 +100,6 @@ impl Packager {
         packager
     }
 
-    /// Channels in memory (for tests and monitoring).
-    pub fn channels(&self) -> usize {
-        lock(&self.channels).len()
-    }
-
     /// Forgets a channel when its manifest leaves the store (garbage collection purged it, or it
     /// was deleted): what the packager keeps is bounded by what the store holds.
     async fn forget_removed(self, mut events: tokio::sync::broadcast::Receiver<StoreEvent>) {

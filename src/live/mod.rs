@@ -395,11 +395,6 @@ impl Live {
         lock(&self.state).streams(modified, Instant::now(), STREAMS_LISTED)
     }
 
-    /// Folders the index keeps something of (for tests and monitoring).
-    pub fn folders(&self) -> usize {
-        lock(&self.state).folders.len()
-    }
-
     /// For a missing `path` that is one of the next two segments of a live representation, how long
     /// to wait for its upload to start (one segment duration); None for any other missing path.
     pub fn upcoming(&self, path: &str) -> Option<Duration> {
