@@ -80,8 +80,9 @@ pub(super) fn evict_for_memory(shared: &Shared) -> u64 {
     freed
 }
 
-/// Paths purged in one pass after which the allocator is asked to give freed memory back: a
-/// burst (thousands of channels of a flood gone at once), not a live stream's few files.
+/// Paths purged (since the last trim) after which the allocator is asked to give freed memory
+/// back: a burst (the channels of a flood), not a live stream's few files now and then; at most
+/// one trim a garbage-collection pass.
 const TRIM_AFTER_PURGED: usize = 256;
 
 /// How long the followers of the store (the live index, the packager) get to drop what they kept
@@ -120,6 +121,8 @@ pub(super) async fn maintain(shared: std::sync::Weak<Shared>, pressure: Arc<Noti
         });
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Paths purged since the last trim: a flood's channels may expire over several passes.
+    let mut purged_since_trim = 0;
     loop {
         if shared.strong_count() == 0 {
             return;
@@ -127,9 +130,10 @@ pub(super) async fn maintain(shared: std::sync::Weak<Shared>, pressure: Arc<Noti
         tokio::select! {
             _ = tick.tick() => {
                 let Some(strong) = shared.upgrade() else { return };
-                let purged = collect_garbage(&strong);
+                purged_since_trim += collect_garbage(&strong);
                 evict_for_memory(&strong);
-                if purged >= TRIM_AFTER_PURGED {
+                if purged_since_trim >= TRIM_AFTER_PURGED {
+                    purged_since_trim = 0;
                     give_back_later();
                 }
             }
