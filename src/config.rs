@@ -79,6 +79,28 @@ pub struct Config {
     #[arg(long, env = "LDASH_UPLOAD_IDLE_TIMEOUT", default_value_t = 30)]
     pub upload_idle_timeout: u64,
 
+    /// Uploads in progress at once from one peer (an IPv4 address, or an IPv6 /64), out of
+    /// --max-uploads (503 beyond it); 0, or a value not below --max-uploads: no share per peer.
+    /// Encoders behind one address (NAT, or all on the origin's host) share it: one ffmpeg holds
+    /// one upload per representation plus the manifest.
+    #[arg(long, env = "LDASH_MAX_UPLOADS_PER_PEER", default_value_t = 64)]
+    pub max_uploads_per_peer: usize,
+
+    /// Bytes an upload must deliver in every --upload-rate-window (the first one lengthened by
+    /// --upload-rate-grace); one that delivers fewer is cut (408) and its slot freed. 0: no
+    /// minimum. Suffixes K, M, G accepted.
+    #[arg(long, env = "LDASH_UPLOAD_MIN_BYTES", default_value = "512", value_parser = parse_size)]
+    pub upload_min_bytes: u64,
+
+    /// Seconds of the window --upload-min-bytes is counted over (at least 1).
+    #[arg(long, env = "LDASH_UPLOAD_RATE_WINDOW", default_value_t = 30)]
+    pub upload_rate_window: u64,
+
+    /// Seconds added to an upload's first --upload-rate-window (an encoder's first fragment may
+    /// take a keyframe interval or two).
+    #[arg(long, env = "LDASH_UPLOAD_RATE_GRACE", default_value_t = 10)]
+    pub upload_rate_grace: u64,
+
     /// A live stream with no upload for this many segment durations is marked ended: its LL-HLS
     /// playlists get EXT-X-ENDLIST and its MPD a mediaPresentationDuration (0: never).
     #[arg(long, env = "LDASH_END_AFTER_SEGMENTS", default_value_t = 5)]

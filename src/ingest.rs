@@ -20,7 +20,7 @@ use crate::media::package::{
     init_name, parse_init_name, parse_segment_name, representation_id, segment_name, Channel, IngestError,
     PackageOptions, Step, Stored, TrackEvent, TrackReader, MANIFEST, PACKAGED,
 };
-use crate::store::{EntryState, Replace, Store, StoreError, Upload, UploadOptions};
+use crate::store::{EntryState, Replace, Store, StoreError, StoreEvent, Upload, UploadOptions};
 
 /// Why a track's POST failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,9 @@ pub enum TrackError {
     /// The body sent nothing for too long.
     #[error("no data for {0} s")]
     Idle(u64),
+    /// The body delivered less than the minimum rate ([`crate::pace`]).
+    #[error("{0}")]
+    TooSlow(crate::pace::TooSlow),
     /// A newer POST of the same track took over, or the channel was deleted.
     #[error("a newer POST of this track took over (or the channel was deleted)")]
     Superseded,
@@ -87,11 +90,59 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Packager {
     /// A packager writing into `store`; channels end after `end_rule` once their POSTs have ended.
     pub fn new(store: Store, options: PackageOptions, end_rule: EndRule) -> Packager {
-        Packager {
+        let packager = Packager {
             store,
             options,
             end_rule,
             channels: Arc::default(),
+        };
+        tokio::spawn(packager.clone().forget_removed(packager.store.subscribe()));
+        packager
+    }
+
+    /// Forgets a channel when its manifest leaves the store (garbage collection purged it, or it
+    /// was deleted): what the packager keeps is bounded by what the store holds.
+    async fn forget_removed(self, mut events: tokio::sync::broadcast::Receiver<StoreEvent>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::Removed { path, .. }) => {
+                    if let Some(channel) = path.strip_suffix(MANIFEST).and_then(|c| c.strip_suffix('/')) {
+                        self.forget_if_gone(channel);
+                    }
+                }
+                Ok(StoreEvent::Started { .. }) => {}
+                Err(RecvError::Lagged(_)) => {
+                    let names: Vec<String> = lock(&self.channels).keys().cloned().collect();
+                    for channel in names {
+                        self.forget_if_gone(&channel);
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Drops `channel` from memory if nothing of it is left to keep: no POST or DELETE is using it
+    /// (only the map holds it), no segment is open, and its manifest is not stored (a channel that
+    /// never published, as a refused track's, or one whose files are gone). One whose manifest is
+    /// stored stays: an encoder reconnecting goes on with its timeline.
+    fn forget_if_gone(&self, channel: &str) {
+        let mut channels = lock(&self.channels);
+        let Some(slot) = channels.get(channel) else {
+            return;
+        };
+        if Arc::strong_count(slot) > 1 {
+            return;
+        }
+        let idle = {
+            let slot = lock(slot);
+            slot.uploads.is_empty() && slot.posts.is_empty()
+        };
+        // Under the map's lock (the order is map, channel, store), so no POST takes the channel
+        // between this check and the removal.
+        if idle && self.store.get(&format!("{channel}/{MANIFEST}")).is_none() {
+            channels.remove(channel);
         }
     }
 
@@ -124,10 +175,14 @@ impl Packager {
         let chunks = writer.chunks;
         {
             let slot = lock(&slot);
-            if !slot.channel.receiving() {
+            // A channel that published nothing (a refused track's) has nothing to end.
+            if !slot.channel.receiving() && slot.published {
                 self.end_later(channel, &slot);
             }
         }
+        drop(slot);
+        // A refused track leaves nothing behind.
+        self.forget_if_gone(channel);
         result
             .and_then(|delivered| closed.map(|()| delivered))
             .map_err(|err| (err, chunks))
@@ -301,7 +356,12 @@ impl TrackWriter<'_> {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => return Err(TrackError::Idle(idle.as_secs())),
                 Ok(None) => break,
-                Ok(Some(Err(err))) => return Err(TrackError::Body(err.into().to_string())),
+                Ok(Some(Err(err))) => {
+                    return Err(match err.into().downcast::<crate::pace::TooSlow>() {
+                        Ok(slow) => TrackError::TooSlow(*slow),
+                        Err(err) => TrackError::Body(err.to_string()),
+                    })
+                }
                 Ok(Some(Ok(frame))) => frame,
             };
             let Ok(data) = frame.into_data() else { continue };

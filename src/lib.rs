@@ -5,6 +5,7 @@
 //! - [`http`]: the routes, over `http::Request`/`http::Response`, shared by every transport.
 //! - [`transport`]: the accept loops (TCP cleartext and TLS).
 //! - [`metrics`]: the Prometheus metrics, served on their own listener.
+//! - [`pace`]: the minimum rate every upload must keep.
 //! - [`server`]: binding and running it all; [`config`]: the options.
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod live;
 pub mod media;
 pub mod memory;
 pub mod metrics;
+pub mod pace;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -57,6 +57,8 @@ pub struct Metrics {
     ingest_chunks: Counter,
     ingest_refused: Counter,
     quic: QuicMeter,
+    uploads_over_share: Counter,
+    uploads_too_slow: Counter,
 }
 
 impl Metrics {
@@ -82,6 +84,8 @@ impl Metrics {
             ingest_chunks: Counter::default(),
             ingest_refused: Counter::default(),
             quic: QuicMeter::default(),
+            uploads_over_share: Counter::default(),
+            uploads_too_slow: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +149,16 @@ impl Metrics {
             metrics.ingest_refused.clone(),
         );
         metrics.quic.register(&mut registry);
+        registry.register(
+            "uploads_over_share",
+            "Uploads refused (503) because their peer held its share of the upload slots (--max-uploads-per-peer)",
+            metrics.uploads_over_share.clone(),
+        );
+        registry.register(
+            "uploads_too_slow",
+            "Uploads cut (408) for delivering less than --upload-min-bytes in a --upload-rate-window",
+            metrics.uploads_too_slow.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store.clone())));
         Metrics { registry, ..metrics }
     }
@@ -217,6 +231,16 @@ impl Metrics {
     /// What the QUIC listener counts: its connections, handshakes, Retries and refusals.
     pub fn quic(&self) -> QuicMeter {
         self.quic.clone()
+    }
+
+    /// Counts an upload refused for its peer's share of the upload slots.
+    pub fn upload_over_share(&self) {
+        self.uploads_over_share.inc();
+    }
+
+    /// Counts an upload cut for its rate.
+    pub fn upload_too_slow(&self) {
+        self.uploads_too_slow.inc();
     }
 
     /// Counts an early request as held, and as waiting while the guard lives.

@@ -12,6 +12,7 @@ use crate::live::LiveOptions;
 use crate::media::liveness::EndRule;
 use crate::media::mpd::{Latency, ServiceDefaults};
 use crate::media::package::PackageOptions;
+use crate::pace::MinRate;
 use crate::store::Limits;
 
 /// Everything [`crate::Server`] needs, by part.
@@ -66,6 +67,10 @@ pub struct RouteSettings {
     pub upload_token: Option<String>,
     /// How long an upload may send nothing before it is aborted (at least 1 s).
     pub upload_idle_timeout: Duration,
+    /// Uploads in progress per peer; None: only the store's `max_uploads` (0, or not below it).
+    pub max_uploads_per_peer: Option<usize>,
+    /// The minimum rate every upload must keep.
+    pub upload_min_rate: MinRate,
     /// `max-age` of complete media segments: as long as the origin keeps them (the GC age), a day
     /// when it keeps them forever.
     pub media_max_age: u64,
@@ -181,6 +186,14 @@ impl Settings {
             routes: RouteSettings {
                 upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
                 upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout.max(1)),
+                max_uploads_per_peer: (config.max_uploads_per_peer > 0
+                    && config.max_uploads_per_peer < config.max_uploads)
+                    .then_some(config.max_uploads_per_peer),
+                upload_min_rate: MinRate {
+                    bytes: config.upload_min_bytes,
+                    window: Duration::from_secs(config.upload_rate_window.max(1)),
+                    grace: Duration::from_secs(config.upload_rate_grace),
+                },
                 media_max_age: ttl.map_or(DAY, |ttl| ttl.as_secs()),
                 reader_lag_limit: (config.reader_lag_limit > 0).then_some(config.reader_lag_limit),
                 player_dir: config.player_dir.clone(),
@@ -329,6 +342,31 @@ mod tests {
         assert_eq!(s.connections.http.max_per_ip, Some(256));
         assert_eq!(s.connections.https.max_connections, 8192);
         assert_eq!(s.connections.https.max_per_ip, Some(512));
+        assert_eq!(
+            s.routes.max_uploads_per_peer,
+            Some(64),
+            "a quarter of the 256 upload slots"
+        );
+        assert_eq!(s.routes.upload_min_rate.bytes, 512);
+        assert_eq!(s.routes.upload_min_rate.window, Duration::from_secs(30));
+        assert_eq!(s.routes.upload_min_rate.grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn upload_shares_and_rates_resolve() {
+        let s = settings(&[
+            "--max-uploads",
+            "16",
+            "--max-uploads-per-peer",
+            "16",
+            "--upload-rate-window",
+            "0",
+        ]);
+        assert_eq!(s.routes.max_uploads_per_peer, None, "a share of all slots is no share");
+        assert_eq!(s.routes.upload_min_rate.window, Duration::from_secs(1), "never zero");
+        let s = settings(&["--max-uploads-per-peer", "0", "--upload-min-bytes", "4K"]);
+        assert_eq!(s.routes.max_uploads_per_peer, None);
+        assert_eq!(s.routes.upload_min_rate.bytes, 4096);
     }
 
     #[test]

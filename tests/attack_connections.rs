@@ -408,21 +408,9 @@ async fn put_on(tcp: &mut TcpStream, path: &str, body: &[u8]) -> u16 {
             let n = tcp.read(&mut buf).await.expect("the answer");
             assert!(n > 0, "the connection closed instead of answering PUT {path}");
             got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got);
             // Answers to uploads carry a short body with a Content-Length.
-            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_owned())
-                    })
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if rest.len() >= length {
-                    return testkit::raw::status_of(&text);
-                }
+            if let Some(text) = testkit::raw::complete_response(&got) {
+                return testkit::raw::status_of(&text);
             }
         }
     })

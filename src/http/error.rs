@@ -36,6 +36,12 @@ pub enum HttpError {
     /// The client sent no body data for too long.
     #[error("the upload sent no data for {0} seconds and was aborted")]
     UploadTimeout(u64),
+    /// The upload delivered less than the minimum rate (`--upload-min-bytes`) and was cut.
+    #[error("{0}")]
+    UploadTooSlow(#[from] crate::pace::TooSlow),
+    /// The uploader holds its share of the upload slots (`--max-uploads-per-peer`).
+    #[error("{0}")]
+    OverBudget(#[from] super::budget::OverBudget),
     /// The request body failed while it was read.
     #[error("the upload body failed: {0}")]
     UploadBody(String),
@@ -84,7 +90,8 @@ impl HttpError {
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            HttpError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            HttpError::UploadTimeout(_) | HttpError::UploadTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+            HttpError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::PartTimeout => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Hls(crate::live::hls::HlsError::NotFound) => StatusCode::NOT_FOUND,
@@ -103,7 +110,7 @@ fn track_status(err: &crate::ingest::TrackError) -> StatusCode {
         TrackError::Ingest(IngestError::NotCmaf(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         TrackError::Ingest(_) | TrackError::Body(_) => StatusCode::BAD_REQUEST,
         TrackError::Superseded => StatusCode::CONFLICT,
-        TrackError::Idle(_) => StatusCode::REQUEST_TIMEOUT,
+        TrackError::Idle(_) | TrackError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
         TrackError::Store(store) => HttpError::Store(store.clone()).status(),
     }
 }
@@ -127,7 +134,9 @@ impl HttpError {
             HttpError::RangeNotSatisfiable(len) => {
                 builder = builder.header(header::CONTENT_RANGE, format!("bytes */{len}"))
             }
-            HttpError::Store(StoreError::Busy { .. }) => builder = builder.header(header::RETRY_AFTER, "1"),
+            HttpError::Store(StoreError::Busy { .. }) | HttpError::OverBudget(_) => {
+                builder = builder.header(header::RETRY_AFTER, "1")
+            }
             _ => {}
         }
         let body = ResponseBody::full(format!("{self}\n"));

@@ -5,6 +5,7 @@
 //! part of the public routes, so the public ports answer it with 404 like any unknown path.
 
 pub mod body;
+pub mod budget;
 mod download;
 pub mod error;
 pub mod headers;
@@ -97,6 +98,8 @@ pub struct App {
     connections: std::sync::atomic::AtomicU64,
     /// The server's metrics, served on the metrics listener.
     pub metrics: std::sync::Arc<Metrics>,
+    /// The upload slots each uploader holds (`--max-uploads-per-peer`).
+    pub uploads: budget::UploadBudget,
 }
 
 impl App {
@@ -110,6 +113,7 @@ impl App {
     ) -> App {
         App {
             metrics: std::sync::Arc::new(Metrics::new(&store)),
+            uploads: budget::UploadBudget::new(settings.max_uploads_per_peer, store.limits().max_uploads),
             store,
             live,
             packager,

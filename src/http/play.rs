@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::{App, HttpError, ResponseBody};
+use crate::live::{StreamList, StreamSummary};
 
 const PAGE: &str = include_str!("../../player/index.html");
 const SCRIPT: &str = include_str!("../../player/ldash-player.js");
@@ -239,24 +240,34 @@ fn text(body: String, content_type: &'static str) -> Response<ResponseBody> {
     response
 }
 
-/// `GET /ldash/` (HTML) or `GET /ldash/streams` (JSON): the live and recent streams.
+/// `GET /ldash/` (HTML) or `GET /ldash/streams` (JSON): the live and recent streams, the newest
+/// [`crate::live::STREAMS_LISTED`] of them. The JSON stays an array of streams; the headers
+/// `X-Streams-Total` and `X-Streams-Listed` say how many there are and how many it lists (the page
+/// says it in words).
 pub(super) fn streams(app: &App, json: bool) -> Response<ResponseBody> {
-    let streams = app.live.streams();
-    if json {
+    let StreamList { streams, total } = app.live.streams();
+    let listed = streams.len();
+    let mut response = if json {
         let body = serde_json::to_string_pretty(&streams).unwrap_or_else(|_| "[]".into());
-        let mut response = text(body, "application/json");
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return response;
-    }
+        text(body, "application/json")
+    } else {
+        text(streams_page(&streams, total), "text/html; charset=utf-8")
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(HeaderName::from_static("x-streams-total"), HeaderValue::from(total));
+    headers.insert(HeaderName::from_static("x-streams-listed"), HeaderValue::from(listed));
+    response
+}
+
+fn streams_page(streams: &[StreamSummary], total: usize) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ldash streams</title>\
          <style>body{font:14px system-ui,sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}</style></head>\
          <body><h1>ldash: streams</h1><table><tr><th>manifest</th><th>state</th><th>last upload</th>\
          <th>representations</th><th>play</th></tr>",
     );
-    for s in &streams {
+    for s in streams {
         let stem = s.manifest.strip_suffix(".mpd").unwrap_or(&s.manifest);
         let reps: Vec<String> = s
             .representations
@@ -280,10 +291,13 @@ pub(super) fn streams(app: &App, json: bool) -> Response<ResponseBody> {
     if streams.is_empty() {
         html.push_str("<tr><td colspan=\"5\">No stream yet: push one with ffmpeg (see the README).</td></tr>");
     }
-    html.push_str("</table><p><a href=\"/ldash/streams\">as JSON</a></p></body></html>");
-    let mut response = text(html, "text/html; charset=utf-8");
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    html.push_str("</table>");
+    if total > streams.len() {
+        html.push_str(&format!(
+            "<p>The newest {} of {total} streams are listed.</p>",
+            streams.len()
+        ));
+    }
+    html.push_str("<p><a href=\"/ldash/streams\">as JSON</a></p></body></html>");
+    html
 }

@@ -8,8 +8,10 @@ use http::header::{self, HeaderMap};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::budget::Uploader;
 use super::{App, ConnInfo, HttpError, ResponseBody};
 use crate::media::kind::FileKind;
+use crate::pace::{Paced, TooSlow};
 use crate::store::{Landed, Replace, UploadOptions};
 
 pub(super) async fn put<B>(
@@ -23,6 +25,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     authorize(app, req.headers(), conn)?;
+    // The uploader's share of the upload slots, held until the upload ends (a CMAF ingest track's
+    // whole POST): one client cannot take every slot.
+    let _share = app.uploads.take(Uploader::of(conn)).map_err(|over| {
+        app.metrics.upload_over_share();
+        tracing::debug!(path, %over, "upload refused");
+        over
+    })?;
     // A link under the root, or a file or folder on disk where this path needs the other: refused
     // before a byte is taken (the store checks what it holds in memory in `begin_upload`).
     app.store.check_root(path).await?;
@@ -50,14 +59,14 @@ where
             replace,
         },
     )?;
-    let mut body = req.into_body();
+    let mut body = Paced::new(req.into_body(), app.settings.upload_min_rate);
     loop {
         // Dropping `upload` on any early return aborts it: readers see an error, a previous complete
         // version stays.
         let frame = match tokio::time::timeout(app.settings.upload_idle_timeout, body.frame()).await {
             Err(_) => return Err(HttpError::UploadTimeout(app.settings.upload_idle_timeout.as_secs())),
             Ok(None) => break,
-            Ok(Some(Err(err))) => return Err(HttpError::UploadBody(err.into().to_string())),
+            Ok(Some(Err(err))) => return Err(body_failed(app, path, err)),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
@@ -97,6 +106,7 @@ where
         }
         frame
     });
+    let body = Paced::new(body, app.settings.upload_min_rate);
     let _receiving = app.metrics.ingest_track();
     let result = app
         .packager
@@ -105,6 +115,9 @@ where
     let delivered = match result {
         Ok(delivered) => delivered,
         Err((err, chunks)) => {
+            if matches!(err, crate::ingest::TrackError::TooSlow(_)) {
+                app.metrics.upload_too_slow();
+            }
             app.metrics
                 .ingest_ended(chunks, matches!(err, crate::ingest::TrackError::Ingest(_)));
             tracing::warn!(channel, track, %err, "CMAF ingest track refused");
@@ -149,6 +162,19 @@ pub(super) async fn delete<B>(
         Ok(no_content())
     } else {
         Err(HttpError::NotFound)
+    }
+}
+
+/// The error of an upload whose body failed: cut for its rate ([`crate::pace`]), or broken.
+fn body_failed(app: &App, path: &str, err: Box<dyn std::error::Error + Send + Sync>) -> HttpError {
+    match err.downcast::<TooSlow>() {
+        Ok(slow) => {
+            app.metrics.upload_too_slow();
+            // Dropping the upload aborts it, as for any upload that fails midway.
+            tracing::warn!(path, reason = %slow, "upload cut for its rate; its slot is free");
+            HttpError::UploadTooSlow(*slow)
+        }
+        Err(err) => HttpError::UploadBody(err.to_string()),
     }
 }
 

@@ -20,16 +20,22 @@ pub mod state;
 
 pub use release::{Release, ReleasePoint};
 pub use segment::{Progress, SegmentIndex};
-pub use state::{Action, LiveOptions, RepresentationSummary, State, StreamSummary};
+pub use state::{Action, LiveOptions, RepresentationSummary, State, StreamList, StreamSummary};
 
 use crate::media::cmaf::{self, ChunkScanner};
 use crate::media::kind::FileKind;
 use crate::media::mpd::{self, Mpd, Observed, ServiceDefaults};
-use crate::store::{Entry, EntryState, ReadError, Store, StoreEvent};
+use crate::store::{Entry, EntryState, ReadError, Removal, Store, StoreEvent};
 use state::{lock, split};
 
 /// Largest init segment or manifest read whole.
 const MAX_WHOLE: usize = 4 << 20;
+
+/// How often folders of which nothing is stored are looked for, to be forgotten.
+const FORGET_SWEEP: Duration = Duration::from_secs(5);
+
+/// Streams listed at most by `GET /ldash/` and `/ldash/streams` (the newest).
+pub const STREAMS_LISTED: usize = 200;
 
 /// The index, shared by the routes; cheap to clone.
 #[derive(Debug, Clone)]
@@ -158,18 +164,47 @@ impl Live {
     }
 
     async fn follow_store(self, mut events: broadcast::Receiver<StoreEvent>) {
+        // Folders of which nothing is stored any more are forgotten on this tick (see
+        // `state::ENDED_MEMORY`): what the index holds stays bounded by what the store holds.
+        let mut sweep = tokio::time::interval(FORGET_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match events.recv().await {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = sweep.tick() => {
+                    lock(&self.state).forget(Instant::now());
+                    continue;
+                }
+            };
+            match event {
                 Ok(StoreEvent::Started { path, entry }) => self.started(&path, entry),
-                Ok(StoreEvent::Removed { path }) => lock(&self.state).removed(&path),
+                Ok(StoreEvent::Removed { path, cause }) => {
+                    lock(&self.state).removed(&path, cause == Removal::Purged, Instant::now())
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
                         "live index fell behind the store's events; some segments are not indexed"
                     );
+                    self.forget_missed_removals();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
+        }
+    }
+
+    /// After missed events: whatever the index keeps of a path no longer stored goes (taken as
+    /// purged: a manifest deleted in that moment is not remembered as ended).
+    fn forget_missed_removals(&self) {
+        let known = lock(&self.state).known_paths();
+        let gone: Vec<String> = known
+            .into_iter()
+            .filter(|path| self.store.get(path).is_none())
+            .collect();
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        for path in &gone {
+            state.removed(path, true, now);
         }
     }
 
@@ -353,10 +388,11 @@ impl Live {
         lock(&self.state).observe(folder, mpd)
     }
 
-    /// The streams the index knows (manifests parsed since start), newest upload first.
-    pub fn streams(&self) -> Vec<StreamSummary> {
+    /// The streams the index knows (manifests parsed since start), newest upload first, at most
+    /// [`STREAMS_LISTED`], and how many there are.
+    pub fn streams(&self) -> StreamList {
         let modified = |path: &str| self.store.get(path).map(|entry| entry.modified());
-        lock(&self.state).streams(modified, Instant::now())
+        lock(&self.state).streams(modified, Instant::now(), STREAMS_LISTED)
     }
 
     /// For a missing `path` that is one of the next two segments of a live representation, how long

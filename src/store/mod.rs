@@ -15,17 +15,20 @@
 //! found again after a restart.
 
 pub mod entry;
+mod error;
 mod gc;
+mod index;
 pub mod path;
 mod persist;
 mod root;
 mod upload;
 
+pub use error::StoreError;
 use gc::{collect_garbage, evict_for_memory, maintain};
+use index::{Index, Slot};
 pub use upload::Upload;
 use upload::UploadPermit;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,70 +73,6 @@ pub enum Replace {
 }
 use persist::Job;
 
-/// Why the store refused an operation.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum StoreError {
-    /// Too many uploads are in progress.
-    #[error("too many uploads in progress (limit {limit}); retry shortly")]
-    Busy {
-        /// The configured limit.
-        limit: usize,
-    },
-    /// The number of stored paths reached its limit.
-    #[error("the store holds its maximum of {limit} paths; delete some or raise --max-paths")]
-    TooManyPaths {
-        /// The configured limit.
-        limit: usize,
-    },
-    /// Memory is full of data that cannot be moved to disk yet.
-    #[error("the memory limit of {limit} bytes is reached and nothing can be moved to disk")]
-    MemoryFull {
-        /// The configured limit.
-        limit: u64,
-    },
-    /// The upload grew beyond the largest accepted size.
-    #[error("the upload is larger than the limit of {limit} bytes")]
-    TooLarge {
-        /// The configured limit.
-        limit: u64,
-    },
-    /// A newer upload or a delete of the same path replaced this upload.
-    #[error("a newer upload or a delete of this path replaced this upload")]
-    Superseded,
-    /// An upload of the same path that arrived later is already stored or in progress.
-    #[error("an upload of this path that arrived later is already stored or in progress")]
-    Stale,
-    /// A folder of the path is a file (stored, being uploaded, or on disk): `a/b` while `a` is a
-    /// file.
-    #[error("`{file}` is a file, so nothing can be stored under it as a folder; delete it first")]
-    FileInTheWay {
-        /// The file's path.
-        file: String,
-    },
-    /// The path is a folder (of stored files, uploads in progress, or on disk): `a` while `a/b`
-    /// exists.
-    #[error("`{folder}` is a folder, so it cannot also be stored as a file; delete what is under it first")]
-    FolderInTheWay {
-        /// The folder's path.
-        folder: String,
-    },
-    /// A name on the path is a symbolic link in the root folder: ldash follows none.
-    #[error("`{at}` is a symbolic link in the root folder, and ldash follows no links there")]
-    Link {
-        /// The link's path under the root.
-        at: String,
-    },
-    /// A name on the path is neither a regular file nor a folder in the root (a FIFO, socket, device).
-    #[error("`{at}` in the root folder is neither a regular file nor a folder")]
-    NotRegular {
-        /// Its path under the root.
-        at: String,
-    },
-    /// The root folder could not be read to check the path.
-    #[error("the root folder could not be checked: {0}")]
-    Disk(String),
-}
-
 /// What happened to a path, for those that follow the store (the live stream index, early-request
 /// waiters). Sent once per upload or removal, never per chunk.
 #[derive(Debug, Clone)]
@@ -150,7 +89,18 @@ pub enum StoreEvent {
     Removed {
         /// The path.
         path: Arc<str>,
+        /// Why.
+        cause: Removal,
     },
+}
+
+/// Why a path left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// A `DELETE`, or the removal of an earlier run's segment.
+    Deleted,
+    /// Garbage collection: its folder got no upload for the TTL.
+    Purged,
 }
 
 /// Limits the store enforces.
@@ -202,74 +152,6 @@ pub enum Landed {
     Created,
     /// A previous complete version was replaced.
     Replaced,
-}
-
-#[derive(Debug)]
-struct Slot {
-    current: Arc<Entry>,
-    pending: Option<Arc<Entry>>,
-}
-
-#[derive(Debug, Default)]
-struct Index {
-    /// Change only through [`Index::insert_slot`] and [`Index::remove_slot`] (or recount `held`).
-    slots: HashMap<Arc<str>, Slot>,
-    /// For every folder that holds a stored path at any depth, how many: `a/b/c` counts in `a` and
-    /// `a/b`. A path cannot be stored where a folder is held, nor under a stored path.
-    held: HashMap<String, usize>,
-    /// Last write per folder (the path up to its last '/'), for garbage collection: a live stream's
-    /// init segment is written once but stays needed while its folder receives segments.
-    folders: HashMap<String, Instant>,
-    /// Recently deleted paths with the arrival of their delete: an upload that arrived before the
-    /// delete but reaches the store after it (another connection) must not bring the path back.
-    tombstones: HashMap<Arc<str>, (u64, Instant)>,
-}
-
-impl Index {
-    fn insert_slot(&mut self, path: Arc<str>, slot: Slot) {
-        let folders: Vec<&str> = folders_above(&path).collect();
-        if self.slots.insert(Arc::clone(&path), slot).is_none() {
-            for folder in folders {
-                *self.held.entry(folder.to_owned()).or_default() += 1;
-            }
-        }
-    }
-
-    fn remove_slot(&mut self, path: &str) -> Option<Slot> {
-        let slot = self.slots.remove(path)?;
-        self.release_folders(path);
-        Some(slot)
-    }
-
-    /// Uncounts `path` from its folders (after it left `slots`).
-    fn release_folders(&mut self, path: &str) {
-        for folder in folders_above(path) {
-            if let Some(count) = self.held.get_mut(folder) {
-                *count -= 1;
-                if *count == 0 {
-                    self.held.remove(folder);
-                }
-            }
-        }
-    }
-
-    /// Why `path` cannot be stored beside the paths stored or in progress: one of its folders is a
-    /// file, or it is itself a folder.
-    fn collision(&self, path: &str) -> Option<StoreError> {
-        if self.held.contains_key(path) {
-            return Some(StoreError::FolderInTheWay {
-                folder: path.to_owned(),
-            });
-        }
-        folders_above(path)
-            .find(|folder| self.slots.contains_key(*folder))
-            .map(|file| StoreError::FileInTheWay { file: file.to_owned() })
-    }
-}
-
-/// The folders above a path, outermost first: `a`, `a/b` for `a/b/c`.
-fn folders_above(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices('/').map(move |(at, _)| &path[..at])
 }
 
 /// How long a removal still queued for the disk may hold up the check of an upload it is in the
@@ -470,7 +352,10 @@ impl Store {
         if let Some(slot) = removed {
             slot.current.abort();
         }
-        let _ = self.shared.events.send(StoreEvent::Removed { path: Arc::from(path) });
+        let _ = self.shared.events.send(StoreEvent::Removed {
+            path: Arc::from(path),
+            cause: Removal::Deleted,
+        });
         true
     }
 
@@ -623,7 +508,10 @@ impl Store {
         if let Some(pending) = slot.pending {
             pending.abort();
         }
-        let _ = self.shared.events.send(StoreEvent::Removed { path: Arc::from(path) });
+        let _ = self.shared.events.send(StoreEvent::Removed {
+            path: Arc::from(path),
+            cause: Removal::Deleted,
+        });
         true
     }
 
@@ -683,6 +571,12 @@ impl Store {
             // The file of a version this upload replaced at once ([`Replace::AtOnce`]) must not come
             // back after a restart. Queued under the index lock: see `delete`.
             let _ = self.shared.jobs.send(Job::Remove(entry.path().to_owned()));
+            drop(index);
+            // The path is gone: those that follow the store forget what they kept of it.
+            let _ = self.shared.events.send(StoreEvent::Removed {
+                path: Arc::from(entry.path()),
+                cause: Removal::Deleted,
+            });
         }
     }
 }

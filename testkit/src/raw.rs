@@ -25,6 +25,23 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], until: &str) -> std:
     Ok(String::from_utf8_lossy(&got).into_owned())
 }
 
+/// The response in `bytes` once its head and its `Content-Length` body are all there (a body
+/// without one counts as empty); None while more is to come.
+pub fn complete_response(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (body.len() >= length).then(|| text.into_owned())
+}
+
 /// The status code of a raw HTTP/1.1 response, if it is one.
 pub fn status_of(response: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()

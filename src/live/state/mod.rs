@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,8 +20,13 @@ use crate::media::hls::Timing;
 use crate::media::liveness::{self, EndRule};
 use crate::media::mpd::{Mpd, Observed, Representation, SegmentTemplate};
 
+mod lifetime;
+mod list;
 #[cfg(test)]
 mod tests;
+
+pub use lifetime::ENDED_MEMORY;
+pub use list::{RepresentationSummary, StreamList, StreamSummary};
 
 /// Complete segments per representation used to measure bandwidth.
 const BANDWIDTH_WINDOW: usize = 5;
@@ -125,6 +130,9 @@ pub(super) struct Folder {
     pub(super) first_upload: Option<Instant>,
     /// Segments of the folder were found on disk at start.
     pub(super) found_on_disk: bool,
+    /// When the last of its stored files left the store (see [`lifetime`]); None while something
+    /// of it is stored.
+    pub(super) emptied: Option<Instant>,
 }
 
 impl Folder {
@@ -140,6 +148,7 @@ impl Folder {
             snapshots: HashMap::new(),
             first_upload: None,
             found_on_disk: false,
+            emptied: None,
         }
     }
 
@@ -153,36 +162,6 @@ impl Folder {
 pub struct State {
     pub(super) folders: HashMap<String, Folder>,
     pub(super) options: LiveOptions,
-}
-
-/// One stream for the stream list: a manifest and what the index knows of it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StreamSummary {
-    /// The manifest's store path (`live/stream.mpd`).
-    pub manifest: String,
-    /// "live" (dynamic MPD) or "ended" (static).
-    pub state: &'static str,
-    /// When the manifest was last uploaded (RFC 3339).
-    pub last_upload: String,
-    /// The representations.
-    pub representations: Vec<RepresentationSummary>,
-}
-
-/// One representation in the stream list.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RepresentationSummary {
-    /// Representation@id.
-    pub id: String,
-    /// video, audio, ...
-    pub kind: Option<String>,
-    /// bits/s.
-    pub bandwidth: Option<u64>,
-    /// RFC 6381 codecs.
-    pub codecs: Option<String>,
-    /// Width and height.
-    pub resolution: Option<(u32, u32)>,
-    /// Newest segment number indexed.
-    pub newest_segment: Option<u64>,
 }
 
 impl State {
@@ -344,28 +323,6 @@ impl State {
         self.folders.get(folder).is_some_and(|f| f.first_upload.is_some())
     }
 
-    /// `path` was removed from the store (deleted, expired, or replaced by a new run).
-    pub fn removed(&mut self, path: &str) {
-        let (folder, name) = split(path);
-        let Some(f) = self.folders.get_mut(folder) else {
-            return;
-        };
-        if f.segments.remove(name).is_some() {
-            // Playlists must stop listing it (and shared snapshots must be taken again).
-            f.bump();
-        }
-        f.inits.remove(name);
-        if f.mpds.contains_key(name) {
-            // Keep the parsed manifest: the stream's playlists now end.
-            f.ended.insert(name.to_owned());
-            f.bump();
-            return;
-        }
-        if f.segments.is_empty() && f.inits.is_empty() && f.mpds.is_empty() {
-            self.folders.remove(folder);
-        }
-    }
-
     // ---- queries ------------------------------------------------------------------------------
 
     /// The chunk index of a media segment, if it is (being) indexed.
@@ -454,56 +411,6 @@ impl State {
             }
         }
         None
-    }
-
-    /// The streams the index knows (manifests parsed since start) that are still stored, newest
-    /// upload first; `modified` says when the store last wrote a path (None: not stored).
-    pub fn streams(&self, modified: impl Fn(&str) -> Option<SystemTime>, now: Instant) -> Vec<StreamSummary> {
-        let mut streams: Vec<(SystemTime, StreamSummary)> = Vec::new();
-        for (folder, f) in &self.folders {
-            for (name, (_, mpd)) in &f.mpds {
-                let manifest = join(folder, name);
-                let Some(modified) = modified(&manifest) else {
-                    continue;
-                };
-                // The newest Period's: what the stream is now.
-                let representations = mpd
-                    .periods
-                    .iter()
-                    .rev()
-                    .take(1)
-                    .flat_map(|p| &p.adaptation_sets)
-                    .flat_map(|a| a.representations.iter().map(move |r| (a, r)))
-                    .map(|(a, r)| RepresentationSummary {
-                        id: r.id.clone(),
-                        kind: a.content_type.clone(),
-                        bandwidth: r.bandwidth,
-                        codecs: r.codecs.clone(),
-                        resolution: r.width.zip(r.height),
-                        newest_segment: r
-                            .template
-                            .as_ref()
-                            .and_then(|t| numbered(f, r, t).map(|(n, _)| n).max()),
-                    })
-                    .collect();
-                let state = if self.options.has_ended(f, mpd, now) {
-                    "ended"
-                } else {
-                    "live"
-                };
-                streams.push((
-                    modified,
-                    StreamSummary {
-                        manifest,
-                        state,
-                        last_upload: rfc3339(modified),
-                        representations,
-                    },
-                ));
-            }
-        }
-        streams.sort_by_key(|s| std::cmp::Reverse(s.0));
-        streams.into_iter().map(|(_, s)| s).collect()
     }
 
     /// A receiver of the folder's change counter (the folder is created if new).
@@ -683,14 +590,4 @@ fn observe_rep(f: &Folder, rep: &Representation) -> Option<Observed> {
         bandwidth,
         codecs,
     })
-}
-
-/// RFC 3339 with milliseconds, or "" for a time humantime cannot print (before 1970, after 9999:
-/// a file's modification time can be anything).
-fn rfc3339(time: SystemTime) -> String {
-    let last = std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
-    if time < std::time::UNIX_EPOCH || time > last {
-        return String::new();
-    }
-    humantime::format_rfc3339_millis(time).to_string()
 }

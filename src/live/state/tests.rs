@@ -1,7 +1,7 @@
 //! The live index's rules, without sockets, store or ffmpeg: events and instants in, actions and
 //! answers out.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::media::cmaf;
@@ -269,7 +269,7 @@ fn a_deleted_manifest_ends_its_stream_until_it_is_uploaded_again() {
         .ended_manifest("live/stream.mpd", true)
         .expect("gone from the store is ended");
     assert!(!gone.dynamic);
-    s.removed("live/stream.mpd");
+    s.removed("live/stream.mpd", false, t0);
     let ended = s.ended_manifest("live/stream.mpd", false).expect("ended");
     assert!(!ended.dynamic, "served static");
     assert!(s.folders.contains_key("live"), "the parsed manifest is kept");
@@ -284,11 +284,39 @@ fn removals_wake_playlists_and_empty_folders_go() {
     let mut changes = s.changes("clips", t0);
     s.segment_started("clips/a.m4s", 1, &[], t0);
     assert_eq!(*changes.borrow_and_update(), 1, "a new segment is a change");
-    s.removed("clips/a.m4s");
+    s.removed("clips/a.m4s", false, t0);
     assert_eq!(*changes.borrow(), 2, "a removed segment is a change");
     assert!(!s.folders.contains_key("clips"), "nothing left: the folder is dropped");
-    s.removed("clips/b.m4s");
-    s.removed("nowhere/c.m4s");
+    s.removed("clips/b.m4s", false, t0);
+    s.removed("nowhere/c.m4s", true, t0);
+}
+
+#[test]
+fn a_folder_is_forgotten_once_nothing_of_it_is_stored() {
+    let t0 = Instant::now();
+    // Purged by garbage collection (the stream ended a TTL ago): nothing is kept.
+    let mut s = with_stream(5, t0);
+    for path in s.known_paths() {
+        s.removed(&path, true, t0);
+    }
+    assert!(s.folders.is_empty(), "purged: nothing kept, {:?}", s.folders.keys());
+    // Deleted by its encoder: the ended manifest is served for a while, then forgotten.
+    let mut s = with_stream(5, t0);
+    for path in s.known_paths() {
+        s.removed(&path, false, t0);
+    }
+    assert!(s.ended_manifest("live/stream.mpd", false).is_some(), "served as ended");
+    assert_eq!(s.forget(t0 + Duration::from_secs(1)), 0, "remembered for a while");
+    let waiting = s.changes("live", t0);
+    assert_eq!(s.forget(t0 + ENDED_MEMORY), 0, "not while a request waits on it");
+    drop(waiting);
+    assert_eq!(s.forget(t0 + ENDED_MEMORY), 1);
+    assert!(s.folders.is_empty());
+    // A folder a request created, holding nothing, goes once the request is gone.
+    let waiting = s.changes("nothing", t0);
+    assert_eq!(s.forget(t0), 0);
+    drop(waiting);
+    assert_eq!(s.forget(t0), 1);
 }
 
 #[test]
@@ -335,16 +363,25 @@ fn the_stream_list_reports_stored_manifests_newest_first() {
         "old/stream.mpd" => Some(now - Duration::from_secs(60)),
         _ => None,
     };
-    let streams = s.streams(modified, t0);
+    let list = s.streams(modified, t0, 10);
+    assert_eq!(list.total, 2);
+    let streams = list.streams;
     let names: Vec<&str> = streams.iter().map(|s| s.manifest.as_str()).collect();
     assert_eq!(names, ["live/stream.mpd", "old/stream.mpd"]);
     assert_eq!(streams[0].state, "live");
     assert_eq!(streams[0].representations[0].newest_segment, Some(2));
     assert_eq!(streams[0].representations[0].resolution, Some((320, 180)));
-    let later = s.streams(modified, t0 + Duration::from_secs(60));
+    let later = s.streams(modified, t0 + Duration::from_secs(60), 10).streams;
+    let newest = s.streams(modified, t0, 1);
+    assert_eq!(
+        (newest.streams.len(), newest.total),
+        (1, 2),
+        "bounded, and says how many"
+    );
+    assert_eq!(newest.streams[0].manifest, "live/stream.mpd");
     assert_eq!(later[0].state, "ended");
     assert!(
-        s.streams(|_| None, t0).is_empty(),
+        s.streams(|_| None, t0, 10).streams.is_empty(),
         "a manifest gone from the store is not listed"
     );
 }
