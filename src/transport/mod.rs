@@ -7,5 +7,6 @@ mod budget;
 mod frame_guard;
 mod h3_transport;
 pub mod quic;
+mod quic_admission;
 pub mod tcp;
 pub mod tls;
