@@ -2,9 +2,10 @@
 //! child process (so its memory is its own): floods of idle and half-open connections (TCP that
 //! sends nothing, a request head that never ends, TLS that never handshakes or handshakes and sends
 //! nothing, HTTP/2 that sends SETTINGS and no stream) are closed after the header timeout while
-//! fresh clients on every TCP flavour are served within 1 s and an upload still works; a kept-alive
-//! ingest connection outlives the header timeout and closes after its idle timeout, and a held
-//! request is never idle; over the per-address and per-listener limits a new connection is closed
+//! fresh clients on every TCP flavour are served within 1 s, a live segment uploaded chunk by chunk
+//! reaches readers that start while it grows (HTTP/2 and HTTP/1.1 over TLS) byte-exact, and an
+//! upload still works; a kept-alive ingest connection outlives the header timeout and closes after
+//! its idle timeout, and a held request is never idle; over the per-address and per-listener limits a new connection is closed
 //! at once, and the other listener is untouched; a 200 KB header block is refused on HTTP/1.1
 //! (431) and HTTP/2 (a stream or connection error); out of file descriptors, accepting pauses
 //! instead of spinning and ldash serves again once they free up. Every wait is on an event (a response, the
@@ -14,6 +15,8 @@
 //! `cargo test --test attack_connections -- --nocapture` prints the figures of BENCHMARKS.md.
 
 mod common;
+#[path = "common/live.rs"]
+mod live;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -32,6 +35,10 @@ use tokio_rustls::TlsConnector;
 
 /// These tests hold thousands of sockets and measure latency on 2 shared cores: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The live segment relayed during the flood: chunks of 2 to 4 KB at the encoder's pace.
+const LIVE_CHUNKS: usize = 30;
+const LIVE_PACE: Duration = Duration::from_millis(40);
 
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -185,8 +192,8 @@ const CLEARTEXT_KINDS: [Idle; 3] = [Idle::Nothing, Idle::PartialHead, Idle::H2Se
 const TLS_KINDS: [Idle; 3] = [Idle::Nothing, Idle::Handshake, Idle::H2Settings];
 
 /// Opens one idle connection of `kind` to the listener `tls` says from `from`, gives `opening`
-/// back and reports it open on `open`, and returns how long after that the server closed it (None:
-/// not within `bound`).
+/// back and reports it open on `open`, and returns how long after that the server closed it and
+/// when (None: not within `bound`).
 async fn hold_idle(
     origin: Origin,
     tls: bool,
@@ -195,7 +202,7 @@ async fn hold_idle(
     open: mpsc::UnboundedSender<Result<(), String>>,
     bound: Duration,
     opening: tokio::sync::OwnedSemaphorePermit,
-) -> Option<Duration> {
+) -> Option<(Duration, Instant)> {
     let opened = async {
         if !tls {
             let mut tcp = connect_from(from, origin.http).await.map_err(|e| e.to_string())?;
@@ -235,7 +242,7 @@ async fn hold_idle(
         Err(mut tcp) => closed_within(&mut tcp, bound).await,
         Ok(mut tls) => closed_within(&mut tls, bound).await,
     };
-    closed.map(|at| at - since)
+    closed.map(|at| (at - since, at))
 }
 
 fn mib(kib: u64) -> f64 {
@@ -328,16 +335,40 @@ async fn idle_and_half_open_floods_are_closed_while_fresh_clients_are_served() {
         "ldash holds {descriptors} descriptors: the flood ({total}) is not held"
     );
 
-    // During the flood: fresh clients of every TCP flavour within 1 s, and an upload.
-    let mut latencies = Vec::new();
-    for proto in [Proto::H1, Proto::H2c, Proto::H1Tls, Proto::H2Tls] {
-        let took = fresh_get(&server, proto, fresh).await;
-        assert!(
-            took < Duration::from_secs(1),
-            "{proto:?} took {took:?} during the flood"
-        );
-        latencies.push((proto, took));
-    }
+    // During the flood: a live segment relayed byte-exact (an encoder's chunked PUT over the
+    // flooded ingest listener, read while it grows over HTTP/2 and HTTP/1.1 with TLS on the flooded
+    // player listener) while fresh clients of every TCP flavour are served within 1 s, and an upload.
+    let connect = |proto: Proto| {
+        let origin = Origin::clone(&server);
+        async move {
+            testkit::client::Client::Tcp {
+                client: fresh_client(&origin, proto, fresh),
+                base: origin.url(proto, ""),
+            }
+        }
+    };
+    let chunks = live::segment_chunks(LIVE_CHUNKS);
+    let relaying = live::relay_live_segment(
+        connect,
+        "live/growing.m4s",
+        &chunks,
+        LIVE_PACE,
+        &[(Proto::H2Tls, 1), (Proto::H1Tls, LIVE_CHUNKS / 2)],
+    );
+    let fresh_clients = async {
+        let mut latencies = Vec::new();
+        for proto in [Proto::H1, Proto::H2c, Proto::H1Tls, Proto::H2Tls] {
+            let took = fresh_get(&server, proto, fresh).await;
+            assert!(
+                took < Duration::from_secs(1),
+                "{proto:?} took {took:?} during the flood"
+            );
+            latencies.push((proto, took));
+        }
+        latencies
+    };
+    let (relayed, latencies) = tokio::join!(relaying, fresh_clients);
+    let relay_ended = Instant::from_std(relayed.ended);
     assert_eq!(upload_from(&server, fresh, "live/seg.m4s", segment.clone()).await, 201);
     let back = server
         .connect(Proto::H2Tls)
@@ -349,11 +380,13 @@ async fn idle_and_half_open_floods_are_closed_while_fresh_clients_are_served() {
 
     // Every flood connection closed by ldash after the header timeout (not before: it was held).
     let mut latest = Duration::ZERO;
+    let mut first_close: Option<Instant> = None;
     let mut held = 0;
     while let Some(joined) = holders.join_next().await {
         let (tls, kind, closed_after) = joined.expect("a flood task");
-        let after = closed_after
+        let (after, closed_at) = closed_after
             .unwrap_or_else(|| panic!("a {kind:?} connection (TLS: {tls}) was not closed within {bound:?}"));
+        first_close = Some(first_close.map_or(closed_at, |first| first.min(closed_at)));
         // ldash's clock starts at the accept, before a TLS handshake (which may take a while
         // under the flood): so a margin below the header timeout.
         assert!(
@@ -364,6 +397,16 @@ async fn idle_and_half_open_floods_are_closed_while_fresh_clients_are_served() {
         held += 1;
     }
     assert_eq!(held, total);
+    // The live segment went through while the whole flood was held: it ended before ldash closed
+    // the first flood connection.
+    let first_close = first_close.expect("flood connections");
+    assert!(
+        relay_ended <= first_close,
+        "the live relay ended {:?} after the first flood connection was closed: not during the flood \
+         (it took {:?}; the flood opened in {open_time:?}, --header-timeout {header_timeout})",
+        relay_ended - first_close,
+        relayed.took
+    );
 
     // Memory back near the baseline within 30 s.
     let allowed = baseline + baseline / 5 + (16 << 10);
@@ -377,8 +420,13 @@ async fn idle_and_half_open_floods_are_closed_while_fresh_clients_are_served() {
     println!(
         "flood: {total} idle connections ({per_listener} a listener) opened in {open_time:.1?}, all closed \
          by ldash within {latest:.1?} of opening (--header-timeout {header_timeout}); fresh clients during \
-         the flood: {latencies:?}; ldash RSS {:.1} MiB before, {:.1} MiB peak, {:.1} MiB {:.1?} after the \
+         the flood: {latencies:?}; a live segment ({} chunks, {} bytes) relayed byte-exact to 2 readers in \
+         {:.1?}, {:.1?} before the first flood connection was closed; ldash RSS {:.1} MiB before, {:.1} MiB peak, {:.1} MiB {:.1?} after the \
          last close (allowed {:.1}); {descriptors} descriptors at the peak",
+        relayed.chunks,
+        relayed.bytes,
+        relayed.took,
+        first_close - relay_ended,
         mib(baseline),
         mib(peak),
         mib(after),

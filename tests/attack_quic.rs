@@ -3,7 +3,8 @@
 //!
 //! - a flood of QUIC Initial packets that never complete a handshake, from many source ports: ldash
 //!   answers with Retry above its bound, keeps serving a fresh HTTP/3 client within 1 s, and its
-//!   memory comes back within 1.2x its baseline + 16 MiB after the flood;
+//!   memory comes back within 1.2x its baseline + 16 MiB after the flood, and a live segment
+//!   uploaded chunk by chunk meanwhile reaches HTTP/3 readers that start while it grows byte-exact;
 //! - HTTP/3 request headers over `--max-header-bytes` (a block that declares 1 GiB, a whole 800 KB
 //!   block): refused with 431 as the frame header arrives, the connection still serving; an
 //!   oversized frame on the control stream closes the connection with H3_EXCESSIVE_LOAD;
@@ -20,6 +21,9 @@ use testkit::origin::{ldash_command, OriginProcess};
 use testkit::process::rss_kib;
 use testkit::{Origin, Proto};
 
+#[path = "common/live.rs"]
+mod live;
+
 /// Initials the flood sends, and how fast: the issue's probe rate (1,250 handshakes/s).
 const FLOOD_INITIALS: usize = 10_000;
 const FLOOD_RATE: u64 = 1_250;
@@ -28,6 +32,9 @@ const FLOOD_PORTS: usize = 64;
 /// The memory bound after an attack: 1.2x the baseline + 16 MiB, reached within 30 s.
 const RSS_SLACK_KIB: u64 = 16 << 10;
 const RSS_RETURN: Duration = Duration::from_secs(30);
+/// The live segment relayed during the flood: chunks of 2 to 4 KB at the encoder's pace.
+const LIVE_CHUNKS: usize = 30;
+const LIVE_PACE: Duration = Duration::from_millis(40);
 
 /// The flood and the 2,000 connections each load both cores of a small machine: run one at a time
 /// (within this test binary), so that one's load is not read as the other's latency.
@@ -156,7 +163,10 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
         "{FLOOD_INITIALS} Initials made in {:.1} s",
         made.elapsed().as_secs_f64()
     );
-    let flooding = tokio::spawn(flood(quic, packets, FLOOD_RATE, FLOOD_PORTS));
+    let flooding = tokio::spawn(async move {
+        let rate = flood(quic, packets, FLOOD_RATE, FLOOD_PORTS).await;
+        (rate, Instant::now())
+    });
 
     // Retry is in use once the flood passes the bound: the counter says so (checked at the end, so
     // that a run without it still measures).
@@ -165,6 +175,23 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A live segment during the flood: an encoder's chunked PUT over the ingest listener, read
+    // while it grows by two HTTP/3 players, each on a QUIC connection made then (through Retry).
+    let origin = Origin::clone(&ldash);
+    let connect = move |proto: Proto| {
+        let origin = origin.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), origin.connect(proto))
+                .await
+                .unwrap_or_else(|_| panic!("a {proto:?} client connects within 10 s during the flood"))
+                .unwrap_or_else(|e| panic!("a {proto:?} client connects during the flood: {e}"))
+        }
+    };
+    let relaying = tokio::spawn(async move {
+        let chunks = live::segment_chunks(LIVE_CHUNKS);
+        let readers = [(Proto::H3, 1), (Proto::H3, LIVE_CHUNKS / 2)];
+        live::relay_live_segment(connect, "live/growing.m4s", &chunks, LIVE_PACE, &readers).await
+    });
     // Fresh clients during the flood, one after another, while it lasts (at least three).
     let mut latencies = Vec::new();
     let mut peak = rss_kib(ldash.pid);
@@ -179,7 +206,17 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
             break;
         }
     }
-    let rate = flooding.await.expect("the flood ran");
+    let (rate, flood_ended) = flooding.await.expect("the flood ran");
+    let relayed = match relaying.await {
+        Ok(relayed) => relayed,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    };
+    assert!(
+        relayed.ended <= flood_ended,
+        "the live relay ended {:?} after the flood: not during it (it took {:?})",
+        relayed.ended - flood_ended,
+        relayed.took
+    );
     peak = peak.max(rss_kib(ldash.pid));
     let retries = metric(&ldash, "ldash_quic_retries_total").await;
     latencies.sort();
@@ -189,11 +226,17 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
     eprintln!(
         "flood: {FLOOD_INITIALS} Initials at {rate:.0}/s from {FLOOD_PORTS} ports; {retries} Retries; \
          at most {most_handshakes} handshakes in progress; RSS baseline {baseline} KiB, peak {peak} KiB, \
-         after {after} KiB ({:.1} s); {} fresh HTTP/3 clients, median {:.0} ms, slowest {:.0} ms",
+         after {after} KiB ({:.1} s); {} fresh HTTP/3 clients, median {:.0} ms, slowest {:.0} ms; a live \
+         segment ({} chunks, {} bytes) relayed byte-exact to 2 HTTP/3 readers in {:.1?}, {:.1?} before the \
+         flood ended",
         settled_in.as_secs_f64(),
         latencies.len(),
         median.as_secs_f64() * 1000.0,
-        slowest.as_secs_f64() * 1000.0
+        slowest.as_secs_f64() * 1000.0,
+        relayed.chunks,
+        relayed.bytes,
+        relayed.took,
+        flood_ended - relayed.ended
     );
     assert!(
         retries >= (FLOOD_INITIALS / 2) as f64,
