@@ -26,6 +26,9 @@
   };
   const latencyOverride = positive("latency") || null;
   const rttOverride = positive("rtt");
+  // ?jump=0: Shaka on LL-HLS catches up from its start by playing faster only, without the page's
+  // one jump forward in the first seconds (for comparing the two).
+  const startJump = query.get("jump") !== "0";
   const stats = {
     player: engine,
     latency: null, // seconds behind the live edge, as the player computes it
@@ -273,20 +276,34 @@
     window.ldash.player = player;
   }
 
-  // Keeps `want` seconds buffered ahead: faster (up to 1.15x) while more is buffered, slower (down
-  // to 0.95x) while less, normal speed within 50 ms. Glass-to-glass is the encoder's delay plus
-  // what the player holds ahead, so this is the latency it aims at, whatever the player's own idea
-  // of the live edge. The rate is set again as soon as it is not the one wanted: Shaka cancels a
-  // rate above 1 whenever the playhead is in the same whole second as its seek range's end, which
-  // a sub-second latency mostly is (with the rate set every 250 ms only, Shaka held 0.1 to 0.25 s
-  // more than asked).
+  // Keeps `want` seconds buffered ahead: faster (up to 1.15x, 1.25x while more than half a second
+  // too much is buffered) while more is buffered, slower (down to 0.95x) while less, normal speed
+  // within 50 ms. Glass-to-glass is the encoder's delay plus what the player holds ahead, so this is
+  // the latency it aims at, whatever the player's own idea of the live edge. The rate is set again
+  // as soon as it is not the one wanted: Shaka cancels a rate above 1 whenever the playhead is in
+  // the same whole second as its seek range's end, which a sub-second latency mostly is (with the
+  // rate set every 250 ms only, Shaka held 0.1 to 0.25 s more than asked).
+  //
+  // Shaka starts LL-HLS at an independent part, up to a segment behind; after a slow start it held
+  // 1.7-1.9 s, and at 1.15x it needed 10-15 s to come back. In its first 3 s of playing the page
+  // jumps once to its aim instead when more than a second too much is buffered (the jump lands in
+  // what is buffered, so nothing is fetched again), and after that only the rate steers.
   function holdBuffer(want, setRate) {
+    let playingSince = null;
+    let jumped = !startJump;
     const steer = () => {
       if (video.paused || video.readyState < 3) {
         return;
       }
+      playingSince = playingSince === null ? performance.now() : playingSince;
       const off = bufferAhead() - want;
-      const rate = off > 0.05 ? Math.min(1.15, 1 + off / 2) : off < -0.05 ? Math.max(0.95, 1 + off / 2) : 1;
+      if (!jumped && off > 1 && performance.now() - playingSince < 3000) {
+        jumped = true;
+        video.currentTime += off;
+        return;
+      }
+      const fastest = off > 0.5 ? 1.25 : 1.15;
+      const rate = off > 0.05 ? Math.min(fastest, 1 + off / 2) : off < -0.05 ? Math.max(0.95, 1 + off / 2) : 1;
       if (Math.abs(video.playbackRate - rate) > 0.01) {
         setRate(rate);
       }
