@@ -17,6 +17,7 @@
 
 #[path = "common/attack.rs"]
 mod attack;
+mod common;
 #[path = "common/live.rs"]
 mod live;
 
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use attack::{loopback, metric, metric_reaches, mib, rss_bound, rss_settles, start_ldash, RSS_RETURN};
 use bytes::Bytes;
+use common::{fixture, RECORDED_STREAM};
 use testkit::process::{open_descriptors, rss_kib};
 use testkit::{Origin, Proto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,13 +45,6 @@ const LIVE_PACE: Duration = Duration::from_millis(40);
 /// held until the part exists (never, here) or the hold's bound (three target durations: 3 s).
 const HELD_RELOAD: &str = "/ldash/download/live/stream.0.m3u8?_HLS_msn=3&_HLS_part=0";
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ffmpeg")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// PUTs `body` to `path` over HTTP/1.1 from 127.0.0.1 (a loopback peer may upload); the status.
 async fn put(origin: &Origin, path: &str, body: impl Into<Bytes>) -> u16 {
     let client = attack::fresh_client(origin, Proto::H1, loopback(1));
@@ -65,13 +60,7 @@ async fn put(origin: &Origin, path: &str, body: impl Into<Bytes>) -> u16 {
 /// segment 2 of both representations) into live/, and waits (at most 10 s) until its LL-HLS
 /// playlist lists segment 2.
 async fn put_recorded_stream(origin: &Origin) {
-    for (name, fixture_name) in [
-        ("stream.mpd", "steady.mpd"),
-        ("init-stream0.m4s", "init-stream0.m4s"),
-        ("chunk-stream0-00002.m4s", "chunk-stream0-00002.m4s"),
-        ("init-stream1.m4s", "init-stream1.m4s"),
-        ("chunk-stream1-00002.m4s", "chunk-stream1-00002.m4s"),
-    ] {
+    for (name, fixture_name) in RECORDED_STREAM {
         assert_eq!(
             put(origin, &format!("live/{name}"), fixture(fixture_name)).await,
             201,
@@ -311,6 +300,15 @@ async fn get(client: &reqwest::Client, origin: &Origin, proto: Proto, route: &st
         .unwrap_or_else(|e| panic!("GET {route}: {e:?}"))
 }
 
+/// Starts `n` requests for [`HELD_RELOAD`] with `client` over `proto`, each giving its status to
+/// `held`.
+fn hold(held: &mut tokio::task::JoinSet<u16>, client: &reqwest::Client, origin: &Origin, proto: Proto, n: usize) {
+    for _ in 0..n {
+        let (client, origin) = (client.clone(), Origin::clone(origin));
+        held.spawn(async move { get(&client, &origin, proto, HELD_RELOAD).await.status().as_u16() });
+    }
+}
+
 /// Asserts that `response` is a refusal for the held-request bound `option`: 503, Retry-After and
 /// a plain-text reason naming the option.
 async fn assert_refused(response: reqwest::Response, option: &str, what: &str) {
@@ -356,12 +354,8 @@ async fn held_requests_over_their_share_or_the_total_are_refused_with_a_reason()
 
     // 30 blocking reloads as HTTP/2 streams of one connection from 127.0.0.2: its share, all held.
     let multiplexed = attack::fresh_client(&ldash, Proto::H2c, loopback(2));
-    let multiplexed = reqwest::Client::clone(&multiplexed);
     let mut held = tokio::task::JoinSet::new();
-    for _ in 0..30 {
-        let (client, origin) = (multiplexed.clone(), Origin::clone(&ldash));
-        held.spawn(async move { get(&client, &origin, Proto::H2c, HELD_RELOAD).await.status().as_u16() });
-    }
+    hold(&mut held, &multiplexed, &ldash, Proto::H2c, 30);
     metric_reaches(&ldash, "ldash_held_requests", Duration::from_secs(10), |held| {
         held == 30.0
     })
@@ -378,10 +372,7 @@ async fn held_requests_over_their_share_or_the_total_are_refused_with_a_reason()
     // Another address holds 10 more, up to the total; a third address is refused, for a blocking
     // reload as for the next segment before its upload (an early request).
     let other = attack::fresh_client(&ldash, Proto::H1, loopback(3));
-    for _ in 0..10 {
-        let (client, origin) = (other.clone(), Origin::clone(&ldash));
-        held.spawn(async move { get(&client, &origin, Proto::H1, HELD_RELOAD).await.status().as_u16() });
-    }
+    hold(&mut held, &other, &ldash, Proto::H1, 10);
     metric_reaches(&ldash, "ldash_held_requests", Duration::from_secs(10), |held| {
         held == 40.0
     })

@@ -327,14 +327,14 @@ async fn two_thousand_quic_connections_opened_and_closed_while_fresh_clients_and
         .iter()
         .flat_map(|(_, round)| round.iter())
         .chain(&all_open)
-        .map(|(_, took)| *took)
-        .max()
-        .unwrap_or_default();
+        .max_by_key(|(_, took)| *took)
+        .copied()
+        .unwrap_or((Proto::H1, Duration::ZERO));
     eprintln!(
         "{CONNECTIONS} QUIC connections open at once (opened {AT_ONCE} at a time in {:.1} s), then closed ({open} left): \
          RSS baseline {baseline} KiB, all open {peak} KiB ({:+.1} KiB per connection), all closed {at_close} KiB \
          ({:+.1} KiB per connection), after {after} KiB ({:.1} s); {} rounds of fresh clients on every protocol while \
-         they opened, slowest {:.0} ms; with all open {all_open:?}; after {closed:?}; a live segment ({} chunks, {} \
+         they opened, slowest {:?} {:.0} ms; with all open {all_open:?}; after {closed:?}; a live segment ({} chunks, {} \
          bytes) relayed byte-exact to HTTP/3 and HTTP/2 readers in {:.1?}, {open_at_relay_end} connections open \
          when it ended",
         took.as_secs_f64(),
@@ -342,7 +342,8 @@ async fn two_thousand_quic_connections_opened_and_closed_while_fresh_clients_and
         (at_close as f64 - baseline as f64) / CONNECTIONS as f64,
         settled_in.as_secs_f64(),
         rounds.len(),
-        slowest.as_secs_f64() * 1000.0,
+        slowest.0,
+        slowest.1.as_secs_f64() * 1000.0,
         relayed.chunks,
         relayed.bytes,
         relayed.took,
