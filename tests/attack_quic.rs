@@ -8,7 +8,7 @@
 //! - HTTP/3 request headers over `--max-header-bytes` (a block that declares 1 GiB, a whole 800 KB
 //!   block): refused with 431 as the frame header arrives, the connection still serving; an
 //!   oversized frame on the control stream closes the connection with H3_EXCESSIVE_LOAD;
-//! - 2,000 QUIC connections opened (8 at a time, each served a request) and closed: while they
+//! - 2,000 QUIC connections opened (4 at a time, each served a request) and closed: while they
 //!   open and once all are open, a fresh client on every protocol is served within 1 s and a live
 //!   segment reaches an HTTP/3 and an HTTP/2 reader that start while it grows byte-exact; memory
 //!   comes back the same way.
@@ -248,7 +248,7 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
 async fn two_thousand_quic_connections_opened_and_closed_while_fresh_clients_and_a_live_segment_are_served() {
     let _heavy = HEAVY.lock().await;
     const CONNECTIONS: usize = 2_000;
-    const AT_ONCE: usize = 8;
+    const AT_ONCE: usize = 4;
     attack::raise_open_file_limit();
     let dir = tempfile::tempdir().expect("dir");
     let ldash = start_ldash(dir.path(), &[]).await;
