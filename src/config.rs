@@ -116,6 +116,20 @@ pub struct Config {
     #[arg(long, env = "LDASH_WINDOW", default_value_t = 30)]
     pub window: u64,
 
+    /// Requests held at once waiting for the live edge (503 with a reason beyond it): LL-HLS
+    /// blocking playlist reloads, requests for the next segment before its upload starts, and
+    /// byte ranges of parts not yet complete. Each is cheap, but HTTP/2 and HTTP/3 multiply them by
+    /// their streams per connection. 0: no bound.
+    #[arg(long, env = "LDASH_MAX_HELD_REQUESTS", default_value_t = 16_384)]
+    pub max_held_requests: usize,
+
+    /// Requests held at once from one client address (an IPv6 client: its /64), out of
+    /// --max-held-requests (503 beyond it), so that one client cannot take them all. A viewer holds
+    /// two or three; a CDN edge or a carrier's NAT puts many behind one address: raise it (or 0)
+    /// for an origin behind a CDN.
+    #[arg(long, env = "LDASH_MAX_HELD_REQUESTS_PER_PEER", default_value_t = 1024)]
+    pub max_held_requests_per_peer: usize,
+
     /// Bytes a download of a growing file may fall behind the upload (beyond where it started)
     /// before it is cut off with an error (0: never). Suffixes K, M, G accepted.
     #[arg(long, env = "LDASH_READER_LAG_LIMIT", default_value = "8M", value_parser = parse_size)]

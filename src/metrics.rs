@@ -59,6 +59,8 @@ pub struct Metrics {
     quic: QuicMeter,
     uploads_over_share: Counter,
     uploads_too_slow: Counter,
+    held_refused: Counter,
+    held: Gauge,
 }
 
 impl Metrics {
@@ -86,6 +88,8 @@ impl Metrics {
             quic: QuicMeter::default(),
             uploads_over_share: Counter::default(),
             uploads_too_slow: Counter::default(),
+            held_refused: Counter::default(),
+            held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -158,6 +162,16 @@ impl Metrics {
             "uploads_too_slow",
             "Uploads cut (408) for delivering less than --upload-min-bytes in a --upload-rate-window",
             metrics.uploads_too_slow.clone(),
+        );
+        registry.register(
+            "held_requests",
+            "Requests held waiting for the live edge now (blocking playlist reloads, early segment requests, parts not yet complete)",
+            metrics.held.clone(),
+        );
+        registry.register(
+            "held_requests_refused",
+            "Requests refused (503) for --max-held-requests or its share per peer",
+            metrics.held_refused.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store.clone())));
         Metrics { registry, ..metrics }
@@ -236,6 +250,16 @@ impl Metrics {
     /// Counts an upload refused for its peer's share of the upload slots.
     pub fn upload_over_share(&self) {
         self.uploads_over_share.inc();
+    }
+
+    /// Counts a request held waiting for the live edge while the guard lives.
+    pub fn held(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.held)
+    }
+
+    /// Counts a request refused for the held-request bounds.
+    pub fn held_refused(&self) {
+        self.held_refused.inc();
     }
 
     /// Counts an upload cut for its rate.

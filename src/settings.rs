@@ -74,6 +74,10 @@ pub struct RouteSettings {
     /// `max-age` of complete media segments: as long as the origin keeps them (the GC age), a day
     /// when it keeps them forever.
     pub media_max_age: u64,
+    /// Requests held waiting for the live edge at once; None: no bound.
+    pub max_held_requests: Option<usize>,
+    /// Requests one client holds waiting for the live edge at once; None: no share per client.
+    pub max_held_requests_per_peer: Option<usize>,
     /// Bytes a download of a growing entry may fall behind its upload before it is cut off; None:
     /// never.
     pub reader_lag_limit: Option<u64>,
@@ -195,6 +199,9 @@ impl Settings {
                     grace: Duration::from_secs(config.upload_rate_grace),
                 },
                 media_max_age: ttl.map_or(DAY, |ttl| ttl.as_secs()),
+                max_held_requests: (config.max_held_requests > 0).then_some(config.max_held_requests),
+                max_held_requests_per_peer: (config.max_held_requests_per_peer > 0)
+                    .then_some(config.max_held_requests_per_peer),
                 reader_lag_limit: (config.reader_lag_limit > 0).then_some(config.reader_lag_limit),
                 player_dir: config.player_dir.clone(),
             },

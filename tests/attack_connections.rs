@@ -14,24 +14,26 @@
 //!
 //! `cargo test --test attack_connections -- --nocapture` prints the figures of BENCHMARKS.md.
 
+#[path = "common/attack.rs"]
+mod attack;
 mod common;
 #[path = "common/live.rs"]
 mod live;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+use attack::{connect_from, fresh_client, fresh_get, loopback, mib, raise_open_file_limit, start_ldash, tls_from};
 
 use bytes::Bytes;
 use common::{Proto, TestServer};
 use testkit::origin::ldash_command;
 use testkit::{process, Origin, OriginProcess};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
 
 /// These tests hold thousands of sockets and measure latency on 2 shared cores: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -42,65 +44,6 @@ const LIVE_PACE: Duration = Duration::from_millis(40);
 
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Raises this process's soft open-file limit to the hard one (ldash, started afterwards, inherits
-/// it); returns the limit now in force.
-fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-            }
-        }
-    }
-    limit.rlim_cur
-}
-
-/// ldash as a child process with `options`.
-async fn start_ldash(dir: &Path, options: &[&str]) -> OriginProcess {
-    OriginProcess::start(ldash_command(env!("CARGO_BIN_EXE_ldash")), dir, options)
-        .await
-        .unwrap_or_else(|e| panic!("ldash starts: {e}"))
-}
-
-/// 127.0.0.`n`: loopback, another client address.
-fn loopback(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
-
-/// A TCP connection to `addr` from `from`.
-async fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(from, 0))?;
-    socket.connect(addr).await
-}
-
-/// A TLS connection to `origin` from `from`, asking for `alpn`.
-async fn tls_from(
-    origin: &Origin,
-    from: IpAddr,
-    alpn: &[u8],
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let config = origin.tls_client(&[alpn])?;
-    let tcp = connect_from(from, origin.https).await.map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake: {e}"))
-}
 
 /// Reads until the server closes (end of stream or an error); when, or None if it did not within
 /// `bound`.
@@ -115,37 +58,6 @@ async fn closed_within(stream: &mut (impl AsyncRead + Unpin), bound: Duration) -
         }
     };
     tokio::time::timeout(bound, read_all).await.ok()
-}
-
-/// A reqwest client for `proto` whose connections come from `from` (a fresh connection each).
-fn fresh_client(origin: &Origin, proto: Proto, from: IpAddr) -> reqwest::Client {
-    let tls = origin.tls_client(&[proto.alpn()]).expect("a TLS client configuration");
-    let builder = reqwest::Client::builder()
-        .no_proxy()
-        .local_address(from)
-        .pool_max_idle_per_host(0)
-        .use_preconfigured_tls(tls);
-    let builder = match proto {
-        Proto::H1 | Proto::H1Tls => builder.http1_only(),
-        Proto::H2c => builder.http2_prior_knowledge(),
-        _ => builder,
-    };
-    builder.build().expect("a reqwest client")
-}
-
-/// GETs /ldash/time over `proto` from `from` on a new connection; how long the answer took.
-async fn fresh_get(origin: &Origin, proto: Proto, from: IpAddr) -> Duration {
-    let started = Instant::now();
-    let client = fresh_client(origin, proto, from);
-    let url = origin.url(proto, "/ldash/time");
-    let response = tokio::time::timeout(Duration::from_secs(5), client.get(&url).send())
-        .await
-        .unwrap_or_else(|_| panic!("{proto:?}: no answer within 5 s during the flood"))
-        .unwrap_or_else(|e| panic!("{proto:?}: {e:?}"));
-    assert_eq!(response.status(), 200, "{proto:?} GET /ldash/time");
-    assert_eq!(response.version(), proto.version(), "{proto:?}");
-    let _ = response.bytes().await;
-    started.elapsed()
 }
 
 /// PUTs `body` to `path` over HTTP/1.1 from `from`; the status.
@@ -243,10 +155,6 @@ async fn hold_idle(
         Ok(mut tls) => closed_within(&mut tls, bound).await,
     };
     closed.map(|at| (at - since, at))
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

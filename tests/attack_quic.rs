@@ -8,7 +8,10 @@
 //! - HTTP/3 request headers over `--max-header-bytes` (a block that declares 1 GiB, a whole 800 KB
 //!   block): refused with 431 as the frame header arrives, the connection still serving; an
 //!   oversized frame on the control stream closes the connection with H3_EXCESSIVE_LOAD;
-//! - 2,000 QUIC connections opened and closed: memory comes back the same way.
+//! - 2,000 QUIC connections opened (4 at a time, each served a request) and closed: while they
+//!   open and once all are open, a fresh client on every protocol is served within 1 s and a live
+//!   segment reaches an HTTP/3 and an HTTP/2 reader that start while it grows byte-exact; memory
+//!   comes back the same way.
 //!
 //! `cargo test --test attack_quic -- --nocapture` prints the figures (BENCHMARKS.md).
 
@@ -17,21 +20,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use testkit::origin::{ldash_command, OriginProcess};
 use testkit::process::rss_kib;
 use testkit::{Origin, Proto};
 
+#[path = "common/attack.rs"]
+mod attack;
 #[path = "common/live.rs"]
 mod live;
+
+use attack::{fresh_on_every_protocol, loopback, metric, rss_bound, rss_settles, start_ldash, RSS_RETURN};
 
 /// Initials the flood sends, and how fast: the issue's probe rate (1,250 handshakes/s).
 const FLOOD_INITIALS: usize = 10_000;
 const FLOOD_RATE: u64 = 1_250;
 /// Source ports the flood sends from, in turn.
 const FLOOD_PORTS: usize = 64;
-/// The memory bound after an attack: 1.2x the baseline + 16 MiB, reached within 30 s.
-const RSS_SLACK_KIB: u64 = 16 << 10;
-const RSS_RETURN: Duration = Duration::from_secs(30);
 /// The live segment relayed during the flood: chunks of 2 to 4 KB at the encoder's pace.
 const LIVE_CHUNKS: usize = 30;
 const LIVE_PACE: Duration = Duration::from_millis(40);
@@ -39,17 +42,6 @@ const LIVE_PACE: Duration = Duration::from_millis(40);
 /// The flood and the 2,000 connections each load both cores of a small machine: run one at a time
 /// (within this test binary), so that one's load is not read as the other's latency.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// ldash as a child process with `options`, and any given in `LDASH_ATTACK_ARGS` (to measure other
-/// settings, e.g. `--quic-retry-above 100000 --quic-max-handshakes 100000`: no bounds, as before).
-async fn start_ldash(dir: &std::path::Path, options: &[&str]) -> OriginProcess {
-    let extra = std::env::var("LDASH_ATTACK_ARGS").unwrap_or_default();
-    let mut options = options.to_vec();
-    options.extend(extra.split_whitespace());
-    OriginProcess::start(ldash_command(env!("CARGO_BIN_EXE_ldash")), dir, &options)
-        .await
-        .unwrap_or_else(|e| panic!("ldash starts: {e}"))
-}
 
 /// A fresh HTTP/3 client's first answer (a new QUIC connection, then `GET /ldash/time`), and how
 /// long it took.
@@ -63,27 +55,6 @@ async fn fresh_h3_get(origin: &Origin) -> (u16, Duration) {
         .await
         .expect("a fresh HTTP/3 client is answered within 10 s");
     (response.status, started.elapsed())
-}
-
-/// Waits, polling the process's RSS (bounded by `within`), until it is at most `bound_kib`;
-/// returns the last value read.
-async fn rss_settles(pid: u32, bound_kib: u64, within: Duration) -> (u64, Duration) {
-    let started = Instant::now();
-    loop {
-        let rss = rss_kib(pid);
-        if rss <= bound_kib || started.elapsed() >= within {
-            return (rss, started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The value of a metric sample, scraped now.
-async fn metric(origin: &Origin, sample: &str) -> f64 {
-    origin
-        .metric(sample)
-        .await
-        .unwrap_or_else(|e| panic!("scrape of {sample}: {e}"))
 }
 
 /// QUIC Initial packets of handshakes that will never be completed: each a new client connection
@@ -155,7 +126,7 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
     let (status, _) = fresh_h3_get(&ldash).await;
     assert_eq!(status, 200, "ldash serves HTTP/3 before the flood");
     let baseline = rss_kib(ldash.pid);
-    let bound = baseline * 6 / 5 + RSS_SLACK_KIB;
+    let bound = rss_bound(baseline);
 
     let made = Instant::now();
     let packets = initials(quic, FLOOD_INITIALS);
@@ -274,16 +245,18 @@ async fn handshake_flood_is_met_with_retry_while_fresh_clients_are_served_and_me
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_quic_connections_opened_and_closed_give_their_memory_back() {
+async fn two_thousand_quic_connections_opened_and_closed_while_fresh_clients_and_a_live_segment_are_served() {
     let _heavy = HEAVY.lock().await;
     const CONNECTIONS: usize = 2_000;
-    const AT_ONCE: usize = 8;
+    const AT_ONCE: usize = 4;
+    attack::raise_open_file_limit();
     let dir = tempfile::tempdir().expect("dir");
     let ldash = start_ldash(dir.path(), &[]).await;
-    let (status, _) = fresh_h3_get(&ldash).await;
-    assert_eq!(status, 200);
+    let fresh = loopback(250);
+    // Warm up every protocol, then the baseline.
+    fresh_on_every_protocol(&ldash, fresh, "before the connections").await;
     let baseline = rss_kib(ldash.pid);
-    let bound = baseline * 6 / 5 + RSS_SLACK_KIB;
+    let bound = rss_bound(baseline);
     let origin: Origin = (*ldash).clone();
     let started = Instant::now();
     // All of them open at once (each served a request), then all closed.
@@ -304,38 +277,84 @@ async fn two_thousand_quic_connections_opened_and_closed_give_their_memory_back(
             held
         });
     }
+    // While they open: a live segment relayed byte-exact (an encoder's chunked PUT; readers over
+    // HTTP/3 and HTTP/2 that start while it grows) and fresh clients on every protocol, in turn.
+    let connect = |proto: Proto| {
+        let origin = origin.clone();
+        async move { attack::fresh_kit_client(&origin, proto, fresh).await }
+    };
+    let chunks = live::segment_chunks(LIVE_CHUNKS);
+    let readers = [(Proto::H3, 1), (Proto::H2Tls, LIVE_CHUNKS / 2)];
+    let relaying = async {
+        let relayed = live::relay_live_segment(connect, "live/growing.m4s", &chunks, LIVE_PACE, &readers).await;
+        (relayed, metric(&ldash, "ldash_quic_connections").await)
+    };
+    let probing = async {
+        let mut rounds = Vec::new();
+        while rounds.len() < 50 {
+            let open = metric(&ldash, "ldash_quic_connections").await;
+            rounds.push((
+                open,
+                fresh_on_every_protocol(&ldash, fresh, "while QUIC connections open").await,
+            ));
+            if open >= CONNECTIONS as f64 {
+                break;
+            }
+        }
+        rounds
+    };
+    let ((relayed, open_at_relay_end), rounds) = tokio::join!(relaying, probing);
     let mut clients = Vec::new();
     while let Some(done) = tasks.join_next().await {
         clients.extend(done.expect("every connection is served"));
     }
     let open = metric(&ldash, "ldash_quic_connections").await;
-    assert_eq!(open, CONNECTIONS as f64, "every connection is open at once");
+    assert!(open >= CONNECTIONS as f64, "every connection is open at once: {open}");
+    // And with all of them open.
+    let all_open = fresh_on_every_protocol(&ldash, fresh, "with 2,000 QUIC connections open").await;
     let peak = rss_kib(ldash.pid);
     drop(clients);
     let took = started.elapsed();
     // Every connection is gone on the server's side (the clients closed them).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let open = metric(&ldash, "ldash_quic_connections").await;
-        if open == 0.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} QUIC connections still open 30 s after the clients left"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let open = attack::metric_reaches(&ldash, "ldash_quic_connections", Duration::from_secs(30), |open| {
+        open == 0.0
+    })
+    .await;
     let at_close = rss_kib(ldash.pid);
+    let closed = fresh_on_every_protocol(&ldash, fresh, "after the connections closed").await;
     let (after, settled_in) = rss_settles(ldash.pid, bound, RSS_RETURN).await;
+    let slowest = rounds
+        .iter()
+        .flat_map(|(_, round)| round.iter())
+        .chain(&all_open)
+        .max_by_key(|(_, took)| *took)
+        .copied()
+        .unwrap_or((Proto::H1, Duration::ZERO));
     eprintln!(
-        "{CONNECTIONS} QUIC connections open at once (opened {AT_ONCE} at a time in {:.1} s), then closed: \
+        "{CONNECTIONS} QUIC connections open at once (opened {AT_ONCE} at a time in {:.1} s), then closed ({open} left): \
          RSS baseline {baseline} KiB, all open {peak} KiB ({:+.1} KiB per connection), all closed {at_close} KiB \
-         ({:+.1} KiB per connection), after {after} KiB ({:.1} s)",
+         ({:+.1} KiB per connection), after {after} KiB ({:.1} s); {} rounds of fresh clients on every protocol while \
+         they opened, slowest {:?} {:.0} ms; with all open {all_open:?}; after {closed:?}; a live segment ({} chunks, {} \
+         bytes) relayed byte-exact to HTTP/3 and HTTP/2 readers in {:.1?}, {open_at_relay_end} connections open \
+         when it ended",
         took.as_secs_f64(),
         (peak as f64 - baseline as f64) / CONNECTIONS as f64,
         (at_close as f64 - baseline as f64) / CONNECTIONS as f64,
-        settled_in.as_secs_f64()
+        settled_in.as_secs_f64(),
+        rounds.len(),
+        slowest.0,
+        slowest.1.as_secs_f64() * 1000.0,
+        relayed.chunks,
+        relayed.bytes,
+        relayed.took,
+    );
+    assert!(
+        rounds.first().is_some_and(|(open, _)| *open < CONNECTIONS as f64),
+        "the first fresh clients were served while the connections were still opening"
+    );
+    assert!(
+        open_at_relay_end < CONNECTIONS as f64,
+        "the live segment was relayed while the connections were opening ({open_at_relay_end} open at its end)"
     );
     assert!(
         after <= bound,

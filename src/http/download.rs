@@ -21,11 +21,12 @@ pub(super) async fn get<B>(
 ) -> Result<Response<ResponseBody>, HttpError> {
     let entry = match app.store.get(path) {
         Some(entry) => entry,
-        None if path.ends_with(".m3u8") => return super::playlist::get(app, path, req).await,
+        None if path.ends_with(".m3u8") => return super::playlist::get(app, path, req, conn).await,
         None => {
             // With clocks slightly apart, players ask for the live edge a little early: a 404 would
             // cost them a retry and latency, so the next segment or two are waited for, bounded.
             let bound = app.live.upcoming(path).ok_or(HttpError::NotFound)?;
+            let _slot = app.hold(conn)?;
             let _held = app.metrics.early_request();
             app.store
                 .wait_for_upload(path, bound)
@@ -36,9 +37,11 @@ pub(super) async fn get<B>(
     let head = req.method() == Method::HEAD;
     match entry.state() {
         EntryState::Growing => match growing_range_of(req.headers()) {
-            Some(GrowingRange::Closed(range)) => growing_range(app, path, &entry, range, req.headers(), head).await,
+            Some(GrowingRange::Closed(range)) => {
+                growing_range(app, path, &entry, range, req.headers(), (head, conn)).await
+            }
             Some(GrowingRange::Open { first, last }) => {
-                open_range(app, path, &entry, (first, last), req.headers(), head).await
+                open_range(app, path, &entry, (first, last), req.headers(), (head, conn)).await
             }
             None => Ok(growing(app, path, &entry, head)),
         },
@@ -114,11 +117,15 @@ async fn open_range(
     entry: &std::sync::Arc<Entry>,
     (first, last): (u64, u64),
     request: &HeaderMap,
-    head: bool,
+    (head, conn): (bool, &ConnInfo),
 ) -> Result<Response<ResponseBody>, HttpError> {
     let mut release = app.live.release_of(path);
     if let (Some(release), false) = (&mut release, head) {
-        match release.next_after(first, entry, PART_WAIT).await {
+        // Held (counted) while it waits for a whole part past `first`.
+        let slot = app.hold(conn)?;
+        let point = release.next_after(first, entry, PART_WAIT).await;
+        drop(slot);
+        match point {
             ReleasePoint::Until(_) => {}
             // The upload ended before a part past `first` was made: answer as for the whole file.
             ReleasePoint::Rest if entry.state() != EntryState::Growing => {
@@ -164,9 +171,13 @@ async fn growing_range(
     entry: &std::sync::Arc<Entry>,
     (start, end): (u64, u64),
     request: &HeaderMap,
-    head: bool,
+    (head, conn): (bool, &ConnInfo),
 ) -> Result<Response<ResponseBody>, HttpError> {
-    if !entry.wait_for_len(end, PART_WAIT).await {
+    // A part not yet complete is held (counted) until it is.
+    let slot = if entry.len() < end { Some(app.hold(conn)?) } else { None };
+    let whole = entry.wait_for_len(end, PART_WAIT).await;
+    drop(slot);
+    if !whole {
         return match entry.state() {
             EntryState::Complete => complete(app, path, entry, request, head).await,
             EntryState::Aborted => Err(HttpError::NotFound),

@@ -81,6 +81,13 @@ impl ConnInfo {
     }
 }
 
+/// A request held waiting for the live edge: its slot and its count, while it lives.
+#[derive(Debug)]
+struct Held(
+    #[allow(dead_code)] budget::Slot,
+    #[allow(dead_code)] crate::metrics::GaugeGuard,
+);
+
 /// The state every route needs.
 #[derive(Debug)]
 pub struct App {
@@ -99,7 +106,9 @@ pub struct App {
     /// The server's metrics, served on the metrics listener.
     pub metrics: std::sync::Arc<Metrics>,
     /// The upload slots each uploader holds (`--max-uploads-per-peer`).
-    pub uploads: budget::UploadBudget,
+    pub uploads: budget::PeerBudget,
+    /// The requests held waiting for the live edge, per client and in all (`--max-held-requests`).
+    pub held: budget::PeerBudget,
 }
 
 impl App {
@@ -113,7 +122,8 @@ impl App {
     ) -> App {
         App {
             metrics: std::sync::Arc::new(Metrics::new(&store)),
-            uploads: budget::UploadBudget::new(settings.max_uploads_per_peer, store.limits().max_uploads),
+            uploads: budget::PeerBudget::uploads(settings.max_uploads_per_peer, store.limits().max_uploads),
+            held: budget::PeerBudget::held(settings.max_held_requests_per_peer, settings.max_held_requests),
             store,
             live,
             packager,
@@ -128,6 +138,17 @@ impl App {
     /// different connections are ordered as the client sent them.
     pub fn connection_arrived(&self) -> u64 {
         (self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) * REQUESTS_PER_CONNECTION
+    }
+
+    /// A held request's slot (`--max-held-requests`, per client and in all), given back when
+    /// dropped; refused with 503 and the reason.
+    fn hold(&self, conn: &ConnInfo) -> Result<Held, HttpError> {
+        let slot = self.held.take(budget::Client::of(conn)).map_err(|over| {
+            self.metrics.held_refused();
+            tracing::debug!(peer = %conn.peer, %over, "held request refused");
+            HttpError::OverBudget(over)
+        })?;
+        Ok(Held(slot, self.metrics.held()))
     }
 
     /// Answers one request. Never fails: errors become a status with a plain-text reason.

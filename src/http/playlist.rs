@@ -9,10 +9,15 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 
-use super::{headers, App, HttpError, ResponseBody};
+use super::{headers, App, ConnInfo, HttpError, ResponseBody};
 use crate::live::hls::{Directives, Playlist};
 
-pub(super) async fn get<B>(app: &App, path: &str, req: &Request<B>) -> Result<Response<ResponseBody>, HttpError> {
+pub(super) async fn get<B>(
+    app: &App,
+    path: &str,
+    req: &Request<B>,
+    conn: &ConnInfo,
+) -> Result<Response<ResponseBody>, HttpError> {
     let stem = path.strip_suffix(".m3u8").ok_or(HttpError::NotFound)?;
     let manifest = format!("{stem}.mpd");
     if app.live.knows_manifest(&manifest) {
@@ -27,7 +32,9 @@ pub(super) async fn get<B>(app: &App, path: &str, req: &Request<B>) -> Result<Re
             continue;
         }
         let directives = Directives::parse(req.uri().query())?;
-        // A blocking reload (_HLS_msn) may be held for up to three target durations.
+        // A blocking reload (_HLS_msn) may be held for up to three target durations: counted
+        // against the held requests while it is answered.
+        let _slot = directives.msn.is_some().then(|| app.hold(conn)).transpose()?;
         let _blocking = directives.msn.is_some().then(|| app.metrics.hls_blocking());
         let playlist = app.live.hls_media(&manifest, rep, directives).await?;
         return Ok(respond(path, playlist, req));

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::budget::Uploader;
+use super::budget::Client;
 use super::{App, ConnInfo, HttpError, ResponseBody};
 use crate::media::kind::FileKind;
 use crate::pace::{Paced, TooSlow};
@@ -27,7 +27,7 @@ where
     authorize(app, req.headers(), conn)?;
     // The uploader's share of the upload slots, held until the upload ends (a CMAF ingest track's
     // whole POST): one client cannot take every slot.
-    let _share = app.uploads.take(Uploader::of(conn)).map_err(|over| {
+    let _share = app.uploads.take(Client::of(conn)).map_err(|over| {
         app.metrics.upload_over_share();
         tracing::debug!(path, %over, "upload refused");
         over

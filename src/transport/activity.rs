@@ -1,10 +1,14 @@
 //! What one TCP connection is doing, for its idle bounds: how many requests are in progress, since
-//! when it has had none, and since when bytes of a next HTTP/1.1 request head have been arriving.
-//! A request is in progress from the moment hyper hands its whole head to the routes until its
-//! response body has ended or been dropped, so a held blocking reload, a growing download or an
-//! upload is never idle. The connection's task ([`super::tcp`]) turns this into one deadline; the
-//! socket wrapper ([`Watched`]) and each response body ([`Tracked`]) feed it. Nothing here closes
-//! anything.
+//! when it has had none, since when bytes of a next HTTP/1.1 request head have been arriving, and
+//! since when its responses have been stuck on the peer. A request is in progress from the moment
+//! hyper hands its whole head to the routes until its response body has ended or been dropped, so
+//! a held blocking reload, a growing download or an upload is never idle. But a response whose
+//! bytes the peer does not take (it reads nothing, or gives no HTTP/2 flow-control credit) is no
+//! progress: when hyper has been handed a frame of a response body and has not come back for the
+//! next one for the idle timeout, on any response of the connection, the connection is stalled
+//! and closed like an idle one (a body waiting for its upload to grow is waiting, not stalled).
+//! The connection's task ([`super::tcp`]) turns this into one deadline; the socket wrapper
+//! ([`Watched`]) and each response body ([`Tracked`]) feed it. Nothing here closes anything.
 
 use std::io;
 use std::pin::Pin;
@@ -46,6 +50,10 @@ pub(crate) struct Activity {
     idle_since: AtomicU64,
     /// Milliseconds from `start` when bytes first arrived while idle (HTTP/1.1); NEVER: none.
     head_since: AtomicU64,
+    /// Response frames handed to hyper whose body hyper has not polled again since.
+    handed: AtomicUsize,
+    /// Milliseconds from `start` when hyper last polled a response body.
+    sent_at: AtomicU64,
     changed: Notify,
 }
 
@@ -59,15 +67,22 @@ impl Activity {
             begun: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(NEVER),
+            handed: AtomicUsize::new(0),
+            sent_at: AtomicU64::new(0),
             changed: Notify::new(),
         })
     }
 
-    /// When the connection is to be closed unless something changes first; None while a request is
-    /// in progress.
-    pub fn deadline(&self, bounds: Bounds) -> Option<Instant> {
+    /// When the connection is to be closed unless something changes first. While a request is in
+    /// progress: an idle timeout after hyper last took a response frame when one is waiting on
+    /// the peer (stalled then), or else an idle timeout from `now`, to look again (a frame handed
+    /// meanwhile wakes nobody: that would cost a wake-up per chunk).
+    pub fn deadline(&self, bounds: Bounds, now: Instant) -> Option<Instant> {
         if self.in_progress.load(Ordering::Acquire) > 0 {
-            return None;
+            if self.handed.load(Ordering::Acquire) > 0 {
+                return Some(self.at(self.sent_at.load(Ordering::Acquire)) + bounds.idle_timeout);
+            }
+            return Some(now + bounds.idle_timeout);
         }
         if self.begun.load(Ordering::Acquire) == 0 {
             return Some(self.start + bounds.header_timeout);
@@ -85,13 +100,24 @@ impl Activity {
         self.changed.notified().await
     }
 
+    /// Whether the connection is past its deadline at `now`: idle, or stalled on the peer.
+    pub fn expired(&self, bounds: Bounds, now: Instant) -> bool {
+        if self.in_progress.load(Ordering::Acquire) > 0 && self.handed.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.deadline(bounds, now).is_some_and(|at| at <= now)
+    }
+
     /// A request head was handed to the routes: in progress until the guard is dropped.
     pub fn begin(self: &Arc<Self>) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::AcqRel);
         self.begun.fetch_add(1, Ordering::AcqRel);
         self.head_since.store(NEVER, Ordering::Release);
         self.changed.notify_one();
-        InProgress(Arc::clone(self))
+        InProgress {
+            activity: Arc::clone(self),
+            handed: false,
+        }
     }
 
     fn end(&self) {
@@ -126,11 +152,36 @@ impl Activity {
 
 /// One request in progress; its end when dropped.
 #[derive(Debug)]
-pub(crate) struct InProgress(Arc<Activity>);
+pub(crate) struct InProgress {
+    activity: Arc<Activity>,
+    /// A frame of its response was handed to hyper, which has not polled the body since.
+    handed: bool,
+}
+
+impl InProgress {
+    /// hyper polls the response body: it took the frame handed before, if any.
+    fn polled(&mut self) {
+        let activity = &self.activity;
+        activity.sent_at.store(activity.elapsed(), Ordering::Release);
+        if std::mem::take(&mut self.handed) {
+            activity.handed.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A frame of the response body went to hyper.
+    fn handed(&mut self) {
+        if !std::mem::replace(&mut self.handed, true) {
+            self.activity.handed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.end();
+        if self.handed {
+            self.activity.handed.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.activity.end();
     }
 }
 
@@ -159,9 +210,18 @@ impl<B: Body<Data = Bytes>> Body for Tracked<B> {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
+        if let Some(in_progress) = this.in_progress.as_mut() {
+            in_progress.polled();
+        }
         let polled = this.body.poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.in_progress.take();
+        match &polled {
+            Poll::Ready(None) => drop(this.in_progress.take()),
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(in_progress) = this.in_progress.as_mut() {
+                    in_progress.handed();
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
     }
@@ -254,7 +314,7 @@ mod tests {
         let start = Instant::now();
         let activity = Activity::new(start, false);
         activity.arrived();
-        assert_eq!(activity.deadline(BOUNDS), Some(start + BOUNDS.header_timeout));
+        assert_eq!(activity.deadline(BOUNDS, start), Some(start + BOUNDS.header_timeout));
     }
 
     #[test]
@@ -263,11 +323,12 @@ mod tests {
         let activity = Activity::new(start, false);
         let request = activity.begin();
         let other = activity.begin();
-        assert_eq!(activity.deadline(BOUNDS), None);
+        let later = start + BOUNDS.idle_timeout * 3;
+        assert!(!activity.expired(BOUNDS, later), "a request is in progress");
         drop(request);
-        assert_eq!(activity.deadline(BOUNDS), None, "one request is still in progress");
+        assert!(!activity.expired(BOUNDS, later), "one request is still in progress");
         drop(other);
-        let deadline = activity.deadline(BOUNDS).expect("idle");
+        let deadline = activity.deadline(BOUNDS, start).expect("idle");
         assert!(
             deadline >= start + BOUNDS.idle_timeout,
             "the idle bound, not the header bound"
@@ -281,9 +342,43 @@ mod tests {
             let activity = Activity::new(start, http2);
             drop(activity.begin());
             activity.arrived();
-            let deadline = activity.deadline(BOUNDS).expect("idle");
+            let deadline = activity.deadline(BOUNDS, start).expect("idle");
             let header_bound = deadline < start + BOUNDS.idle_timeout;
             assert_eq!(header_bound, !http2, "http2: {http2}");
         }
+    }
+
+    #[test]
+    fn a_response_frame_the_peer_does_not_take_stalls_the_connection_after_the_idle_timeout() {
+        let start = Instant::now();
+        let activity = Activity::new(start, true);
+        let mut request = activity.begin();
+        let mut waiting = activity.begin();
+        // A body that waits for its upload (polled, nothing handed) is never stalled.
+        waiting.polled();
+        request.polled();
+        request.handed();
+        let stalled_at = activity
+            .deadline(BOUNDS, start)
+            .expect("a deadline while a frame waits");
+        assert!(stalled_at <= Instant::now() + BOUNDS.idle_timeout);
+        assert!(
+            activity.expired(BOUNDS, stalled_at),
+            "stalled an idle timeout after the frame"
+        );
+        // hyper comes back for the next frame: progress, no longer stalled.
+        request.polled();
+        assert!(!activity.expired(BOUNDS, stalled_at + BOUNDS.idle_timeout * 2));
+        request.handed();
+        drop(request);
+        assert_eq!(
+            activity.handed.load(Ordering::Acquire),
+            0,
+            "a dropped body takes its frame along"
+        );
+        assert!(
+            !activity.expired(BOUNDS, stalled_at + BOUNDS.idle_timeout * 2),
+            "the other one waits"
+        );
     }
 }

@@ -55,6 +55,18 @@ const MAX_UNI_STREAMS: u32 = 16;
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Largest request body read ahead of the routes, in chunks.
 const BODY_CHANNEL: usize = 8;
+/// What a client may send a connection beyond what ldash has read, when it has no upload in
+/// progress: quinn buffers that much (data past a gap in a stream waits for the gap), so every
+/// connection costs up to this, and --quic-max-connections of them (4,096) up to 1 GiB. Requests
+/// need little: a header block is at most --max-header-bytes (32 KiB), and a body of a request
+/// that takes none is read and dropped as it comes.
+const BASE_RECEIVE_WINDOW: u32 = 256 << 10;
+/// The connection's window while the routes take in an upload on it (an encoder over HTTP/3, which
+/// has upload rights): room for a far encoder's bursts.
+const UPLOAD_RECEIVE_WINDOW: u32 = 32 << 20;
+/// The largest piece of a response body handed to h3 at once: a client that takes none within the
+/// player listener's idle timeout has stalled.
+const SEND_PIECE: usize = 64 << 10;
 /// How long an unread request body is drained after the response, at most.
 const DRAIN_BODY: Duration = Duration::from_secs(10);
 /// The QUIC idle timeout. The server's keep-alive (every 10 s) keeps a quiet connection from
@@ -83,8 +95,10 @@ pub fn endpoint(identity: &Identity, addr: SocketAddr, congestion: Congestion) -
         .keep_alive_interval(Some(Duration::from_secs(10)))
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))))
         // 50 Mbit/s over a 50 ms path needs ~320 KB in flight per stream; leave room for several.
+        // The connection's window starts small and is raised while an upload is taken in
+        // ([`ReceiveWindow`]).
         .stream_receive_window((4u32 << 20).into())
-        .receive_window((32u32 << 20).into())
+        .receive_window(BASE_RECEIVE_WINDOW.into())
         .send_window(32 << 20);
     if congestion == Congestion::Bbr {
         // Loss-based CUBIC collapses under random loss (measured: a 2 MB live segment through 5%
@@ -219,6 +233,10 @@ async fn connection(
             return;
         }
     };
+    let window = Arc::new(ReceiveWindow {
+        quic: quic.clone(),
+        uploads: Default::default(),
+    });
     let Slots { _connection, handshake } = slots;
     drop(handshake);
     let info = ConnInfo {
@@ -239,7 +257,9 @@ async fn connection(
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, Arc::clone(&app), info.request(requests_seen), header_timeout));
+                    let bounds = (header_timeout, settings.https.idle_timeout);
+                    let info = info.request(requests_seen);
+                    requests.spawn(request(resolver, Arc::clone(&app), (info, Arc::clone(&window)), bounds));
                     requests_seen += 1;
                 }
                 Ok(None) => break,
@@ -287,8 +307,8 @@ enum SetupError {
 async fn request(
     resolver: h3::server::RequestResolver<H3Connection, Payload>,
     app: Arc<App>,
-    info: ConnInfo,
-    header_timeout: Duration,
+    (info, window): (ConnInfo, Arc<ReceiveWindow>),
+    (header_timeout, stall): (Duration, Duration),
 ) {
     let reading = resolver.resolve_request();
     let (req, stream) = match tokio::time::timeout(header_timeout, reading).await {
@@ -312,20 +332,27 @@ async fn request(
     };
     let (mut send, recv) = stream.split();
     let (body_tx, body_rx) = mpsc::channel(BODY_CHANNEL);
-    let reading = tokio::spawn(read_body(recv, body_tx));
-    let mut req = req.map(|()| RequestBody { rx: body_rx });
+    // Only uploads take a body: any other request's is read and dropped as it arrives, so that it
+    // waits in no buffer while the request is held.
+    let takes_body = matches!(*req.method(), http::Method::PUT | http::Method::POST);
+    let reading = tokio::spawn(read_body(recv, takes_body.then_some(body_tx)));
+    let mut req = req.map(|()| RequestBody {
+        rx: body_rx,
+        window,
+        raised: false,
+    });
     req.extensions_mut().insert(info);
     let response = app.handle(req).await;
-    send_response(&mut send, response, reading).await;
+    send_response(&mut send, response, reading, stall).await;
 }
 
 /// Feeds the request body to the routes; once the routes stop listening, reads (and drops) the rest,
 /// for a bounded time, so the client is never sent STOP_SENDING mid-body.
 async fn read_body(
     mut recv: h3::server::RequestStream<RecvHalf, Payload>,
-    tx: mpsc::Sender<Result<Bytes, BodyReadError>>,
+    tx: Option<mpsc::Sender<Result<Bytes, BodyReadError>>>,
 ) {
-    let mut listening = true;
+    let mut listening = tx.is_some();
     let deadline = tokio::time::Instant::now() + DRAIN_BODY;
     loop {
         let next = if listening {
@@ -339,13 +366,13 @@ async fn read_body(
         match next {
             Ok(Some(mut data)) => {
                 let bytes = data.copy_to_bytes(data.remaining());
-                if listening && tx.send(Ok(bytes)).await.is_err() {
-                    listening = false;
+                if let (true, Some(tx)) = (listening, &tx) {
+                    listening = tx.send(Ok(bytes)).await.is_ok();
                 }
             }
             Ok(None) => return,
             Err(err) => {
-                if listening {
+                if let (true, Some(tx)) = (listening, &tx) {
                     let _ = tx.send(Err(BodyReadError(err.to_string()))).await;
                 }
                 return;
@@ -354,10 +381,14 @@ async fn read_body(
     }
 }
 
+/// Sends `response`; a response the client takes no [`SEND_PIECE`] of within `stall` (it reads
+/// nothing, or gives no flow-control credit) is reset, so that it does not hold its stream, its
+/// bytes and its connection forever.
 async fn send_response(
     send: &mut h3::server::RequestStream<SendHalf, Payload>,
     response: Response<ResponseBody>,
     reading: tokio::task::JoinHandle<()>,
+    stall: Duration,
 ) {
     let (parts, mut body) = response.into_parts();
     if let Err(err) = send.send_response(Response::from_parts(parts, ())).await {
@@ -368,12 +399,19 @@ async fn send_response(
     loop {
         match body.frame().await {
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
-                if data.is_empty() {
-                    continue;
-                }
-                if let Err(err) = send.send_data(Payload::from(data)).await {
-                    tracing::debug!(%err, "HTTP/3 client stopped reading");
+                let Ok(mut data) = frame.into_data() else { continue };
+                // In pieces, so that each wait measures progress, not a whole large chunk's time
+                // (h3 waits for the previous frame to be written before it takes the next).
+                while !data.is_empty() {
+                    let piece = data.split_to(data.len().min(SEND_PIECE));
+                    let sent = tokio::time::timeout(stall, send.send_data(Payload::from(piece))).await;
+                    let failed = match sent {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(err)) => err.to_string(),
+                        Err(_) => format!("no {SEND_PIECE} bytes taken in {stall:?}"),
+                    };
+                    tracing::debug!(err = %failed, "HTTP/3 client stopped reading; resetting the stream");
+                    send.stop_stream(Code::H3_REQUEST_CANCELLED);
                     reading.abort();
                     return;
                 }
@@ -389,8 +427,13 @@ async fn send_response(
         }
     }
     let _ = reading.await;
-    if let Err(err) = send.finish().await {
-        tracing::debug!(%err, "HTTP/3 response could not be finished");
+    match tokio::time::timeout(stall, send.finish()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(%err, "HTTP/3 response could not be finished"),
+        Err(_) => {
+            tracing::debug!("the HTTP/3 client did not take the end of its response; resetting the stream");
+            send.stop_stream(Code::H3_REQUEST_CANCELLED);
+        }
     }
 }
 
@@ -399,10 +442,36 @@ async fn send_response(
 #[error("HTTP/3 request body failed: {0}")]
 pub struct BodyReadError(String);
 
+/// A connection's receive window: [`BASE_RECEIVE_WINDOW`], raised to [`UPLOAD_RECEIVE_WINDOW`]
+/// while the routes take in an upload on it (they read a body only once it is accepted: an upload
+/// refused, say for want of rights, never raises it).
+#[derive(Debug)]
+struct ReceiveWindow {
+    quic: quinn::Connection,
+    uploads: std::sync::atomic::AtomicUsize,
+}
+
+impl ReceiveWindow {
+    fn raise(&self) {
+        if self.uploads.fetch_add(1, std::sync::atomic::Ordering::AcqRel) == 0 {
+            self.quic.set_receive_window(UPLOAD_RECEIVE_WINDOW.into());
+        }
+    }
+
+    fn lower(&self) {
+        if self.uploads.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.quic.set_receive_window(BASE_RECEIVE_WINDOW.into());
+        }
+    }
+}
+
 /// An HTTP/3 request body, fed by [`read_body`].
 #[derive(Debug)]
 pub struct RequestBody {
     rx: mpsc::Receiver<Result<Bytes, BodyReadError>>,
+    window: Arc<ReceiveWindow>,
+    /// This body raised its connection's window (the routes took a chunk of it).
+    raised: bool,
 }
 
 impl http_body::Body for RequestBody {
@@ -410,8 +479,18 @@ impl http_body::Body for RequestBody {
     type Error = BodyReadError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|chunk| chunk.map(Frame::data)))
+        let polled = self.rx.poll_recv(cx);
+        if matches!(polled, Poll::Ready(Some(Ok(_)))) && !std::mem::replace(&mut self.raised, true) {
+            self.window.raise();
+        }
+        polled.map(|item| item.map(|chunk| chunk.map(Frame::data)))
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if self.raised {
+            self.window.lower();
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! - the header timeout from the accept to the first whole request head (TLS handshake included),
 //!   and from the first byte of each later HTTP/1.1 request head to its end;
 //! - the listener's idle timeout between requests (ffmpeg's kept-alive ingest connections upload
-//!   every segment duration; a request in progress, such as a held blocking reload, is never idle):
-//!   see [`super::activity`];
+//!   every segment duration; a request in progress, such as a held blocking reload, is never idle),
+//!   and the same timeout for a response the peer does not take (no byte of it taken for that
+//!   long: a client that never reads): see [`super::activity`];
 //! - request header blocks of at most --max-header-bytes, checked by hyper as the bytes arrive;
 //! - accept errors (out of file descriptors) back off from 10 ms to 1 s, with one warning per 10 s.
 //!
@@ -386,7 +387,7 @@ async fn drive<C: Graceful>(
         let deadline = match closing {
             Some(since) => Some(since + CLOSE_GRACE),
             None if draining => None,
-            None => activity.deadline(shared.bounds),
+            None => activity.deadline(shared.bounds, Instant::now()),
         };
         tokio::select! {
             result = conn.as_mut() => return Some(result),
@@ -397,8 +398,8 @@ async fn drive<C: Graceful>(
                     return None;
                 }
                 let now = Instant::now();
-                if activity.deadline(shared.bounds).is_some_and(|at| at <= now) {
-                    tracing::debug!(%peer, "no request in progress within the header or idle timeout; closing");
+                if activity.expired(shared.bounds, now) {
+                    tracing::debug!(%peer, "no request in progress, or no response taken, within the header or idle timeout; closing");
                     conn.as_mut().close_gracefully();
                     closing = Some(now);
                 }

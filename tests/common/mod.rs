@@ -130,13 +130,7 @@ impl TestServer {
     /// Uploads a stream recorded from ffmpeg's DASH muxer into `folder` (tests/fixtures/ffmpeg: its
     /// MPD, both init segments and segment 2 of both representations, 0.2 s chunks), whole.
     pub async fn put_recorded_stream(&self, folder: &str) {
-        for (name, fixture_name) in [
-            ("stream.mpd", "steady.mpd"),
-            ("init-stream0.m4s", "init-stream0.m4s"),
-            ("chunk-stream0-00002.m4s", "chunk-stream0-00002.m4s"),
-            ("init-stream1.m4s", "init-stream1.m4s"),
-            ("chunk-stream1-00002.m4s", "chunk-stream1-00002.m4s"),
-        ] {
+        for (name, fixture_name) in RECORDED_STREAM {
             let status = self.put(&format!("{folder}/{name}"), fixture(fixture_name)).await;
             assert_eq!(status, 201, "upload {name}");
         }
@@ -261,6 +255,15 @@ impl Drop for TestServer {
 }
 
 /// A file of tests/fixtures/ffmpeg (what ffmpeg's DASH muxer wrote).
+/// The stream recorded from ffmpeg's DASH muxer (tests/fixtures/ffmpeg): (name to upload, fixture).
+pub const RECORDED_STREAM: [(&str, &str); 5] = [
+    ("stream.mpd", "steady.mpd"),
+    ("init-stream0.m4s", "init-stream0.m4s"),
+    ("chunk-stream0-00002.m4s", "chunk-stream0-00002.m4s"),
+    ("init-stream1.m4s", "init-stream1.m4s"),
+    ("chunk-stream1-00002.m4s", "chunk-stream1-00002.m4s"),
+];
+
 #[allow(dead_code)]
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
