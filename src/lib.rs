@@ -11,12 +11,12 @@
 
 pub mod config;
 pub mod http;
-pub mod ingest;
 pub mod live;
 pub mod media;
 pub mod memory;
 pub mod metrics;
 pub mod pace;
+pub mod packager;
 pub mod server;
 pub mod settings;
 pub mod store;

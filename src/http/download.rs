@@ -11,11 +11,11 @@ use http::{Method, Request, Response, StatusCode};
 use super::release::{released, PART_WAIT};
 use super::{headers, App, ConnInfo, HttpError, ResponseBody, Transport};
 use crate::live::ReleasePoint;
-use crate::store::{Entry, EntryState};
+use crate::store::{Entry, EntryState, StorePath};
 
 pub(super) async fn get<B>(
     app: &App,
-    path: &str,
+    path: &StorePath,
     req: &Request<B>,
     conn: &ConnInfo,
 ) -> Result<Response<ResponseBody>, HttpError> {

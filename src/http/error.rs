@@ -59,7 +59,7 @@ pub enum HttpError {
     Hls(#[from] crate::live::hls::HlsError),
     /// A CMAF ingest track was refused.
     #[error("{0}")]
-    Track(#[from] crate::ingest::TrackError),
+    Track(#[from] crate::packager::TrackError),
 }
 
 impl HttpError {
@@ -102,13 +102,13 @@ impl HttpError {
     }
 }
 
-fn track_status(err: &crate::ingest::TrackError) -> StatusCode {
-    use crate::ingest::TrackError;
+fn track_status(err: &crate::packager::TrackError) -> StatusCode {
     use crate::media::package::IngestError;
+    use crate::packager::TrackError;
     match err {
         TrackError::Ingest(IngestError::FragmentTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         TrackError::Ingest(IngestError::NotCmaf(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        TrackError::Ingest(_) | TrackError::Body(_) => StatusCode::BAD_REQUEST,
+        TrackError::Ingest(_) | TrackError::Body(_) | TrackError::Path(_) => StatusCode::BAD_REQUEST,
         TrackError::Superseded => StatusCode::CONFLICT,
         TrackError::Idle(_) | TrackError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
         TrackError::Store(store) => HttpError::Store(store.clone()).status(),

@@ -89,7 +89,7 @@ pub struct App {
     /// The live stream index over the store.
     pub live: Live,
     /// The packaged channels (CMAF ingest).
-    pub packager: crate::ingest::Packager,
+    pub packager: crate::packager::Packager,
     /// The routes' settings.
     pub settings: RouteSettings,
     /// Alt-Svc advertised on the TLS TCP listener when HTTP/3 is on.
@@ -107,7 +107,7 @@ impl App {
     pub fn new(
         store: Store,
         live: Live,
-        packager: crate::ingest::Packager,
+        packager: crate::packager::Packager,
         settings: RouteSettings,
         alt_svc: Option<HeaderValue>,
     ) -> App {

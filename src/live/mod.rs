@@ -25,7 +25,7 @@ pub use state::{Action, LiveOptions, RepresentationSummary, State, StreamList, S
 use crate::media::cmaf::{self, ChunkScanner};
 use crate::media::kind::FileKind;
 use crate::media::mpd::{self, Mpd, Observed, ServiceDefaults};
-use crate::store::{Entry, EntryState, ReadError, Removal, Store, StoreEvent};
+use crate::store::{Entry, EntryState, Removal, Store, StoreEvent, StorePath};
 use state::{lock, split};
 
 /// Largest init segment or manifest read whole.
@@ -134,9 +134,7 @@ impl Live {
                 match entry.reader(0, None).next_chunk().await {
                     Some(Ok(first)) if looks_like_init(&first) => {
                         let at = written(&entry);
-                        self.clone()
-                            .follow_media(entry.path().to_owned(), entry, Some(at))
-                            .await;
+                        self.clone().follow_media(entry.path().clone(), entry, Some(at)).await;
                     }
                     Some(Ok(_)) => segments.push(entry),
                     Some(Err(_)) | None => {}
@@ -148,9 +146,7 @@ impl Live {
                     continue;
                 }
                 let at = written(&entry);
-                self.clone()
-                    .follow_media(entry.path().to_owned(), entry, Some(at))
-                    .await;
+                self.clone().follow_media(entry.path().clone(), entry, Some(at)).await;
                 restored += 1;
             }
         }
@@ -208,21 +204,21 @@ impl Live {
         }
     }
 
-    fn started(&self, path: &str, entry: Arc<Entry>) {
+    fn started(&self, path: &StorePath, entry: Arc<Entry>) {
         match FileKind::of(path) {
             FileKind::Mpd => {
-                tokio::spawn(self.clone().follow_manifest(path.to_owned(), entry));
+                tokio::spawn(self.clone().follow_manifest(path.clone(), entry));
             }
             FileKind::Media => {
-                tokio::spawn(self.clone().follow_media(path.to_owned(), entry, None));
+                tokio::spawn(self.clone().follow_media(path.clone(), entry, None));
             }
             _ => {}
         }
     }
 
-    async fn follow_manifest(self, path: String, entry: Arc<Entry>) {
+    async fn follow_manifest(self, path: StorePath, entry: Arc<Entry>) {
         lock(&self.state).manifest_upload_started(&path, Instant::now());
-        let Ok(bytes) = read_whole(&entry).await else {
+        let Ok(bytes) = entry.read_whole(MAX_WHOLE).await else {
             return;
         };
         self.parse_manifest(&path, &entry.etag(), &bytes);
@@ -249,19 +245,19 @@ impl Live {
     /// Indexes media upload `path` as it grows: an init segment is parsed, a segment's chunks are
     /// found. `written` is when a segment found on disk at start was written (its chunks count as
     /// uploaded then); None for an upload now.
-    async fn follow_media(self, path: String, entry: Arc<Entry>, written: Option<Instant>) {
+    async fn follow_media(self, path: StorePath, entry: Arc<Entry>, written: Option<Instant>) {
         let now = || written.unwrap_or_else(Instant::now);
         let mut reader = entry.reader(0, None);
         let Some(Ok(first)) = reader.next_chunk().await else {
             return;
         };
         if looks_like_init(&first) {
-            let Ok(bytes) = read_whole(&entry).await else {
+            let Ok(bytes) = entry.read_whole(MAX_WHOLE).await else {
                 return;
             };
             match cmaf::parse_init(&bytes) {
                 Ok(init) => lock(&self.state).init_parsed(&path, Arc::new(init), now()),
-                Err(err) => tracing::warn!(path, %err, "init segment does not parse; it is served as uploaded"),
+                Err(err) => tracing::warn!(%path, %err, "init segment does not parse; it is served as uploaded"),
             }
             return;
         }
@@ -301,7 +297,7 @@ impl Live {
                     Ok(found) if !found.is_empty() => index.push(found, now()),
                     Ok(_) => {}
                     Err(err) => {
-                        tracing::warn!(path, %err, "segment is not readable as CMAF; it is served as uploaded");
+                        tracing::warn!(%path, %err, "segment is not readable as CMAF; it is served as uploaded");
                         failed = true;
                         break;
                     }
@@ -329,7 +325,7 @@ impl Live {
         if entry.state() != EntryState::Complete {
             return None;
         }
-        let bytes = read_whole(&entry).await.ok()?;
+        let bytes = entry.read_whole(MAX_WHOLE).await.ok()?;
         let mpd = self.parse_manifest(path, &entry.etag(), &bytes)?;
         Some((mpd, bytes))
     }
@@ -405,17 +401,4 @@ impl Live {
 fn looks_like_init(first: &[u8]) -> bool {
     matches!(first.get(4..8), Some(b"ftyp") | Some(b"moov"))
         && !first.windows(4).take(64).any(|w| w == b"styp" || w == b"moof")
-}
-
-/// An entry's whole content (it must be complete or completing; bounded by [`MAX_WHOLE`]).
-pub(crate) async fn read_whole(entry: &Arc<Entry>) -> Result<Bytes, ReadError> {
-    let mut reader = entry.reader(0, None);
-    let mut all = Vec::new();
-    while let Some(chunk) = reader.next_chunk().await {
-        all.extend_from_slice(&chunk?);
-        if all.len() > MAX_WHOLE {
-            return Err(ReadError::TooLarge { limit: MAX_WHOLE });
-        }
-    }
-    Ok(all.into())
 }

@@ -19,6 +19,7 @@ use crate::media::cmaf::{Chunk, Init};
 use crate::media::hls::Timing;
 use crate::media::liveness::{self, EndRule};
 use crate::media::mpd::{Mpd, Observed, Representation, SegmentTemplate};
+use crate::store::StorePath;
 
 mod lifetime;
 mod list;
@@ -95,7 +96,7 @@ pub enum Action {
     /// that arrived at or after `before` replaced it since.
     Delete {
         /// The segment's store path.
-        path: String,
+        path: StorePath,
         /// The new run's first upload, in the server's arrival order.
         before: u64,
     },
@@ -454,10 +455,8 @@ fn new_run(f: &mut Folder, folder: &str, name: &str, arrival: u64, stored: &[(St
     deleted.dedup();
     deleted
         .into_iter()
-        .map(|old| Action::Delete {
-            path: join(folder, &old),
-            before: arrival,
-        })
+        .filter_map(|old| StorePath::in_folder(folder, &old).ok())
+        .map(|path| Action::Delete { path, before: arrival })
         .collect()
 }
 

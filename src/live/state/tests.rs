@@ -143,11 +143,11 @@ fn after_a_restart_the_earlier_run_on_disk_only_is_deleted_too() {
         actions,
         vec![
             Action::Delete {
-                path: video(7),
+                path: StorePath::new(&video(7)).expect("valid"),
                 before: 100
             },
             Action::Delete {
-                path: video(8),
+                path: StorePath::new(&video(8)).expect("valid"),
                 before: 100
             },
         ],
