@@ -56,7 +56,7 @@ pub enum HttpError {
     Internal(&'static str),
     /// An LL-HLS playlist could not be served.
     #[error("{0}")]
-    Hls(#[from] crate::live::hls::HlsError),
+    Hls(#[from] crate::live::HlsError),
     /// A CMAF ingest track was refused.
     #[error("{0}")]
     Track(#[from] crate::packager::TrackError),
@@ -94,9 +94,9 @@ impl HttpError {
             HttpError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::PartTimeout => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            HttpError::Hls(crate::live::hls::HlsError::NotFound) => StatusCode::NOT_FOUND,
-            HttpError::Hls(crate::live::hls::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
-            HttpError::Hls(crate::live::hls::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Hls(crate::live::HlsError::NotFound) => StatusCode::NOT_FOUND,
+            HttpError::Hls(crate::live::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            HttpError::Hls(crate::live::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Track(err) => track_status(err),
         }
     }

@@ -11,7 +11,7 @@ pub mod error;
 pub mod headers;
 pub mod path;
 mod play;
-mod playlist;
+pub mod playlist;
 mod release;
 mod scrape;
 mod upload;
@@ -100,6 +100,8 @@ pub struct App {
     pub metrics: std::sync::Arc<Metrics>,
     /// The upload slots each uploader holds (`--max-uploads-per-peer`).
     pub uploads: budget::UploadBudget,
+    /// The generated playlists' gzip forms, shared by the requests that get the same text.
+    gzipped: playlist::GzipCache,
 }
 
 impl App {
@@ -120,6 +122,7 @@ impl App {
             settings,
             alt_svc,
             connections: Default::default(),
+            gzipped: Default::default(),
         }
     }
 
@@ -213,6 +216,10 @@ impl App {
             "download" => {
                 let path = path::decode(tail)?;
                 match *req.method() {
+                    // An `.m3u8` nobody uploaded is an LL-HLS playlist made from the stream's MPD.
+                    Method::GET | Method::HEAD if playlist::is_generated(self, &path) => {
+                        playlist::get(self, &path, &req).await
+                    }
                     Method::GET | Method::HEAD => download::get(self, &path, &req, conn).await,
                     _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
                 }
