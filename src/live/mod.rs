@@ -374,7 +374,7 @@ impl Live {
     /// A receiver of `folder`'s change counter: it moves whenever a segment of the folder starts,
     /// gains a chunk, ends or leaves, or a manifest of it changes, and closes when the index
     /// forgets the folder.
-    pub(crate) fn changes(&self, folder: &str) -> watch::Receiver<u64> {
+    fn changes(&self, folder: &str) -> watch::Receiver<u64> {
         self.core().wakes.subscribe(folder)
     }
 
