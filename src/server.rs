@@ -90,7 +90,7 @@ impl Server {
             .as_ref()
             .and_then(|q| q.local_addr().ok())
             .and_then(|addr| alt_svc(addr.port()));
-        let packager = crate::ingest::Packager::new(store.clone(), settings.package, settings.live.end_rule);
+        let packager = crate::packager::Packager::new(store.clone(), settings.package, settings.live.end_rule);
         let app = Arc::new(App::new(store, live, packager, settings.routes.clone(), alt_svc));
         Ok(Server {
             settings,

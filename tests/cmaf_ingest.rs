@@ -304,7 +304,7 @@ async fn bad_tracks_are_refused_with_a_reason_and_publish_nothing() {
             assert_eq!(got, *status, "{proto:?} {name}: {text}");
             assert!(text.contains(reason), "{proto:?} {name}: {text:?} says {reason:?}");
             let listed = server.store.list(&format!("bad-{name}"));
-            let names: Vec<&str> = listed.iter().map(|e| e.path()).collect();
+            let names: Vec<&str> = listed.iter().map(|e| e.path().as_str()).collect();
             assert!(names.is_empty(), "{proto:?} {name}: nothing is published: {names:?}");
         }
     }
@@ -504,7 +504,7 @@ async fn an_encoder_whose_timeline_jumps_starts_a_new_period_and_an_hls_disconti
     })
     .await
     .unwrap_or_else(|_| {
-        let stored: Vec<String> = server.store.list("ch1").iter().map(|e| e.path().to_owned()).collect();
+        let stored: Vec<String> = server.store.list("ch1").iter().map(|e| e.path().to_string()).collect();
         panic!("the new run's segments within 20 s; stored: {stored:?}")
     });
     for proto in ALL_PROTOS {

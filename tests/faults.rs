@@ -723,7 +723,7 @@ async fn lag_limit_cuts_a_reader_that_falls_behind_but_not_one_that_joined_late(
     let dir = tempfile::tempdir().expect("root");
     let store = Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
     let mut upload = store
-        .begin_upload("s/seg.m4s", ldash::store::UploadOptions::default())
+        .begin_upload(&sp("s/seg.m4s"), ldash::store::UploadOptions::default())
         .expect("upload");
     upload.append(Bytes::from(vec![1u8; 10_000])).expect("append");
     let entry = Arc::clone(upload.entry());
@@ -759,14 +759,14 @@ async fn a_segment_uploaded_at_once_over_a_complete_one_is_streamed_while_it_gro
     let dir = tempfile::tempdir().expect("root");
     let store = Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
     let mut old = store
-        .begin_upload("s/seg.m4s", ldash::store::UploadOptions::default())
+        .begin_upload(&sp("s/seg.m4s"), ldash::store::UploadOptions::default())
         .expect("upload");
     old.append(Bytes::from_static(b"old run")).expect("append");
     old.finish().expect("finish");
     let mut reader_of_old = store.get("s/seg.m4s").expect("old").reader(0, None);
     let mut new = store
         .begin_upload(
-            "s/seg.m4s",
+            &sp("s/seg.m4s"),
             ldash::store::UploadOptions {
                 arrival: None,
                 replace: ldash::store::Replace::AtOnce,
@@ -793,12 +793,12 @@ async fn a_segment_uploaded_at_once_over_a_complete_one_is_streamed_while_it_gro
     );
     // A manifest keeps the atomic replace.
     let mut mpd = store
-        .begin_upload("s/m.mpd", ldash::store::UploadOptions::default())
+        .begin_upload(&sp("s/m.mpd"), ldash::store::UploadOptions::default())
         .expect("upload");
     mpd.append(Bytes::from_static(b"v1")).expect("append");
     mpd.finish().expect("finish");
     let mut v2 = store
-        .begin_upload("s/m.mpd", ldash::store::UploadOptions::default())
+        .begin_upload(&sp("s/m.mpd"), ldash::store::UploadOptions::default())
         .expect("upload");
     v2.append(Bytes::from_static(b"v2")).expect("append");
     assert_eq!(store.get("s/m.mpd").expect("v1").state(), EntryState::Complete);
@@ -807,7 +807,7 @@ async fn a_segment_uploaded_at_once_over_a_complete_one_is_streamed_while_it_gro
     assert!(dir.path().join("s/seg.m4s").is_file());
     let broken = store
         .begin_upload(
-            "s/seg.m4s",
+            &sp("s/seg.m4s"),
             ldash::store::UploadOptions {
                 arrival: None,
                 replace: ldash::store::Replace::AtOnce,
@@ -822,4 +822,9 @@ async fn a_segment_uploaded_at_once_over_a_complete_one_is_streamed_while_it_gro
         "the dead version's file is removed"
     );
     drop(v2);
+}
+
+/// A store path the test knows is valid.
+fn sp(path: &str) -> ldash::store::StorePath {
+    ldash::store::StorePath::new(path).unwrap_or_else(|e| panic!("{path:?} is not a valid store path: {e}"))
 }

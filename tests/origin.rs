@@ -374,7 +374,7 @@ async fn without_a_token_only_loopback_peers_may_upload() {
     // The routes as the server builds them, without an upload token.
     let settings = ldash::settings::Settings::from_config(&ldash::Config::with_root("."));
     let live = ldash::live::Live::start(server.store.clone(), settings.service, settings.live);
-    let packager = ldash::ingest::Packager::new(server.store.clone(), settings.package, settings.live.end_rule);
+    let packager = ldash::packager::Packager::new(server.store.clone(), settings.package, settings.live.end_rule);
     let app = ldash::http::App::new(server.store.clone(), live, packager, settings.routes, None);
     assert_eq!(app.settings.upload_token, None);
     for method in [http::Method::PUT, http::Method::DELETE] {

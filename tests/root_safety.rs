@@ -340,7 +340,7 @@ async fn garbage_collection_never_removes_through_a_link() {
     let store = ldash::store::Store::open(&root, limits).expect("store");
     for path in ["live/x.m4s", "live/deeper/y.m4s"] {
         let mut upload = store
-            .begin_upload(path, ldash::store::UploadOptions::default())
+            .begin_upload(&sp(path), ldash::store::UploadOptions::default())
             .expect("upload");
         upload
             .append(bytes::Bytes::from_static(b"ldash's own"))
@@ -373,7 +373,7 @@ async fn garbage_collection_never_removes_through_a_link() {
     );
     // The purge gave the names back: `live/deeper` may be a file now (as far as the store goes;
     // its write is refused at the link, and the upload is dropped, whose removal is refused too).
-    let again = store.begin_upload("live/deeper", ldash::store::UploadOptions::default());
+    let again = store.begin_upload(&sp("live/deeper"), ldash::store::UploadOptions::default());
     assert!(again.is_ok(), "live/deeper after the purge: {:?}", again.err());
     drop(again);
     store.flush().await;
@@ -556,4 +556,9 @@ async fn a_name_freed_by_a_delete_can_change_from_file_to_folder_at_once() {
     let root = server.root.clone();
     server.stop().await;
     assert_eq!(std::fs::read(root.join("n")).ok().as_deref(), Some(b"last".as_slice()));
+}
+
+/// A store path the test knows is valid.
+fn sp(path: &str) -> ldash::store::StorePath {
+    ldash::store::StorePath::new(path).unwrap_or_else(|e| panic!("{path:?} is not a valid store path: {e}"))
 }

@@ -163,7 +163,7 @@ fn assert_bytes(what: &str, got: &[u8], want: &[u8]) {
 /// Uploads `chunks` to `path` and completes the upload.
 fn put(store: &Store, path: &str, chunks: &[&[u8]]) -> Landed {
     let mut upload = store
-        .begin_upload(path, UploadOptions::default())
+        .begin_upload(&sp(path), UploadOptions::default())
         .unwrap_or_else(|e| panic!("begin_upload({path:?}) refused: {e}"));
     for chunk in chunks {
         upload
@@ -184,7 +184,7 @@ fn growing(store: &Store, path: &str, first: &[u8]) -> Upload {
 
 fn begin(store: &Store, path: &str) -> Upload {
     store
-        .begin_upload(path, UploadOptions::default())
+        .begin_upload(&sp(path), UploadOptions::default())
         .unwrap_or_else(|e| panic!("begin_upload({path:?}) refused: {e}"))
 }
 
@@ -667,7 +667,10 @@ async fn delete_removes_from_memory_and_disk_and_reports_missing_paths() {
         "precondition: the file is on disk after flush"
     );
 
-    assert!(store.delete(path, None), "delete of a stored path must return true");
+    assert!(
+        store.delete(&sp(path), None),
+        "delete of a stored path must return true"
+    );
     assert!(store.get(path).is_none(), "get after delete must be None");
     assert_eq!(store.len(), 0, "the store must hold no path after the delete");
     assert_eq!(store.memory_used(), 0, "delete must free the entry's memory");
@@ -682,11 +685,11 @@ async fn delete_removes_from_memory_and_disk_and_reports_missing_paths() {
     assert!(root.path().exists(), "the root itself must never be removed");
 
     assert!(
-        !store.delete(path, None),
+        !store.delete(&sp(path), None),
         "a second delete of the same path must return false"
     );
     assert!(
-        !store.delete("never/stored.m4s", None),
+        !store.delete(&sp("never/stored.m4s"), None),
         "delete of a path never stored must return false"
     );
 }
@@ -696,7 +699,10 @@ async fn delete_of_a_growing_upload_aborts_it() {
     let (root, store) = fresh(Limits::default());
     let path = "live/growing.m4s";
     let (mut upload, mut reader) = growing_followed(&store, path, b"partial");
-    assert!(store.delete(path, None), "delete of a growing path must return true");
+    assert!(
+        store.delete(&sp(path), None),
+        "delete of a growing path must return true"
+    );
     let (_, ending) = within("reader of a deleted upload", drain(&mut reader)).await;
     assert!(
         matches!(ending, Ending::Failed(ReadError::Aborted)),
@@ -851,7 +857,7 @@ async fn stats_count_uploads_in_progress_and_gc_purges() {
     let (_root, store) = fresh(gc_limits());
     put(&store, "live/seg-1.m4s", &[b"segment"]);
     let open_upload = store
-        .begin_upload("live/seg-2.m4s", UploadOptions::default())
+        .begin_upload(&sp("live/seg-2.m4s"), UploadOptions::default())
         .expect("begin_upload");
     let stats = store.stats();
     assert_eq!(stats.uploads, 1, "one upload is open: {stats:?}");
@@ -1065,12 +1071,12 @@ async fn max_uploads_refuses_extra_uploads_with_busy_and_releases_slots() {
     let (_root, store) = fresh(limits(|l| l.max_uploads = 1));
     let first = growing(&store, "a.m4s", b"a");
     assert_eq!(
-        store.begin_upload("b.m4s", UploadOptions::default()).err(),
+        store.begin_upload(&sp("b.m4s"), UploadOptions::default()).err(),
         Some(StoreError::Busy { limit: 1 }),
         "a second concurrent upload must be refused with Busy"
     );
     assert_eq!(
-        store.begin_upload("b.m4s", UploadOptions::default()).err(),
+        store.begin_upload(&sp("b.m4s"), UploadOptions::default()).err(),
         Some(StoreError::Busy { limit: 1 }),
         "a refused upload must not release (or leak) the slot held by the first"
     );
@@ -1080,16 +1086,16 @@ async fn max_uploads_refuses_extra_uploads_with_busy_and_releases_slots() {
     );
     first.finish().expect("first upload must finish");
 
-    let second = store.begin_upload("b.m4s", UploadOptions::default());
+    let second = store.begin_upload(&sp("b.m4s"), UploadOptions::default());
     assert!(
         second.is_ok(),
         "finishing the first upload must release its slot: {second:?}"
     );
     drop(second);
-    let third = store.begin_upload("c.m4s", UploadOptions::default());
+    let third = store.begin_upload(&sp("c.m4s"), UploadOptions::default());
     assert!(third.is_ok(), "dropping an upload must release its slot: {third:?}");
     third.expect("checked").abort();
-    let fourth = store.begin_upload("d.m4s", UploadOptions::default());
+    let fourth = store.begin_upload(&sp("d.m4s"), UploadOptions::default());
     assert!(fourth.is_ok(), "aborting an upload must release its slot: {fourth:?}");
 }
 
@@ -1099,7 +1105,7 @@ async fn max_paths_refuses_new_paths_with_too_many_paths_but_allows_replacing() 
     put(&store, "a.m4s", &[b"a"]);
     put(&store, "b.m4s", &[b"b"]);
     assert_eq!(
-        store.begin_upload("c.m4s", UploadOptions::default()).err(),
+        store.begin_upload(&sp("c.m4s"), UploadOptions::default()).err(),
         Some(StoreError::TooManyPaths { limit: 2 }),
         "a third path must be refused with TooManyPaths"
     );
@@ -1112,8 +1118,8 @@ async fn max_paths_refuses_new_paths_with_too_many_paths_but_allows_replacing() 
     let one = begin(&store, "a.m4s");
     let two = begin(&store, "b.m4s");
     drop((one, two));
-    assert!(store.delete("b.m4s", None), "delete b");
-    let c = store.begin_upload("c.m4s", UploadOptions::default());
+    assert!(store.delete(&sp("b.m4s"), None), "delete b");
+    let c = store.begin_upload(&sp("c.m4s"), UploadOptions::default());
     assert!(c.is_ok(), "after a delete, a new path must be accepted: {c:?}");
     drop(c);
     assert_serves(&store, "a.m4s", b"a2", "a after the limit tests").await;
@@ -1152,13 +1158,13 @@ async fn memory_full_of_unpersisted_data_refuses_new_uploads_until_it_can_be_evi
     let bytes = pattern(91, 100 * KIB);
     append(&mut growing, &bytes);
     assert_eq!(
-        store.begin_upload("live/next.m4s", UploadOptions::default()).err(),
+        store.begin_upload(&sp("live/next.m4s"), UploadOptions::default()).err(),
         Some(StoreError::MemoryFull { limit: 64 * KIB as u64 }),
         "with memory over the limit and nothing persisted, a new upload must be refused with MemoryFull"
     );
     growing.finish().expect("finish refused");
     store.flush().await;
-    let next = store.begin_upload("live/next.m4s", UploadOptions::default());
+    let next = store.begin_upload(&sp("live/next.m4s"), UploadOptions::default());
     assert!(
         next.is_ok(),
         "once the data is persisted it can be evicted, so uploads resume: {next:?}"
@@ -1288,7 +1294,7 @@ async fn memory_gauge_never_wraps_while_uploads_of_one_path_supersede_each_other
         writers.push(std::thread::spawn(move || {
             let chunk = Bytes::from(vec![7u8; CHUNK]);
             while !stop.load(Ordering::Relaxed) {
-                let mut upload = match store.begin_upload("live/restarting.m4s", UploadOptions::default()) {
+                let mut upload = match store.begin_upload(&sp("live/restarting.m4s"), UploadOptions::default()) {
                     Ok(upload) => upload,
                     Err(err) => {
                         stop.store(true, Ordering::Relaxed);
@@ -1349,41 +1355,48 @@ async fn an_upload_that_arrived_earlier_never_replaces_one_that_arrived_later() 
     let dir = tempfile::tempdir().expect("dir");
     let store = ldash::store::Store::open(dir.path(), ldash::store::Limits::default()).expect("store");
     let mut newer = store
-        .begin_upload("live/stream.mpd", UploadOptions::arrived(20))
+        .begin_upload(&sp("live/stream.mpd"), UploadOptions::arrived(20))
         .expect("newer upload");
     newer.append(bytes::Bytes::from_static(b"static")).expect("append");
     newer.finish().expect("finish");
-    let stale = store.begin_upload("live/stream.mpd", UploadOptions::arrived(10));
+    let stale = store.begin_upload(&sp("live/stream.mpd"), UploadOptions::arrived(10));
     assert!(
         matches!(stale, Err(ldash::store::StoreError::Stale)),
         "an earlier arrival is refused as stale"
     );
     let mut later = store
-        .begin_upload("live/stream.mpd", UploadOptions::arrived(30))
+        .begin_upload(&sp("live/stream.mpd"), UploadOptions::arrived(30))
         .expect("a later arrival replaces");
     later.append(bytes::Bytes::from_static(b"v3")).expect("append");
     assert!(
         matches!(
-            store.begin_upload("live/stream.mpd", UploadOptions::arrived(25)),
+            store.begin_upload(&sp("live/stream.mpd"), UploadOptions::arrived(25)),
             Err(ldash::store::StoreError::Stale)
         ),
         "older than the pending one"
     );
     later.finish().expect("finish");
     assert!(
-        store.begin_upload("live/stream.mpd", UploadOptions::default()).is_ok(),
+        store
+            .begin_upload(&sp("live/stream.mpd"), UploadOptions::default())
+            .is_ok(),
         "without an arrival an upload is the newest"
     );
     // A delete is remembered: an upload that arrived before it cannot bring the path back.
-    assert!(store.delete("live/stream.mpd", Some(100)));
+    assert!(store.delete(&sp("live/stream.mpd"), Some(100)));
     assert!(matches!(
-        store.begin_upload("live/stream.mpd", UploadOptions::arrived(90)),
+        store.begin_upload(&sp("live/stream.mpd"), UploadOptions::arrived(90)),
         Err(ldash::store::StoreError::Stale)
     ));
     assert!(
         store
-            .begin_upload("live/stream.mpd", UploadOptions::arrived(110))
+            .begin_upload(&sp("live/stream.mpd"), UploadOptions::arrived(110))
             .is_ok(),
         "a later upload starts the path again"
     );
+}
+
+/// A store path the test knows is valid.
+fn sp(path: &str) -> ldash::store::StorePath {
+    ldash::store::StorePath::new(path).unwrap_or_else(|e| panic!("{path:?} is not a valid store path: {e}"))
 }

@@ -11,17 +11,16 @@ use http::{Method, Request, Response, StatusCode};
 use super::release::{released, PART_WAIT};
 use super::{headers, App, ConnInfo, HttpError, ResponseBody, Transport};
 use crate::live::ReleasePoint;
-use crate::store::{Entry, EntryState};
+use crate::store::{Entry, EntryState, StorePath};
 
 pub(super) async fn get<B>(
     app: &App,
-    path: &str,
+    path: &StorePath,
     req: &Request<B>,
     conn: &ConnInfo,
 ) -> Result<Response<ResponseBody>, HttpError> {
     let entry = match app.store.get(path) {
         Some(entry) => entry,
-        None if path.ends_with(".m3u8") => return super::playlist::get(app, path, req, conn).await,
         None => {
             // With clocks slightly apart, players ask for the live edge a little early: a 404 would
             // cost them a retry and latency, so the next segment or two are waited for, bounded.
@@ -113,7 +112,7 @@ fn growing_range_of(request: &HeaderMap) -> Option<GrowingRange> {
 /// range that turns out to start past the end of the finished file still gets its 416.
 async fn open_range(
     app: &App,
-    path: &str,
+    path: &StorePath,
     entry: &std::sync::Arc<Entry>,
     (first, last): (u64, u64),
     request: &HeaderMap,
@@ -167,7 +166,7 @@ fn lagged(reader: crate::store::Reader, limit: Option<u64>) -> crate::store::Rea
 /// full speed, so no byte of an incomplete part is ever sent.
 async fn growing_range(
     app: &App,
-    path: &str,
+    path: &StorePath,
     entry: &std::sync::Arc<Entry>,
     (start, end): (u64, u64),
     request: &HeaderMap,
@@ -210,7 +209,7 @@ fn wants_rewrite<B>(path: &str, req: &Request<B>) -> bool {
 /// The manifest rewritten for low latency, or None to serve it as uploaded.
 async fn rewritten_manifest<B>(
     app: &App,
-    path: &str,
+    path: &StorePath,
     req: &Request<B>,
     conn: &ConnInfo,
 ) -> Option<Response<ResponseBody>> {
@@ -266,7 +265,7 @@ fn clock_url<B>(req: &Request<B>, conn: &ConnInfo) -> String {
 /// A growing entry: everything so far, then the rest as it arrives: a media segment the live index
 /// follows CMAF chunk by whole CMAF chunk (see [`super::release`]), anything else byte by byte.
 /// Validators are ignored (the length is not known yet), as HTTP allows.
-fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> Response<ResponseBody> {
+fn growing(app: &App, path: &StorePath, entry: &std::sync::Arc<Entry>, head: bool) -> Response<ResponseBody> {
     let body = if head {
         ResponseBody::empty()
     } else {
@@ -285,7 +284,7 @@ fn growing(app: &App, path: &str, entry: &std::sync::Arc<Entry>, head: bool) -> 
 
 async fn complete(
     app: &App,
-    path: &str,
+    path: &StorePath,
     entry: &std::sync::Arc<Entry>,
     request: &HeaderMap,
     head: bool,
@@ -327,7 +326,7 @@ async fn complete(
         // (removed or replaced behind ldash's back, or behind a symbolic link since) is a 404, not
         // a 200 with a broken body.
         if let Err(err) = reader.ready().await {
-            tracing::warn!(path, %err, "a stored file could not be read from disk");
+            tracing::warn!(%path, %err, "a stored file could not be read from disk");
             return Err(HttpError::NotFound);
         }
         *response.body_mut() = ResponseBody::reader(reader, Some(end - start));

@@ -56,10 +56,10 @@ pub enum HttpError {
     Internal(&'static str),
     /// An LL-HLS playlist could not be served.
     #[error("{0}")]
-    Hls(#[from] crate::live::hls::HlsError),
+    Hls(#[from] crate::live::HlsError),
     /// A CMAF ingest track was refused.
     #[error("{0}")]
-    Track(#[from] crate::ingest::TrackError),
+    Track(#[from] crate::packager::TrackError),
 }
 
 impl HttpError {
@@ -94,21 +94,21 @@ impl HttpError {
             HttpError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::PartTimeout => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            HttpError::Hls(crate::live::hls::HlsError::NotFound) => StatusCode::NOT_FOUND,
-            HttpError::Hls(crate::live::hls::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
-            HttpError::Hls(crate::live::hls::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Hls(crate::live::HlsError::NotFound) => StatusCode::NOT_FOUND,
+            HttpError::Hls(crate::live::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            HttpError::Hls(crate::live::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Track(err) => track_status(err),
         }
     }
 }
 
-fn track_status(err: &crate::ingest::TrackError) -> StatusCode {
-    use crate::ingest::TrackError;
+fn track_status(err: &crate::packager::TrackError) -> StatusCode {
     use crate::media::package::IngestError;
+    use crate::packager::TrackError;
     match err {
         TrackError::Ingest(IngestError::FragmentTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         TrackError::Ingest(IngestError::NotCmaf(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        TrackError::Ingest(_) | TrackError::Body(_) => StatusCode::BAD_REQUEST,
+        TrackError::Ingest(_) | TrackError::Body(_) | TrackError::Path(_) => StatusCode::BAD_REQUEST,
         TrackError::Superseded => StatusCode::CONFLICT,
         TrackError::Idle(_) | TrackError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
         TrackError::Store(store) => HttpError::Store(store.clone()).status(),

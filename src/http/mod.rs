@@ -11,7 +11,7 @@ pub mod error;
 pub mod headers;
 pub mod path;
 mod play;
-mod playlist;
+pub mod playlist;
 mod release;
 mod scrape;
 mod upload;
@@ -96,7 +96,7 @@ pub struct App {
     /// The live stream index over the store.
     pub live: Live,
     /// The packaged channels (CMAF ingest).
-    pub packager: crate::ingest::Packager,
+    pub packager: crate::packager::Packager,
     /// The routes' settings.
     pub settings: RouteSettings,
     /// Alt-Svc advertised on the TLS TCP listener when HTTP/3 is on.
@@ -109,6 +109,8 @@ pub struct App {
     pub uploads: budget::PeerBudget,
     /// The requests held waiting for the live edge, per client and in all (`--max-held-requests`).
     pub held: budget::PeerBudget,
+    /// The generated playlists' gzip forms, shared by the requests that get the same text.
+    gzipped: playlist::GzipCache,
 }
 
 impl App {
@@ -116,7 +118,7 @@ impl App {
     pub fn new(
         store: Store,
         live: Live,
-        packager: crate::ingest::Packager,
+        packager: crate::packager::Packager,
         settings: RouteSettings,
         alt_svc: Option<HeaderValue>,
     ) -> App {
@@ -130,6 +132,7 @@ impl App {
             settings,
             alt_svc,
             connections: Default::default(),
+            gzipped: Default::default(),
         }
     }
 
@@ -234,6 +237,10 @@ impl App {
             "download" => {
                 let path = path::decode(tail)?;
                 match *req.method() {
+                    // An `.m3u8` nobody uploaded is an LL-HLS playlist made from the stream's MPD.
+                    Method::GET | Method::HEAD if playlist::is_generated(self, &path) => {
+                        playlist::get(self, &path, &req, conn).await
+                    }
                     Method::GET | Method::HEAD => download::get(self, &path, &req, conn).await,
                     _ => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
                 }

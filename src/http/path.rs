@@ -1,13 +1,12 @@
 //! Request paths: percent-decoded exactly once, then checked by the store's path rules.
 
-use crate::store::path::{validate, PathError};
+use crate::store::{PathError, StorePath};
 
 /// Decodes the part of a request path after the route prefix into a store path.
-pub fn decode(raw: &str) -> Result<String, PathError> {
+pub fn decode(raw: &str) -> Result<StorePath, PathError> {
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     let path = String::from_utf8(bytes).map_err(|_| PathError::NotUtf8)?;
-    validate(&path)?;
-    Ok(path)
+    StorePath::new(&path)
 }
 
 #[cfg(test)]

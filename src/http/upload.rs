@@ -12,11 +12,11 @@ use super::budget::Client;
 use super::{App, ConnInfo, HttpError, ResponseBody};
 use crate::media::kind::FileKind;
 use crate::pace::{Paced, TooSlow};
-use crate::store::{Landed, Replace, UploadOptions};
+use crate::store::{Landed, Replace, StorePath, UploadOptions};
 
 pub(super) async fn put<B>(
     app: &App,
-    path: &str,
+    path: &StorePath,
     req: Request<B>,
     conn: &ConnInfo,
 ) -> Result<Response<ResponseBody>, HttpError>
@@ -29,15 +29,16 @@ where
     // whole POST): one client cannot take every slot.
     let _share = app.uploads.take(Client::of(conn)).map_err(|over| {
         app.metrics.upload_over_share();
-        tracing::debug!(path, %over, "upload refused");
+        tracing::debug!(%path, %over, "upload refused");
         over
     })?;
     // A link under the root, or a file or folder on disk where this path needs the other: refused
     // before a byte is taken (the store checks what it holds in memory in `begin_upload`).
     app.store.check_root(path).await?;
     // A track's limit is per fragment (it is one long POST): checked as it is read.
-    if let Some((channel, track)) = crate::media::package::track_path(path) {
-        return ingest(app, channel, track, req).await;
+    // The channel is the track's folder (`track_path` finds one only in a folder).
+    if let Some(((_, track), channel)) = crate::media::package::track_path(path).zip(path.parent()) {
+        return ingest(app, &channel, track, req).await;
     }
     if let Some(declared) = content_length(req.headers())? {
         if declared > app.store.limits().max_upload_bytes {
@@ -76,7 +77,7 @@ where
     }
     let bytes = upload.entry().len();
     let landed = upload.finish()?;
-    tracing::debug!(path, bytes, ?landed, "upload complete");
+    tracing::debug!(%path, bytes, ?landed, "upload complete");
     Ok(match landed {
         Landed::Created => {
             let mut response = Response::new(ResponseBody::full("created\n"));
@@ -93,7 +94,12 @@ where
 
 /// A CMAF ingest track (`{channel}/Streams({track})`): packaged as it arrives, answered when it
 /// ends.
-async fn ingest<B>(app: &App, channel: &str, track: &str, req: Request<B>) -> Result<Response<ResponseBody>, HttpError>
+async fn ingest<B>(
+    app: &App,
+    channel: &StorePath,
+    track: &str,
+    req: Request<B>,
+) -> Result<Response<ResponseBody>, HttpError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -115,12 +121,12 @@ where
     let delivered = match result {
         Ok(delivered) => delivered,
         Err((err, chunks)) => {
-            if matches!(err, crate::ingest::TrackError::TooSlow(_)) {
+            if matches!(err, crate::packager::TrackError::TooSlow(_)) {
                 app.metrics.upload_too_slow();
             }
             app.metrics
-                .ingest_ended(chunks, matches!(err, crate::ingest::TrackError::Ingest(_)));
-            tracing::warn!(channel, track, %err, "CMAF ingest track refused");
+                .ingest_ended(chunks, matches!(err, crate::packager::TrackError::Ingest(_)));
+            tracing::warn!(%channel, track, %err, "CMAF ingest track refused");
             let mut response = HttpError::from(err).into_response();
             // The rest of a refused track is not read, so the connection cannot carry another
             // request: an HTTP/1.1 client that reused it would find it closed under its next
@@ -134,7 +140,7 @@ where
         }
     };
     app.metrics.ingest_ended(delivered.chunks, false);
-    tracing::debug!(channel, track, chunks = delivered.chunks, "CMAF ingest track ended");
+    tracing::debug!(%channel, track, chunks = delivered.chunks, "CMAF ingest track ended");
     let mut response = Response::new(ResponseBody::full(format!("received {} chunks\n", delivered.chunks)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -145,7 +151,7 @@ where
 
 pub(super) async fn delete<B>(
     app: &App,
-    path: &str,
+    path: &StorePath,
     req: &Request<B>,
     conn: &ConnInfo,
 ) -> Result<Response<ResponseBody>, HttpError> {
@@ -171,7 +177,7 @@ fn body_failed(app: &App, path: &str, err: Box<dyn std::error::Error + Send + Sy
         Ok(slow) => {
             app.metrics.upload_too_slow();
             // Dropping the upload aborts it, as for any upload that fails midway.
-            tracing::warn!(path, reason = %slow, "upload cut for its rate; its slot is free");
+            tracing::warn!(%path, reason = %slow, "upload cut for its rate; its slot is free");
             HttpError::UploadTooSlow(*slow)
         }
         Err(err) => HttpError::UploadBody(err.to_string()),

@@ -1,32 +1,42 @@
 //! The live stream index. The rules live in [`state`], a pure state machine; this module is its
 //! driver: it follows the store's upload events, reads every media upload like a player would (a
 //! [`crate::store::Reader`], woken by appends) and runs the CMAF reader over it as it grows, parses
-//! init segments and manifests when they complete, feeds all that to the state with the time, and
-//! carries out the state's actions on the store. What the state keeps (chunk timelines, tracks,
-//! parsed MPDs) feeds the MPD rewriter, the early-request hold and LL-HLS ([`hls`]).
+//! init segments and manifests when they complete, feeds all that to the state with the time,
+//! carries out the state's actions on the store, and sends the state's wake-ups through the
+//! folders' change channels, which it owns ([`wake`]). What the state keeps (chunk timelines,
+//! tracks, parsed MPDs) feeds the MPD rewriter, the early-request hold, the release of growing
+//! segments ([`release`]) and LL-HLS, whose blocking reload is [`blocking`].
+//!
+//! The modules import one way: this driver uses all of them; [`blocking`] and [`release`] use the
+//! driver, the state and [`segment`]; [`wake`] uses the state's `Wake`; the state uses only
+//! [`segment`]; [`segment`] uses nothing of the live index.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-pub mod hls;
+pub mod blocking;
 mod release;
 mod segment;
 pub mod state;
+mod wake;
 
+pub use blocking::{HlsError, Playlist, PlaylistKind};
 pub use release::{Release, ReleasePoint};
 pub use segment::{Progress, SegmentIndex};
-pub use state::{Action, LiveOptions, RepresentationSummary, State, StreamList, StreamSummary};
+pub use state::lifetime::ENDED_MEMORY;
+pub use state::list::{RepresentationSummary, StreamList, StreamSummary};
+pub use state::{Action, LiveOptions, State, Wake};
 
 use crate::media::cmaf::{self, ChunkScanner};
 use crate::media::kind::FileKind;
 use crate::media::mpd::{self, Mpd, Observed, ServiceDefaults};
-use crate::store::{Entry, EntryState, ReadError, Removal, Store, StoreEvent};
-use state::{lock, split};
+use crate::store::{Entry, EntryState, Removal, Store, StoreEvent, StorePath};
+use wake::Wakes;
 
 /// Largest init segment or manifest read whole.
 const MAX_WHOLE: usize = 4 << 20;
@@ -37,11 +47,27 @@ const FORGET_SWEEP: Duration = Duration::from_secs(5);
 /// Streams listed at most by `GET /ldash/` and `/ldash/streams` (the newest).
 pub const STREAMS_LISTED: usize = 200;
 
+/// The state and the channels its wake-ups go through, under one lock (so a waiter subscribes and
+/// the state changes in one order).
+#[derive(Debug)]
+struct Core {
+    state: State,
+    wakes: Wakes,
+}
+
+impl Core {
+    /// Sends the wake-ups the state owes (after every event).
+    fn wake(&mut self) {
+        let wakes = self.state.take_wakes();
+        self.wakes.send(wakes);
+    }
+}
+
 /// The index, shared by the routes; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Live {
     store: Store,
-    state: Arc<Mutex<State>>,
+    core: Arc<Mutex<Core>>,
     service: Arc<ServiceDefaults>,
     /// Set once what was on disk at start is indexed ([`Live::restore`]).
     restored: watch::Receiver<bool>,
@@ -56,7 +82,10 @@ impl Live {
         let (restored, restored_rx) = watch::channel(false);
         let live = Live {
             store: store.clone(),
-            state: Arc::new(Mutex::new(State::new(options))),
+            core: Arc::new(Mutex::new(Core {
+                state: State::new(options),
+                wakes: Wakes::default(),
+            })),
             service: Arc::new(service),
             restored: restored_rx,
             started: Instant::now(),
@@ -65,9 +94,9 @@ impl Live {
         tokio::spawn(live.clone().follow_store(events));
         let restoring = live.clone();
         tokio::spawn(async move {
-            let (state, started) = (Arc::clone(&restoring.state), restoring.started);
+            let (live, started) = (restoring.clone(), restoring.started);
             restoring.restore().await;
-            lock(&state).disk_indexed(started);
+            live.update(|state| state.disk_indexed(started));
             restored.send_replace(true);
         });
         live
@@ -87,7 +116,7 @@ impl Live {
         if !*self.restored.borrow() {
             return Err("indexing what was on disk at start".into());
         }
-        let waiting = lock(&self.state).catching_up(self.started, Instant::now());
+        let waiting = self.core().state.catching_up(self.started, Instant::now());
         if waiting.is_empty() {
             Ok(())
         } else {
@@ -134,9 +163,7 @@ impl Live {
                 match entry.reader(0, None).next_chunk().await {
                     Some(Ok(first)) if looks_like_init(&first) => {
                         let at = written(&entry);
-                        self.clone()
-                            .follow_media(entry.path().to_owned(), entry, Some(at))
-                            .await;
+                        self.clone().follow_media(entry.path().clone(), entry, Some(at)).await;
                     }
                     Some(Ok(_)) => segments.push(entry),
                     Some(Err(_)) | None => {}
@@ -148,9 +175,7 @@ impl Live {
                     continue;
                 }
                 let at = written(&entry);
-                self.clone()
-                    .follow_media(entry.path().to_owned(), entry, Some(at))
-                    .await;
+                self.clone().follow_media(entry.path().clone(), entry, Some(at)).await;
                 restored += 1;
             }
         }
@@ -172,14 +197,19 @@ impl Live {
             let event = tokio::select! {
                 event = events.recv() => event,
                 _ = sweep.tick() => {
-                    lock(&self.state).forget(Instant::now());
+                    let mut core = self.core();
+                    let Core { state, wakes } = &mut *core;
+                    state.forget(Instant::now(), |folder| wakes.watched(folder));
+                    core.wake();
+                    let Core { state, wakes } = &mut *core;
+                    wakes.prune(|folder| state.knows(folder));
                     continue;
                 }
             };
             match event {
                 Ok(StoreEvent::Started { path, entry }) => self.started(&path, entry),
                 Ok(StoreEvent::Removed { path, cause }) => {
-                    lock(&self.state).removed(&path, cause == Removal::Purged, Instant::now())
+                    self.update(|state| state.removed(&path, cause == Removal::Purged, Instant::now()))
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -196,51 +226,52 @@ impl Live {
     /// After missed events: whatever the index keeps of a path no longer stored goes (taken as
     /// purged: a manifest deleted in that moment is not remembered as ended).
     fn forget_missed_removals(&self) {
-        let known = lock(&self.state).known_paths();
-        let gone: Vec<String> = known
+        let known = self.core().state.known_paths();
+        let gone: Vec<StorePath> = known
             .into_iter()
             .filter(|path| self.store.get(path).is_none())
             .collect();
         let now = Instant::now();
-        let mut state = lock(&self.state);
-        for path in &gone {
-            state.removed(path, true, now);
-        }
+        self.update(|state| {
+            for path in &gone {
+                state.removed(path, true, now);
+            }
+        });
     }
 
-    fn started(&self, path: &str, entry: Arc<Entry>) {
+    fn started(&self, path: &StorePath, entry: Arc<Entry>) {
         match FileKind::of(path) {
             FileKind::Mpd => {
-                tokio::spawn(self.clone().follow_manifest(path.to_owned(), entry));
+                tokio::spawn(self.clone().follow_manifest(path.clone(), entry));
             }
             FileKind::Media => {
-                tokio::spawn(self.clone().follow_media(path.to_owned(), entry, None));
+                tokio::spawn(self.clone().follow_media(path.clone(), entry, None));
             }
             _ => {}
         }
     }
 
-    async fn follow_manifest(self, path: String, entry: Arc<Entry>) {
-        lock(&self.state).manifest_upload_started(&path, Instant::now());
-        let Ok(bytes) = read_whole(&entry).await else {
+    async fn follow_manifest(self, path: StorePath, entry: Arc<Entry>) {
+        self.update(|state| state.manifest_upload_started(&path, Instant::now()));
+        let Ok(bytes) = entry.read_whole(MAX_WHOLE).await else {
             return;
         };
         self.parse_manifest(&path, &entry.etag(), &bytes);
     }
 
     /// Parses a manifest into the state (once per version); returns it.
-    fn parse_manifest(&self, path: &str, etag: &str, bytes: &[u8]) -> Option<Arc<Mpd>> {
-        if let Some(mpd) = lock(&self.state).cached_manifest(path, etag) {
+    fn parse_manifest(&self, path: &StorePath, etag: &str, bytes: &[u8]) -> Option<Arc<Mpd>> {
+        if let Some(mpd) = self.core().state.cached_manifest(path, etag) {
             return Some(mpd);
         }
         match mpd::parse(bytes) {
             Ok(parsed) => {
                 let parsed = Arc::new(parsed);
-                lock(&self.state).manifest_parsed(path, etag, Arc::clone(&parsed), Instant::now());
+                self.update(|state| state.manifest_parsed(path, etag, Arc::clone(&parsed), Instant::now()));
                 Some(parsed)
             }
             Err(err) => {
-                tracing::warn!(path, %err, "manifest does not parse as an MPD; it is served as uploaded");
+                tracing::warn!(%path, %err, "manifest does not parse as an MPD; it is served as uploaded");
                 None
             }
         }
@@ -249,42 +280,48 @@ impl Live {
     /// Indexes media upload `path` as it grows: an init segment is parsed, a segment's chunks are
     /// found. `written` is when a segment found on disk at start was written (its chunks count as
     /// uploaded then); None for an upload now.
-    async fn follow_media(self, path: String, entry: Arc<Entry>, written: Option<Instant>) {
+    async fn follow_media(self, path: StorePath, entry: Arc<Entry>, written: Option<Instant>) {
         let now = || written.unwrap_or_else(Instant::now);
         let mut reader = entry.reader(0, None);
         let Some(Ok(first)) = reader.next_chunk().await else {
             return;
         };
         if looks_like_init(&first) {
-            let Ok(bytes) = read_whole(&entry).await else {
+            let Ok(bytes) = entry.read_whole(MAX_WHOLE).await else {
                 return;
             };
             match cmaf::parse_init(&bytes) {
-                Ok(init) => lock(&self.state).init_parsed(&path, Arc::new(init), now()),
-                Err(err) => tracing::warn!(path, %err, "init segment does not parse; it is served as uploaded"),
+                Ok(init) => self.update(|state| state.init_parsed(&path, Arc::new(init), now())),
+                Err(err) => tracing::warn!(%path, %err, "init segment does not parse; it is served as uploaded"),
             }
             return;
         }
         // After an ldash restart the folder's manifests are only on disk: parse them (once;
         // cached) so that the segment's representation is known.
-        let (folder, _) = split(&path);
-        if lock(&self.state).needs_manifests(&path) {
+        let folder = path.folder();
+        if self.core().state.needs_manifests(&path) {
             for stored in self.store.list(folder) {
                 if FileKind::of(stored.path()) == FileKind::Mpd && stored.state() == EntryState::Complete {
                     let _ = self.manifest(stored.path()).await;
                 }
             }
         }
-        let stored: Vec<(String, u64)> = if lock(&self.state).needs_stored(&path) {
+        let stored: Vec<(String, u64)> = if self.core().state.needs_stored(&path) {
             self.store
                 .list(folder)
                 .iter()
-                .map(|e| (split(e.path()).1.to_owned(), e.arrival()))
+                .map(|e| (e.path().name().to_owned(), e.arrival()))
                 .collect()
         } else {
             Vec::new()
         };
-        let (index, init, actions) = lock(&self.state).segment_started(&path, entry.arrival(), &stored, now());
+        // The folder's change counter is bumped here after each chunk, without the index lock.
+        let ((index, init, actions), changes) = {
+            let mut core = self.core();
+            let started = core.state.segment_started(&path, entry.arrival(), &stored, now());
+            core.wake();
+            (started, core.wakes.sender(folder))
+        };
         for action in actions {
             match action {
                 Action::Delete { path, before } => {
@@ -298,10 +335,13 @@ impl Live {
         while let Some(item) = next {
             match item {
                 Ok(bytes) => match scanner.push(&bytes) {
-                    Ok(found) if !found.is_empty() => index.push(found, now()),
+                    Ok(found) if !found.is_empty() => {
+                        index.push(found, now());
+                        wake::bump(&changes);
+                    }
                     Ok(_) => {}
                     Err(err) => {
-                        tracing::warn!(path, %err, "segment is not readable as CMAF; it is served as uploaded");
+                        tracing::warn!(%path, %err, "segment is not readable as CMAF; it is served as uploaded");
                         failed = true;
                         break;
                     }
@@ -314,30 +354,52 @@ impl Live {
             next = reader.next_chunk().await;
         }
         index.end(failed || entry.state() != EntryState::Complete);
+        wake::bump(&changes);
+    }
+
+    /// The state and its channels, locked. Every update under this lock is a single event or
+    /// query of the pure state: a poisoned lock is still consistent.
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Feeds an event to the state, then sends the wake-ups it owes.
+    fn update<R>(&self, event: impl FnOnce(&mut State) -> R) -> R {
+        let mut core = self.core();
+        let out = event(&mut core.state);
+        core.wake();
+        out
+    }
+
+    /// A receiver of `folder`'s change counter: it moves whenever a segment of the folder starts,
+    /// gains a chunk, ends or leaves, or a manifest of it changes, and closes when the index
+    /// forgets the folder.
+    fn changes(&self, folder: &str) -> watch::Receiver<u64> {
+        self.core().wakes.subscribe(folder)
     }
 
     /// The chunk index of a media segment, if it is (being) indexed.
-    pub fn segment(&self, path: &str) -> Option<Arc<SegmentIndex>> {
-        lock(&self.state).segment(path)
+    pub fn segment(&self, path: &StorePath) -> Option<Arc<SegmentIndex>> {
+        self.core().state.segment(path)
     }
 
     /// The parsed manifest at `path` (from the cache when its version was parsed before).
-    pub async fn manifest(&self, path: &str) -> Option<(Arc<Mpd>, Bytes)> {
+    pub async fn manifest(&self, path: &StorePath) -> Option<(Arc<Mpd>, Bytes)> {
         let Some(entry) = self.store.get(path) else {
             return self.ended_manifest(path).map(|mpd| (mpd, Bytes::new()));
         };
         if entry.state() != EntryState::Complete {
             return None;
         }
-        let bytes = read_whole(&entry).await.ok()?;
+        let bytes = entry.read_whole(MAX_WHOLE).await.ok()?;
         let mpd = self.parse_manifest(path, &entry.etag(), &bytes)?;
         Some((mpd, bytes))
     }
 
     /// The parsed manifest at `path` as it is now, read only when its version was not parsed yet.
-    pub async fn current_manifest(&self, path: &str) -> Option<Arc<Mpd>> {
+    pub async fn current_manifest(&self, path: &StorePath) -> Option<Arc<Mpd>> {
         if let Some(entry) = self.store.get(path).filter(|e| e.state() == EntryState::Complete) {
-            if let Some(mpd) = lock(&self.state).cached_manifest(path, &entry.etag()) {
+            if let Some(mpd) = self.core().state.cached_manifest(path, &entry.etag()) {
                 return Some(mpd);
             }
         }
@@ -345,23 +407,24 @@ impl Live {
     }
 
     /// The last parsed version of a manifest the encoder deleted, marked static (ended).
-    fn ended_manifest(&self, path: &str) -> Option<Arc<Mpd>> {
+    fn ended_manifest(&self, path: &StorePath) -> Option<Arc<Mpd>> {
         // Gone from the store is ended, even before this index has handled the removal event (a
         // request right after the encoder's DELETE got a 404 in that moment).
         let gone = self.store.get(path).is_none();
-        lock(&self.state).ended_manifest(path, gone)
+        self.core().state.ended_manifest(path, gone)
     }
 
     /// Whether `path` names a manifest that is stored, or was deleted at the end of its stream.
-    pub fn knows_manifest(&self, path: &str) -> bool {
+    pub fn knows_manifest(&self, path: &StorePath) -> bool {
         self.store.get(path).is_some() || self.ended_manifest(path).is_some()
     }
 
     /// The manifest rewritten for low latency, or None when it should be served as uploaded.
-    pub fn rewrite(&self, path: &str, mpd: &Mpd, bytes: &[u8], clock_url: &str) -> Option<Bytes> {
-        let (folder, _) = split(path);
+    pub fn rewrite(&self, path: &StorePath, mpd: &Mpd, bytes: &[u8], clock_url: &str) -> Option<Bytes> {
+        let folder = path.folder();
         let (observed, ended) = {
-            let state = lock(&self.state);
+            let core = self.core();
+            let state = &core.state;
             (
                 state.observe(folder, mpd),
                 state.ended_duration(folder, mpd, Instant::now()),
@@ -377,7 +440,7 @@ impl Live {
             Ok(std::borrow::Cow::Borrowed(_)) => None,
             Ok(std::borrow::Cow::Owned(out)) => Some(Bytes::from(out)),
             Err(err) => {
-                tracing::warn!(path, %err, "manifest could not be rewritten; it is served as uploaded");
+                tracing::warn!(%path, %err, "manifest could not be rewritten; it is served as uploaded");
                 None
             }
         }
@@ -385,37 +448,24 @@ impl Live {
 
     /// What the ingest shows of each representation of `mpd` in `folder`.
     pub fn observe(&self, folder: &str, mpd: &Mpd) -> HashMap<(usize, usize, String), Observed> {
-        lock(&self.state).observe(folder, mpd)
+        self.core().state.observe(folder, mpd)
     }
 
     /// The streams the index knows (manifests parsed since start), newest upload first, at most
     /// [`STREAMS_LISTED`], and how many there are.
     pub fn streams(&self) -> StreamList {
         let modified = |path: &str| self.store.get(path).map(|entry| entry.modified());
-        lock(&self.state).streams(modified, Instant::now(), STREAMS_LISTED)
+        self.core().state.streams(modified, Instant::now(), STREAMS_LISTED)
     }
 
     /// For a missing `path` that is one of the next two segments of a live representation, how long
     /// to wait for its upload to start (one segment duration); None for any other missing path.
-    pub fn upcoming(&self, path: &str) -> Option<Duration> {
-        lock(&self.state).upcoming(path, Instant::now())
+    pub fn upcoming(&self, path: &StorePath) -> Option<Duration> {
+        self.core().state.upcoming(path, Instant::now())
     }
 }
 
 fn looks_like_init(first: &[u8]) -> bool {
     matches!(first.get(4..8), Some(b"ftyp") | Some(b"moov"))
         && !first.windows(4).take(64).any(|w| w == b"styp" || w == b"moof")
-}
-
-/// An entry's whole content (it must be complete or completing; bounded by [`MAX_WHOLE`]).
-pub(crate) async fn read_whole(entry: &Arc<Entry>) -> Result<Bytes, ReadError> {
-    let mut reader = entry.reader(0, None);
-    let mut all = Vec::new();
-    while let Some(chunk) = reader.next_chunk().await {
-        all.extend_from_slice(&chunk?);
-        if all.len() > MAX_WHOLE {
-            return Err(ReadError::TooLarge { limit: MAX_WHOLE });
-        }
-    }
-    Ok(all.into())
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::{lock, split};
-use super::{Live, SegmentIndex};
-use crate::store::{Entry, EntryState};
+use super::segment::SegmentIndex;
+use super::Live;
+use crate::store::{Entry, EntryState, StorePath};
 
 /// How far a download of a growing segment may go now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum ReleasePoint {
 #[derive(Debug, Clone)]
 pub struct Release {
     live: Live,
-    path: String,
+    path: StorePath,
     per_part: usize,
     index: Option<Arc<SegmentIndex>>,
 }
@@ -70,8 +70,7 @@ impl Release {
         if let Some(index) = &self.index {
             return Ok(Arc::clone(index));
         }
-        let folder = split(&self.path).0.to_owned();
-        let mut changes = lock(&self.live.state).changes(&folder, Instant::now());
+        let mut changes = self.live.changes(self.path.folder());
         loop {
             if let Some(index) = self.live.segment(&self.path) {
                 self.index = Some(Arc::clone(&index));
@@ -102,16 +101,14 @@ impl Live {
     /// its folder's playlists (chunk by chunk until a playlist was made; [`Release::per_chunk`] for
     /// a plain GET). None when `path` is not a media file of a CMAF stream's folder (one with an
     /// init segment): its bytes go as they come.
-    pub fn release_of(&self, path: &str) -> Option<Release> {
+    pub fn release_of(&self, path: &StorePath) -> Option<Release> {
         if crate::media::kind::FileKind::of(path) != crate::media::kind::FileKind::Media {
             return None;
         }
-        let state = lock(&self.state);
-        let folder = state.folders.get(split(path).0).filter(|f| !f.inits.is_empty())?;
-        let per_part = folder.hls_timing.values().map(|t| t.chunks_per_part).max().unwrap_or(1);
+        let per_part = self.core().state.chunks_per_part(path)?;
         Some(Release {
             live: self.clone(),
-            path: path.to_owned(),
+            path: path.clone(),
             per_part,
             index: None,
         })

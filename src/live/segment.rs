@@ -1,15 +1,16 @@
 //! One media segment as the live index sees it while it is uploaded: its CMAF chunks so far and
 //! its progress, shared between the task that reads the upload and every playlist or MPD request
-//! that looks at it. And the folder's last-upload time, moved on with every chunk.
+//! that looks at it. And the folder's last-upload time, moved on with every chunk. It imports
+//! nothing from the rest of the live index: the state keeps these, the driver feeds them (and wakes
+//! the folder's waiters after each push, see [`super::wake`]), downloads follow their progress.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::state::lock;
 use crate::media::cmaf::Chunk;
 
 /// How far one media segment's upload has got.
@@ -28,8 +29,6 @@ pub struct Progress {
 pub struct SegmentIndex {
     chunks: Mutex<Vec<Chunk>>,
     progress: watch::Sender<Progress>,
-    /// The folder's change counter, bumped with every new chunk and every end.
-    folder: Arc<watch::Sender<u64>>,
     /// The folder's last upload, moved on with every chunk.
     activity: Arc<Activity>,
     /// The upload's place in the server's arrival order, to tell an earlier run's segments from
@@ -38,11 +37,10 @@ pub struct SegmentIndex {
 }
 
 impl SegmentIndex {
-    pub(super) fn new(folder: Arc<watch::Sender<u64>>, activity: Arc<Activity>, arrival: u64) -> Self {
+    pub(super) fn new(activity: Arc<Activity>, arrival: u64) -> Self {
         SegmentIndex {
             chunks: Mutex::new(Vec::new()),
             progress: watch::channel(Progress::default()).0,
-            folder,
             activity,
             arrival,
         }
@@ -50,13 +48,13 @@ impl SegmentIndex {
 
     /// The chunks found so far.
     pub fn chunks(&self) -> Vec<Chunk> {
-        lock(&self.chunks).clone()
+        self.lock().clone()
     }
 
     /// The end offset of the first whole part of `per_part` chunks (counted from the segment's
     /// start, as LL-HLS parts are) that ends after byte `pos`, if that part is complete.
     pub fn part_end_after(&self, pos: u64, per_part: usize) -> Option<u64> {
-        let chunks = lock(&self.chunks);
+        let chunks = self.lock();
         let end = crate::media::hls::part_ends(chunks.iter().map(|c| c.end), per_part).find(|end| *end > pos);
         end
     }
@@ -71,16 +69,16 @@ impl SegmentIndex {
         *self.progress.borrow()
     }
 
-    /// Chunks found at `now`: readers waiting on the segment or its folder wake.
+    /// Chunks found at `now`: readers waiting on the segment wake (the driver then wakes the
+    /// folder's).
     pub(super) fn push(&self, found: Vec<Chunk>, now: Instant) {
         let count = {
-            let mut chunks = lock(&self.chunks);
+            let mut chunks = self.lock();
             chunks.extend(found);
             chunks.len()
         };
         self.activity.touch(now);
         self.progress.send_modify(|p| p.chunks = count);
-        self.folder.send_modify(|n| *n += 1);
     }
 
     /// The upload ended; `failed` when it was aborted or is not CMAF.
@@ -89,7 +87,11 @@ impl SegmentIndex {
             p.ended = true;
             p.failed = failed;
         });
-        self.folder.send_modify(|n| *n += 1);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Chunk>> {
+        // Every update is one extend: a poisoned lock still holds whole chunks.
+        self.chunks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::path::StorePath;
 use super::root::RootDir;
 use super::StoreError;
 
@@ -133,7 +134,7 @@ impl Body {
 /// One version of one path.
 #[derive(Debug)]
 pub struct Entry {
-    path: Arc<str>,
+    path: StorePath,
     body: Mutex<Body>,
     notify: Notify,
     gauge: Arc<MemoryGauge>,
@@ -146,13 +147,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn growing(path: Arc<str>, gauge: Arc<MemoryGauge>, epoch: Instant, arrival: u64) -> Arc<Self> {
+    pub(crate) fn growing(path: StorePath, gauge: Arc<MemoryGauge>, epoch: Instant, arrival: u64) -> Arc<Self> {
         let body = Body::empty(EntryState::Growing, 0, SystemTime::now(), None);
         Self::new(path, body, gauge, (epoch, millis_since(epoch)), arrival)
     }
 
     pub(crate) fn on_disk(
-        path: Arc<str>,
+        path: StorePath,
         root: Arc<RootDir>,
         ino: u64,
         len: u64,
@@ -166,7 +167,7 @@ impl Entry {
     }
 
     fn new(
-        path: Arc<str>,
+        path: StorePath,
         body: Body,
         gauge: Arc<MemoryGauge>,
         (epoch, touched): (Instant, u64),
@@ -195,7 +196,7 @@ impl Entry {
     }
 
     /// The path this entry is stored under.
-    pub fn path(&self) -> &str {
+    pub fn path(&self) -> &StorePath {
         &self.path
     }
 
@@ -248,6 +249,19 @@ impl Entry {
             }
         };
         tokio::time::timeout(bound, waiting).await.unwrap_or(false)
+    }
+
+    /// The whole content of a complete (or completing) entry, at most `limit` bytes.
+    pub async fn read_whole(self: &Arc<Self>, limit: usize) -> Result<Bytes, ReadError> {
+        let mut reader = self.reader(0, None);
+        let mut all = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await {
+            all.extend_from_slice(&chunk?);
+            if all.len() > limit {
+                return Err(ReadError::TooLarge { limit });
+            }
+        }
+        Ok(all.into())
     }
 
     /// A reader of bytes `start..end` (`end` None: to the end, following the entry while it grows).
@@ -535,7 +549,7 @@ impl Reader {
 
     async fn open_disk(&mut self, copy: DiskCopy) -> Result<(), ReadError> {
         let disk = |e: std::io::Error| ReadError::Disk(e.to_string());
-        let (ino, path) = (copy.ino, Arc::clone(&self.entry.path));
+        let (ino, path) = (copy.ino, self.entry.path.clone());
         let opened = tokio::task::spawn_blocking(move || copy.root.open_file(&path)).await;
         let file = opened.map_err(|e| ReadError::Disk(e.to_string()))?.map_err(disk)?;
         let mut file = tokio::fs::File::from_std(file);

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::persist::Job;
-use super::{folder_of, lock_index, Entry, EntryState, Index, Shared, StoreEvent, TOMBSTONE_AGE};
+use super::{lock_index, Entry, EntryState, Index, Shared, StoreEvent, TOMBSTONE_AGE};
 
 pub(super) fn collect_garbage(shared: &Shared) -> usize {
     let now = Instant::now();
@@ -26,13 +26,13 @@ pub(super) fn collect_garbage(shared: &Shared) -> usize {
         let Index { slots, folders, .. } = &mut *index;
         folders.retain(|_, written| now.saturating_duration_since(*written) < ttl);
         slots.retain(|path, slot| {
-            let keep = folders.contains_key(folder_of(path))
+            let keep = folders.contains_key(path.folder())
                 || slot.current.state() == EntryState::Growing
                 || slot.pending.is_some();
             if !keep {
                 // Queued under the index lock: see `delete`.
-                let _ = shared.jobs.send(Job::Remove(path.to_string()));
-                purged.push(path.to_string());
+                let _ = shared.jobs.send(Job::Remove(path.clone()));
+                purged.push(path.clone());
             }
             keep
         });
@@ -43,9 +43,9 @@ pub(super) fn collect_garbage(shared: &Shared) -> usize {
     let count = purged.len();
     shared.purged.fetch_add(count as u64, Ordering::Relaxed);
     for path in purged {
-        tracing::debug!(path, "purged by garbage collection");
+        tracing::debug!(%path, "purged by garbage collection");
         let _ = shared.events.send(StoreEvent::Removed {
-            path: Arc::from(path.as_str()),
+            path,
             cause: super::Removal::Purged,
         });
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::path::StorePath;
 use super::{Entry, StoreError};
 
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub(super) struct Slot {
 #[derive(Debug, Default)]
 pub(super) struct Index {
     /// Change only through [`Index::insert_slot`] and [`Index::remove_slot`] (or recount `held`).
-    pub(super) slots: HashMap<Arc<str>, Slot>,
+    pub(super) slots: HashMap<StorePath, Slot>,
     /// For every folder that holds a stored path at any depth, how many: `a/b/c` counts in `a` and
     /// `a/b`. A path cannot be stored where a folder is held, nor under a stored path.
     pub(super) held: HashMap<String, usize>,
@@ -28,13 +29,13 @@ pub(super) struct Index {
     pub(super) folders: HashMap<String, Instant>,
     /// Recently deleted paths with the arrival of their delete: an upload that arrived before the
     /// delete but reaches the store after it (another connection) must not bring the path back.
-    pub(super) tombstones: HashMap<Arc<str>, (u64, Instant)>,
+    pub(super) tombstones: HashMap<StorePath, (u64, Instant)>,
 }
 
 impl Index {
-    pub(super) fn insert_slot(&mut self, path: Arc<str>, slot: Slot) {
+    pub(super) fn insert_slot(&mut self, path: StorePath, slot: Slot) {
         let folders: Vec<&str> = folders_above(&path).collect();
-        if self.slots.insert(Arc::clone(&path), slot).is_none() {
+        if self.slots.insert(path.clone(), slot).is_none() {
             for folder in folders {
                 *self.held.entry(folder.to_owned()).or_default() += 1;
             }

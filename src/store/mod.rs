@@ -26,6 +26,7 @@ mod upload;
 pub use error::StoreError;
 use gc::{collect_garbage, evict_for_memory, maintain};
 use index::{Index, Slot};
+pub use path::{PathError, StorePath};
 pub use upload::Upload;
 use upload::UploadPermit;
 
@@ -81,14 +82,14 @@ pub enum StoreEvent {
     /// visible to readers only when it completes).
     Started {
         /// The path.
-        path: Arc<str>,
+        path: StorePath,
         /// The entry being written.
         entry: Arc<Entry>,
     },
     /// `path` was deleted or purged.
     Removed {
         /// The path.
-        path: Arc<str>,
+        path: StorePath,
         /// Why.
         cause: Removal,
     },
@@ -222,7 +223,7 @@ impl Store {
     }
 
     /// The current version of `path`, waiting at most `bound` for an upload of it to start.
-    pub async fn wait_for_upload(&self, path: &str, bound: Duration) -> Option<Arc<Entry>> {
+    pub async fn wait_for_upload(&self, path: &StorePath, bound: Duration) -> Option<Arc<Entry>> {
         let mut events = self.subscribe();
         if let Some(entry) = self.get(path) {
             return Some(entry);
@@ -230,7 +231,7 @@ impl Store {
         let started = async {
             loop {
                 match events.recv().await {
-                    Ok(StoreEvent::Started { path: p, .. }) if &*p == path => return self.get(path),
+                    Ok(StoreEvent::Started { path: p, .. }) if p == *path => return self.get(path),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if let Some(entry) = self.get(path) {
@@ -267,7 +268,7 @@ impl Store {
     ///
     /// This check words the refusal; the guarantee is the write itself, which follows no link
     /// and replaces no folder, however the root changes in between.
-    pub async fn check_root(&self, path: &str) -> Result<(), StoreError> {
+    pub async fn check_root(&self, path: &StorePath) -> Result<(), StoreError> {
         // What the store holds decides without the disk (and without waiting for its queue).
         if let Some(collision) = self.index().collision(path) {
             return Err(collision);
@@ -283,20 +284,20 @@ impl Store {
 
     /// Checks that no name on the way to `path` is a symbolic link in the root folder (for a
     /// delete: the file a delete would remove is reached through no link).
-    pub async fn check_links(&self, path: &str) -> Result<(), StoreError> {
+    pub async fn check_links(&self, path: &StorePath) -> Result<(), StoreError> {
         match self.probe(path).await {
             Err(err @ StoreError::Link { .. }) => Err(err),
             _ => Ok(()),
         }
     }
 
-    async fn probe(&self, path: &str) -> Result<(), StoreError> {
+    async fn probe(&self, path: &StorePath) -> Result<(), StoreError> {
         let root = Arc::clone(&self.shared.root);
         let owned = path.to_owned();
         let probed = tokio::task::spawn_blocking(move || root.probe(&owned)).await;
         match probed.unwrap_or_else(|err| Err(StoreError::Disk(err.to_string()))) {
             Err(StoreError::Disk(reason)) => {
-                tracing::debug!(path, reason, "the root folder could not be checked; the upload goes on");
+                tracing::debug!(%path, reason, "the root folder could not be checked; the upload goes on");
                 Ok(())
             }
             other => other,
@@ -328,7 +329,7 @@ impl Store {
         self.index()
             .slots
             .iter()
-            .filter(|(path, _)| folder_of(path) == folder)
+            .filter(|(path, _)| path.folder() == folder)
             .map(|(_, slot)| Arc::clone(&slot.current))
             .collect()
     }
@@ -336,7 +337,7 @@ impl Store {
     /// Removes `path` if its current version arrived before `arrival` and no replacement is in
     /// progress; false otherwise. For dropping what an earlier run of an encoder left, without ever
     /// removing an upload of the run that replaced it.
-    pub fn delete_before(&self, path: &str, arrival: u64) -> bool {
+    pub fn delete_before(&self, path: &StorePath, arrival: u64) -> bool {
         let removed = {
             let mut index = self.index();
             let older = index
@@ -346,14 +347,14 @@ impl Store {
             if !older {
                 return false;
             }
-            let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
+            let _ = self.shared.jobs.send(Job::Remove(path.clone()));
             index.remove_slot(path)
         };
         if let Some(slot) = removed {
             slot.current.abort();
         }
         let _ = self.shared.events.send(StoreEvent::Removed {
-            path: Arc::from(path),
+            path: path.clone(),
             cause: Removal::Deleted,
         });
         true
@@ -397,7 +398,7 @@ impl Store {
     /// a new connection and does not wait for the answer): one that arrived before the version
     /// already stored or in progress is refused as stale, so an older manifest never replaces a
     /// newer one. Without it, the upload is the newest.
-    pub fn begin_upload(&self, path: &str, options: UploadOptions) -> Result<Upload, StoreError> {
+    pub fn begin_upload(&self, path: &StorePath, options: UploadOptions) -> Result<Upload, StoreError> {
         let UploadOptions { arrival, replace } = options;
         let limits = &self.shared.limits;
         let active = self.shared.uploads.fetch_add(1, Ordering::AcqRel);
@@ -415,7 +416,7 @@ impl Store {
                 });
             }
         }
-        let path: Arc<str> = Arc::from(path);
+        let path = path.clone();
         let mut index = self.index();
         if !index.slots.contains_key(&path) && index.slots.len() >= limits.max_paths {
             return Err(StoreError::TooManyPaths {
@@ -437,13 +438,8 @@ impl Store {
             Some(arrival) => arrival,
             None => latest + 1,
         };
-        let entry = Entry::growing(
-            Arc::clone(&path),
-            Arc::clone(&self.shared.gauge),
-            self.shared.epoch,
-            arrival,
-        );
-        index.folders.insert(folder_of(&path).to_owned(), Instant::now());
+        let entry = Entry::growing(path.clone(), Arc::clone(&self.shared.gauge), self.shared.epoch, arrival);
+        index.folders.insert(path.folder().to_owned(), Instant::now());
         let replaced: Vec<Arc<Entry>> = match index.slots.get_mut(&path) {
             None => Vec::new(),
             Some(slot) if slot.current.state() == EntryState::Complete && replace == Replace::OnComplete => {
@@ -460,7 +456,7 @@ impl Store {
         };
         if !index.slots.contains_key(&path) {
             index.insert_slot(
-                Arc::clone(&path),
+                path.clone(),
                 Slot {
                     current: Arc::clone(&entry),
                     pending: None,
@@ -488,16 +484,16 @@ impl Store {
     /// aborted. With `arrival` (the delete's place in the arrival order, see
     /// [`Store::begin_upload`]), uploads of the path that arrived before it are refused as stale for
     /// a minute afterwards.
-    pub fn delete(&self, path: &str, arrival: Option<u64>) -> bool {
+    pub fn delete(&self, path: &StorePath, arrival: Option<u64>) -> bool {
         let removed = {
             let mut index = self.index();
             if let Some(arrival) = arrival {
-                index.tombstones.insert(Arc::from(path), (arrival, Instant::now()));
+                index.tombstones.insert(path.clone(), (arrival, Instant::now()));
             }
             let removed = index.remove_slot(path);
             if removed.is_some() {
                 // Queued under the index lock, so a later upload's write is always queued after it.
-                let _ = self.shared.jobs.send(Job::Remove(path.to_owned()));
+                let _ = self.shared.jobs.send(Job::Remove(path.clone()));
             }
             removed
         };
@@ -509,7 +505,7 @@ impl Store {
             pending.abort();
         }
         let _ = self.shared.events.send(StoreEvent::Removed {
-            path: Arc::from(path),
+            path: path.clone(),
             cause: Removal::Deleted,
         });
         true
@@ -541,7 +537,7 @@ impl Store {
         }
         let landed = {
             let mut index = self.index();
-            index.folders.insert(folder_of(entry.path()).to_owned(), Instant::now());
+            index.folders.insert(entry.path().folder().to_owned(), Instant::now());
             match index.slots.get_mut(entry.path()) {
                 Some(slot) if slot.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, entry)) => {
                     slot.current = Arc::clone(entry);
@@ -570,11 +566,11 @@ impl Store {
             index.remove_slot(entry.path());
             // The file of a version this upload replaced at once ([`Replace::AtOnce`]) must not come
             // back after a restart. Queued under the index lock: see `delete`.
-            let _ = self.shared.jobs.send(Job::Remove(entry.path().to_owned()));
+            let _ = self.shared.jobs.send(Job::Remove(entry.path().clone()));
             drop(index);
             // The path is gone: those that follow the store forget what they kept of it.
             let _ = self.shared.events.send(StoreEvent::Removed {
-                path: Arc::from(entry.path()),
+                path: entry.path().clone(),
                 cause: Removal::Deleted,
             });
         }
@@ -584,9 +580,4 @@ impl Store {
 fn lock_index(shared: &Shared) -> MutexGuard<'_, Index> {
     // Every update of the index is a single map operation, so a poisoned lock holds a usable map.
     shared.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The folder of a path: everything before its last '/', or "" at the root.
-fn folder_of(path: &str) -> &str {
-    path.rfind('/').map_or("", |at| &path[..at])
 }

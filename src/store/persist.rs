@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::entry::{inode, Entry, MemoryGauge};
+use super::path::StorePath;
 use super::root::RootDir;
 use super::{lock_index, Index, Shared, Slot};
 
@@ -21,7 +22,7 @@ pub(crate) enum Job {
     /// Write a completed entry, if it is still the current version of its path.
     Write(Arc<Entry>),
     /// Remove a path's file (and folders left empty).
-    Remove(String),
+    Remove(StorePath),
     /// Answer once every earlier job is done.
     Flush(oneshot::Sender<()>),
 }
@@ -56,16 +57,16 @@ pub(crate) fn spawn(root: Arc<RootDir>, mut jobs: mpsc::UnboundedReceiver<Job>, 
                             }
                             failing += 1;
                             if failing % 100 == 1 {
-                                tracing::warn!(path = entry.path(), %err, failing, "could not persist upload; it stays in memory only")
+                                tracing::warn!(path = %entry.path(), %err, failing, "could not persist upload; it stays in memory only")
                             } else {
-                                tracing::debug!(path = entry.path(), %err, "could not persist upload; it stays in memory only")
+                                tracing::debug!(path = %entry.path(), %err, "could not persist upload; it stays in memory only")
                             }
                         }
                     }
                 }
                 Job::Remove(path) => {
                     if let Err(err) = root.remove(&path) {
-                        tracing::warn!(path, %err, "could not remove file");
+                        tracing::warn!(%path, %err, "could not remove file");
                     }
                 }
                 Job::Flush(done) => {
@@ -94,17 +95,17 @@ pub(crate) fn scan(root: &Arc<RootDir>, gauge: &Arc<MemoryGauge>, epoch: Instant
     let mut index = Index::default();
     let now_system = SystemTime::now();
     let now = Instant::now();
-    for found in root.scan(|path| super::path::validate(path).is_ok())? {
+    for found in root.scan()? {
         let meta = found.meta;
         let modified = meta.modified().unwrap_or(now_system);
         let age = now_system.duration_since(modified).unwrap_or_default();
         let written = now.checked_sub(age).unwrap_or(epoch);
-        let folder = super::folder_of(&found.path).to_owned();
+        let folder = found.path.folder().to_owned();
         let seen = index.folders.entry(folder).or_insert(written);
         *seen = (*seen).max(written);
-        let path: Arc<str> = Arc::from(found.path.as_str());
+        let path = found.path;
         let entry = Entry::on_disk(
-            Arc::clone(&path),
+            path.clone(),
             Arc::clone(root),
             inode(&meta),
             meta.len(),

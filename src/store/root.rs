@@ -27,6 +27,7 @@ use bytes::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::path::StorePath;
 use super::StoreError;
 
 /// Folder under the root that holds files being written; never served.
@@ -41,8 +42,8 @@ pub(crate) struct RootDir {
 /// A file found under the root by [`RootDir::scan`].
 #[derive(Debug)]
 pub(crate) struct Found {
-    /// Its store path ('/'-separated, relative to the root).
-    pub(crate) path: String,
+    /// Its store path.
+    pub(crate) path: StorePath,
     /// Its metadata, from the descriptor opened without following links.
     pub(crate) meta: std::fs::Metadata,
 }
@@ -117,7 +118,7 @@ impl RootDir {
 
     /// Whether an upload of `path` could be written: every folder on the way is a folder or absent,
     /// and the name itself is a regular file or absent. Links anywhere are refused.
-    pub(crate) fn probe(&self, path: &str) -> Result<(), StoreError> {
+    pub(crate) fn probe(&self, path: &StorePath) -> Result<(), StoreError> {
         let (folders, name) = split(path);
         let fds = match self.walk(&folders, false) {
             Ok(fds) => fds,
@@ -133,16 +134,16 @@ impl RootDir {
             Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
                 FileType::RegularFile => Ok(()),
                 FileType::Directory => Err(StoreError::FolderInTheWay {
-                    folder: path.to_owned(),
+                    folder: path.to_string(),
                 }),
-                FileType::Symlink => Err(StoreError::Link { at: path.to_owned() }),
-                _ => Err(StoreError::NotRegular { at: path.to_owned() }),
+                FileType::Symlink => Err(StoreError::Link { at: path.to_string() }),
+                _ => Err(StoreError::NotRegular { at: path.to_string() }),
             },
         }
     }
 
     /// Opens the regular file at `path` for reading, following no link on the way.
-    pub(crate) fn open_file(&self, path: &str) -> io::Result<File> {
+    pub(crate) fn open_file(&self, path: &StorePath) -> io::Result<File> {
         let (folders, name) = split(path);
         let fds = self.walk(&folders, false)?;
         let Some(parent) = fds.last() else {
@@ -153,19 +154,19 @@ impl RootDir {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
         let fd = match rustix::fs::openat(parent.as_fd(), name, flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(Errno::LOOP) => return Err(io::Error::other(StoreError::Link { at: path.to_owned() })),
+            Err(Errno::LOOP) => return Err(io::Error::other(StoreError::Link { at: path.to_string() })),
             Err(err) => return Err(err.into()),
         };
         let file = File::from(fd);
         if !file.metadata()?.is_file() {
-            return Err(io::Error::other(StoreError::NotRegular { at: path.to_owned() }));
+            return Err(io::Error::other(StoreError::NotRegular { at: path.to_string() }));
         }
         Ok(file)
     }
 
     /// Writes `chunks` to `path`: into `temp_name` in the temporary folder, then renamed into place
     /// (a reader of the previous version keeps its file). Returns the new file's inode.
-    pub(crate) fn write(&self, path: &str, temp_name: &str, chunks: &[Bytes]) -> io::Result<u64> {
+    pub(crate) fn write(&self, path: &StorePath, temp_name: &str, chunks: &[Bytes]) -> io::Result<u64> {
         let temps = self.walk(&[TEMP_DIR], true)?;
         let Some(temp) = temps.last() else {
             return Err(io::Error::other("no folder descriptor"));
@@ -201,7 +202,7 @@ impl RootDir {
     /// Removes the regular file at `path` and the folders its removal leaves empty (never the
     /// root). A link on the way is refused; a link, folder or anything else in the file's place is
     /// left alone. Ok when there was nothing to remove.
-    pub(crate) fn remove(&self, path: &str) -> io::Result<()> {
+    pub(crate) fn remove(&self, path: &StorePath) -> io::Result<()> {
         let (folders, name) = split(path);
         let fds = match self.walk(&folders, false) {
             Ok(fds) => fds,
@@ -216,8 +217,8 @@ impl RootDir {
             Err(err) => return Err(err.into()),
             Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
                 FileType::RegularFile => {}
-                FileType::Symlink => return Err(io::Error::other(StoreError::Link { at: path.to_owned() })),
-                _ => return Err(io::Error::other(StoreError::NotRegular { at: path.to_owned() })),
+                FileType::Symlink => return Err(io::Error::other(StoreError::Link { at: path.to_string() })),
+                _ => return Err(io::Error::other(StoreError::NotRegular { at: path.to_string() })),
             },
         }
         // Between the look and the unlink the name could become a link: unlinkat removes the link
@@ -238,9 +239,11 @@ impl RootDir {
     }
 
     /// The regular files under the root with their store paths, skipping hidden names (and the
-    /// temporary folder), links (logged) and anything that is not a file or folder. `valid` says
-    /// whether a store path is acceptable; a folder whose path is not is not entered.
-    pub(crate) fn scan(&self, valid: impl Fn(&str) -> bool) -> io::Result<Vec<Found>> {
+    /// temporary folder), links (logged) and anything that is not a file or folder. A file whose
+    /// path is not a valid [`StorePath`] is not served, and a folder whose paths cannot be is not
+    /// entered.
+    pub(crate) fn scan(&self) -> io::Result<Vec<Found>> {
+        let valid = |path: &str| StorePath::new(path).is_ok();
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(folder) = pending.pop() {
@@ -282,6 +285,7 @@ impl RootDir {
                 match kind {
                     FileType::Directory if valid(&format!("{path}/x")) => pending.push(path),
                     FileType::RegularFile if valid(&path) => {
+                        let Ok(path) = StorePath::new(&path) else { continue };
                         // Opened without following a link (the name may have changed since the
                         // look): the metadata is that of the file served later.
                         let flags =
@@ -347,10 +351,11 @@ fn disk(at: &str, err: &io::Error) -> StoreError {
     StoreError::Disk(format!("{at}: {err}"))
 }
 
-/// The folder names of a store path and its last name.
-fn split(path: &str) -> (Vec<&str>, &str) {
-    match path.rsplit_once('/') {
-        Some((folders, name)) => (folders.split('/').collect(), name),
-        None => (Vec::new(), path),
-    }
+/// The folder names on the way to a store path, and its name.
+fn split(path: &StorePath) -> (Vec<&str>, &str) {
+    let folders = match path.folder() {
+        "" => Vec::new(),
+        folder => folder.split('/').collect(),
+    };
+    (folders, path.name())
 }

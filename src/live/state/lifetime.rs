@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{split, Folder, State};
+use super::{Folder, State, Wake};
+use crate::store::StorePath;
 
 /// How long a manifest deleted by its encoder is still served as ended.
 pub const ENDED_MEMORY: Duration = Duration::from_secs(300);
@@ -21,25 +22,19 @@ impl Folder {
     fn holds_nothing(&self) -> bool {
         self.segments.is_empty() && self.inits.is_empty() && self.mpds.keys().all(|name| self.ended.contains(name))
     }
-
-    /// No request waits on the folder's changes.
-    fn unwatched(&self) -> bool {
-        self.changed.receiver_count() == 0
-    }
 }
 
 impl State {
     /// `path` left the store at `now`: deleted (or replaced by a new run, or an upload that
     /// failed), or `purged` by garbage collection.
-    pub fn removed(&mut self, path: &str, purged: bool, now: Instant) {
-        let (folder, name) = split(path);
+    pub fn removed(&mut self, path: &StorePath, purged: bool, now: Instant) {
+        let (folder, name) = (path.folder(), path.name());
         let Some(f) = self.folders.get_mut(folder) else {
             return;
         };
-        if f.segments.remove(name).is_some() {
-            // Playlists must stop listing it (and shared snapshots must be taken again).
-            f.bump();
-        }
+        // Playlists must stop listing a removed segment (and shared snapshots must be taken
+        // again), and an ended manifest's playlists now end.
+        let mut changed = f.segments.remove(name).is_some();
         f.inits.remove(name);
         if f.mpds.contains_key(name) {
             if purged {
@@ -51,26 +46,38 @@ impl State {
                 // Keep the parsed manifest for a while: the stream's playlists now end.
                 f.ended.insert(name.to_owned());
             }
-            f.bump();
+            changed = true;
         }
         if f.segments.is_empty() && f.inits.is_empty() && f.mpds.is_empty() {
             self.folders.remove(folder);
-        } else if f.holds_nothing() {
+            self.wakes.push(Wake::Gone(folder.to_owned()));
+            return;
+        }
+        if f.holds_nothing() {
             f.emptied = Some(now);
+        }
+        if changed {
+            self.wake(folder);
         }
     }
 
-    /// Forgets the folders of which nothing has been stored since [`ENDED_MEMORY`] before `now`
-    /// (and those a request created that hold nothing at all), unless a request waits on them.
-    /// Returns how many it forgot.
-    pub fn forget(&mut self, now: Instant) -> usize {
+    /// Forgets the folders of which nothing has been stored since [`ENDED_MEMORY`] before `now`,
+    /// unless a request waits on them (`watched`, which the driver answers from the channels it
+    /// owns). Returns how many it forgot.
+    pub fn forget(&mut self, now: Instant, watched: impl Fn(&str) -> bool) -> usize {
         let before = self.folders.len();
-        self.folders.retain(|_, f| {
+        let mut gone = Vec::new();
+        self.folders.retain(|folder, f| {
             let expired = f
                 .emptied
                 .is_none_or(|at| now.saturating_duration_since(at) >= ENDED_MEMORY);
-            !(f.holds_nothing() && expired && f.unwatched())
+            let keep = !(f.holds_nothing() && expired && !watched(folder));
+            if !keep {
+                gone.push(Wake::Gone(folder.clone()));
+            }
+            keep
         });
+        self.wakes.extend(gone);
         before - self.folders.len()
     }
 }
@@ -78,7 +85,7 @@ impl State {
 impl State {
     /// Every path the index keeps something of, but a manifest it remembers as ended: for the
     /// driver to check against the store after it missed some of the store's events.
-    pub fn known_paths(&self) -> Vec<String> {
+    pub fn known_paths(&self) -> Vec<StorePath> {
         let mut paths = Vec::new();
         for (folder, f) in &self.folders {
             let names = f
@@ -86,7 +93,7 @@ impl State {
                 .keys()
                 .chain(f.inits.keys())
                 .chain(f.mpds.keys().filter(|name| !f.ended.contains(*name)));
-            paths.extend(names.map(|name| super::join(folder, name)));
+            paths.extend(names.filter_map(|name| StorePath::in_folder(folder, name).ok()));
         }
         paths
     }

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{join, numbered, State};
+use super::{numbered, State};
+use crate::store::StorePath;
 
 /// One stream for the stream list: a manifest and what the index knows of it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -55,7 +56,10 @@ impl State {
         let mut stored: Vec<(SystemTime, &str, &str)> = Vec::new();
         for (folder, f) in &self.folders {
             for name in f.mpds.keys() {
-                if let Some(at) = modified(&join(folder, name)) {
+                let Ok(path) = StorePath::in_folder(folder, name) else {
+                    continue;
+                };
+                if let Some(at) = modified(&path) {
                     stored.push((at, folder, name));
                 }
             }
@@ -99,7 +103,7 @@ impl State {
             "live"
         };
         Some(StreamSummary {
-            manifest: join(folder, name),
+            manifest: StorePath::in_folder(folder, name).ok()?.to_string(),
             state,
             last_upload: rfc3339(modified),
             representations,

@@ -1,53 +1,42 @@
 //! The live index's state, as a pure state machine: it takes what happened (an upload started, a
 //! manifest or init segment parsed, a segment started, a path removed) with the time, and answers
-//! with what to do (the earlier run's segments to delete) and with what it knows (segments,
-//! timelines, whether a stream has ended). It does no I/O and reads no clock: the driver in
-//! [`super`] feeds it from the store's events and carries out its actions, so the arrows go one
-//! way (store -> driver -> state -> actions -> driver -> store) and every rule is unit-tested
-//! without sockets or ffmpeg.
+//! with what to do (the earlier run's segments to delete), with the folders whose waiters must wake
+//! ([`State::take_wakes`], as quinn-proto hands its driver events to poll), and with what it knows
+//! (segments, timelines, whether a stream has ended, and the LL-HLS projections of all that in
+//! [`playlists`] and [`multivariant`]). It does no I/O, reads no clock and owns no channel: the
+//! driver in [`super`] feeds it from the store's events, carries out its actions and owns the
+//! channels the wake-ups go through, so the arrows go one way (store -> driver -> state ->
+//! actions and wake-ups -> driver -> store and waiters) and every rule is unit-tested without
+//! sockets or ffmpeg.
+//!
+//! Inside, `mod.rs` holds the events and the DASH-side queries; [`lifetime`] when a folder is
+//! forgotten; [`list`] the stream list; [`observed`] what the ingest shows of each representation
+//! (for the MPD rewriter); [`playlists`] the renditions and shared snapshots of the
+//! media playlists; [`multivariant`] the multivariant playlist; [`snapshot`] the shared snapshot
+//! itself. The children extend [`State`]; this file imports only the leaf [`snapshot`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::hls::Snapshot;
-use super::segment::{Activity, Progress, SegmentIndex};
-use crate::media::cmaf::{Chunk, Init};
+use super::segment::{Activity, SegmentIndex};
+use crate::media::cmaf::Init;
 use crate::media::hls::Timing;
 use crate::media::liveness::{self, EndRule};
-use crate::media::mpd::{Mpd, Observed, Representation, SegmentTemplate};
+use crate::media::mpd::{Mpd, Representation, SegmentTemplate};
+use crate::store::StorePath;
+use snapshot::Snapshot;
 
-mod lifetime;
-mod list;
+pub mod lifetime;
+pub mod list;
+pub mod multivariant;
+pub mod observed;
+pub mod playlists;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
-
-pub use lifetime::ENDED_MEMORY;
-pub use list::{RepresentationSummary, StreamList, StreamSummary};
-
-/// Complete segments per representation used to measure bandwidth.
-const BANDWIDTH_WINDOW: usize = 5;
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under these locks is a single insert or push: a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Splits a store path into its folder ("" at the root) and file name.
-pub(super) fn split(path: &str) -> (&str, &str) {
-    path.rsplit_once('/').unwrap_or(("", path))
-}
-
-fn join(folder: &str, name: &str) -> String {
-    if folder.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{folder}/{name}")
-    }
-}
 
 /// How the index treats the streams it follows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +77,17 @@ impl LiveOptions {
     }
 }
 
+/// Whom the driver must wake after an event ([`State::take_wakes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// The folder changed (a segment of it started, gained a chunk, ended or left, or a manifest
+    /// changed): every blocked playlist request of the folder, and every download waiting for a
+    /// segment of it to be indexed, looks again.
+    Changed(String),
+    /// The state forgot the folder: its waiters give up (their channel closes).
+    Gone(String),
+}
+
 /// What the driver must do after an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -95,7 +95,7 @@ pub enum Action {
     /// that arrived at or after `before` replaced it since.
     Delete {
         /// The segment's store path.
-        path: String,
+        path: StorePath,
         /// The new run's first upload, in the server's arrival order.
         before: u64,
     },
@@ -107,9 +107,6 @@ pub(super) struct Folder {
     /// The last upload into the folder (any chunk, manifest or init segment), for the end rule: a
     /// folder that was only read since start counts from when the index first saw it.
     pub(super) activity: Arc<Activity>,
-    /// Bumped whenever a segment of the folder gains a chunk, starts or ends, or a manifest changes:
-    /// every blocked playlist request of the folder wakes on it.
-    pub(super) changed: Arc<watch::Sender<u64>>,
     /// Manifests the encoder deleted (ffmpeg's -remove_at_exit): their streams have ended, and
     /// their playlists say so (EXT-X-ENDLIST) until a new upload of the manifest.
     pub(super) ended: HashSet<String>,
@@ -139,7 +136,6 @@ impl Folder {
     pub(super) fn new(now: Instant) -> Self {
         Folder {
             activity: Arc::new(Activity::new(now)),
-            changed: Arc::new(watch::channel(0).0),
             ended: HashSet::new(),
             hls_timing: HashMap::new(),
             segments: BTreeMap::new(),
@@ -151,10 +147,6 @@ impl Folder {
             emptied: None,
         }
     }
-
-    fn bump(&self) {
-        self.changed.send_modify(|n| *n += 1);
-    }
 }
 
 /// The whole index: folders by path.
@@ -162,6 +154,8 @@ impl Folder {
 pub struct State {
     pub(super) folders: HashMap<String, Folder>,
     pub(super) options: LiveOptions,
+    /// The wake-ups owed to the driver since it last took them.
+    wakes: Vec<Wake>,
 }
 
 impl State {
@@ -171,7 +165,26 @@ impl State {
         State {
             folders: HashMap::new(),
             options: LiveOptions { part_target, ..options },
+            wakes: Vec::new(),
         }
+    }
+
+    /// The wake-ups owed since the last call, in order (the driver takes them after every event,
+    /// under the same lock, and sends them through the channels it owns).
+    pub fn take_wakes(&mut self) -> Vec<Wake> {
+        std::mem::take(&mut self.wakes)
+    }
+
+    /// The folder changed: its waiters look again.
+    pub(super) fn wake(&mut self, folder: &str) {
+        if self.wakes.last() != Some(&Wake::Changed(folder.to_owned())) {
+            self.wakes.push(Wake::Changed(folder.to_owned()));
+        }
+    }
+
+    /// Whether the index keeps anything of `folder`.
+    pub fn knows(&self, folder: &str) -> bool {
+        self.folders.contains_key(folder)
     }
 
     pub(super) fn folder(&mut self, folder: &str, now: Instant) -> &mut Folder {
@@ -183,8 +196,8 @@ impl State {
     // ---- events -------------------------------------------------------------------------------
 
     /// A new upload of the manifest at `path` started: its stream is live again.
-    pub fn manifest_upload_started(&mut self, path: &str, now: Instant) {
-        let (folder, name) = split(path);
+    pub fn manifest_upload_started(&mut self, path: &StorePath, now: Instant) {
+        let (folder, name) = (path.folder(), path.name());
         if let Some(f) = self.folders.get_mut(folder) {
             f.ended.remove(name);
             f.activity.touch(now);
@@ -192,23 +205,23 @@ impl State {
     }
 
     /// The version `etag` of the manifest at `path`, if it was parsed before.
-    pub fn cached_manifest(&self, path: &str, etag: &str) -> Option<Arc<Mpd>> {
-        let (folder, name) = split(path);
+    pub fn cached_manifest(&self, path: &StorePath, etag: &str) -> Option<Arc<Mpd>> {
+        let (folder, name) = (path.folder(), path.name());
         let (cached, mpd) = self.folders.get(folder)?.mpds.get(name)?;
         (cached == etag).then(|| Arc::clone(mpd))
     }
 
     /// The manifest at `path` parsed (version `etag`).
-    pub fn manifest_parsed(&mut self, path: &str, etag: &str, mpd: Arc<Mpd>, now: Instant) {
-        let (folder, name) = split(path);
+    pub fn manifest_parsed(&mut self, path: &StorePath, etag: &str, mpd: Arc<Mpd>, now: Instant) {
+        let (folder, name) = (path.folder(), path.name());
         let f = self.folder(folder, now);
         f.mpds.insert(name.to_owned(), (etag.to_owned(), mpd));
-        f.bump();
+        self.wake(folder);
     }
 
     /// The init segment at `path` parsed.
-    pub fn init_parsed(&mut self, path: &str, init: Arc<Init>, now: Instant) {
-        let (folder, name) = split(path);
+    pub fn init_parsed(&mut self, path: &StorePath, init: Arc<Init>, now: Instant) {
+        let (folder, name) = (path.folder(), path.name());
         let f = self.folder(folder, now);
         f.activity.touch(now);
         f.inits.insert(name.to_owned(), init);
@@ -216,16 +229,15 @@ impl State {
 
     /// Whether the folder of `path` has no parsed manifest: after a restart its manifests are only
     /// on disk, and the driver parses them before a segment of the folder is indexed.
-    pub fn needs_manifests(&self, path: &str) -> bool {
-        let (folder, _) = split(path);
-        self.folders.get(folder).is_none_or(|f| f.mpds.is_empty())
+    pub fn needs_manifests(&self, path: &StorePath) -> bool {
+        self.folders.get(path.folder()).is_none_or(|f| f.mpds.is_empty())
     }
 
     /// Whether segment `path` is the first of its representation that the index sees (since start,
     /// or since its run began): then the driver lists the folder's stored files, because an earlier
     /// run may be on disk only.
-    pub fn needs_stored(&self, path: &str) -> bool {
-        let (folder, name) = split(path);
+    pub fn needs_stored(&self, path: &StorePath) -> bool {
+        let (folder, name) = (path.folder(), path.name());
         let Some(f) = self.folders.get(folder) else {
             return false;
         };
@@ -242,14 +254,14 @@ impl State {
     /// segment's index (for the driver to feed chunks into) and its representation's init segment.
     pub fn segment_started(
         &mut self,
-        path: &str,
+        path: &StorePath,
         arrival: u64,
         stored: &[(String, u64)],
         now: Instant,
     ) -> (Arc<SegmentIndex>, Option<Arc<Init>>, Vec<Action>) {
-        let (folder, name) = split(path);
+        let (folder, name) = (path.folder(), path.name());
         let f = self.folder(folder, now);
-        let actions = new_run(f, folder, name, arrival, stored);
+        let actions = new_run(f, path, arrival, stored);
         // Arrival 0: found on disk at start, not uploaded.
         if arrival > 0 {
             f.first_upload.get_or_insert(now);
@@ -257,14 +269,11 @@ impl State {
             f.found_on_disk = true;
         }
         f.activity.touch(now);
-        let index = Arc::new(SegmentIndex::new(
-            Arc::clone(&f.changed),
-            Arc::clone(&f.activity),
-            arrival,
-        ));
+        let index = Arc::new(SegmentIndex::new(Arc::clone(&f.activity), arrival));
         f.segments.insert(name.to_owned(), Arc::clone(&index));
-        f.bump();
-        (index, init_for(f, name), actions)
+        let init = init_for(f, name);
+        self.wake(folder);
+        (index, init, actions)
     }
 
     /// The folders holding a live stream found on disk at start that has not caught up with its
@@ -326,16 +335,15 @@ impl State {
     // ---- queries ------------------------------------------------------------------------------
 
     /// The chunk index of a media segment, if it is (being) indexed.
-    pub fn segment(&self, path: &str) -> Option<Arc<SegmentIndex>> {
-        let (folder, name) = split(path);
-        self.folders.get(folder)?.segments.get(name).cloned()
+    pub fn segment(&self, path: &StorePath) -> Option<Arc<SegmentIndex>> {
+        self.folders.get(path.folder())?.segments.get(path.name()).cloned()
     }
 
     /// The last parsed version of the manifest at `path`, marked static (ended), when its stream
     /// ended by a delete (or `gone`: it is no longer in the store, even before the removal event
     /// reached the index).
-    pub fn ended_manifest(&self, path: &str, gone: bool) -> Option<Arc<Mpd>> {
-        let (folder, name) = split(path);
+    pub fn ended_manifest(&self, path: &StorePath, gone: bool) -> Option<Arc<Mpd>> {
+        let (folder, name) = (path.folder(), path.name());
         let f = self.folders.get(folder)?;
         if !gone && !f.ended.contains(name) {
             return None;
@@ -355,28 +363,10 @@ impl State {
             .flatten()
     }
 
-    /// What the ingest shows of each representation of `mpd` in `folder`.
-    pub fn observe(&self, folder: &str, mpd: &Mpd) -> HashMap<(usize, usize, String), Observed> {
-        let mut observed = HashMap::new();
-        let Some(f) = self.folders.get(folder) else {
-            return observed;
-        };
-        for (p, period) in mpd.periods.iter().enumerate() {
-            for (a, set) in period.adaptation_sets.iter().enumerate() {
-                for rep in &set.representations {
-                    if let Some(seen) = observe_rep(f, rep) {
-                        observed.insert((p, a, rep.id.clone()), seen);
-                    }
-                }
-            }
-        }
-        observed
-    }
-
     /// For a missing `path` that is one of the next two segments of a live representation at
     /// `now`, how long to wait for its upload to start (one segment duration); None for any other.
-    pub fn upcoming(&self, path: &str, now: Instant) -> Option<Duration> {
-        let (folder, name) = split(path);
+    pub fn upcoming(&self, path: &StorePath, now: Instant) -> Option<Duration> {
+        let (folder, name) = (path.folder(), path.name());
         let f = self.folders.get(folder)?;
         for (_, mpd) in f.mpds.values() {
             if self.options.has_ended(f, mpd, now) {
@@ -413,15 +403,18 @@ impl State {
         None
     }
 
-    /// A receiver of the folder's change counter (the folder is created if new).
-    pub fn changes(&mut self, folder: &str, now: Instant) -> watch::Receiver<u64> {
-        self.folder(folder, now).changed.subscribe()
+    /// How many CMAF chunks make an LL-HLS part in the folder of the media file at `path` (1 until
+    /// a playlist was made); None when the folder is not a CMAF stream's (it has no init segment).
+    pub fn chunks_per_part(&self, path: &StorePath) -> Option<usize> {
+        let f = self.folders.get(path.folder()).filter(|f| !f.inits.is_empty())?;
+        Some(f.hls_timing.values().map(|t| t.chunks_per_part).max().unwrap_or(1))
     }
 }
 
-/// The new-run rule for segment `name` of folder `f` starting at `arrival`: forgets the earlier
+/// The new-run rule for segment `path` of folder `f` starting at `arrival`: forgets the earlier
 /// run's indexed segments and returns the deletions of them and of those only on disk.
-fn new_run(f: &mut Folder, folder: &str, name: &str, arrival: u64, stored: &[(String, u64)]) -> Vec<Action> {
+fn new_run(f: &mut Folder, path: &StorePath, arrival: u64, stored: &[(String, u64)]) -> Vec<Action> {
+    let (folder, name) = (path.folder(), path.name());
     let Some((rep, template, number)) = representation_of(f, name) else {
         return Vec::new();
     };
@@ -448,16 +441,14 @@ fn new_run(f: &mut Folder, folder: &str, name: &str, arrival: u64, stored: &[(St
     for (old, _) in &indexed {
         f.segments.remove(old);
     }
-    f.bump();
+    // The caller wakes the folder (the new segment is a change too).
     let mut deleted: Vec<String> = indexed.into_iter().chain(on_disk).map(|(n, _)| n).collect();
     deleted.sort();
     deleted.dedup();
     deleted
         .into_iter()
-        .map(|old| Action::Delete {
-            path: join(folder, &old),
-            before: arrival,
-        })
+        .filter_map(|old| path.sibling(&old).ok())
+        .map(|path| Action::Delete { path, before: arrival })
         .collect()
 }
 
@@ -535,59 +526,4 @@ pub(super) fn numbered<'f>(
     f.segments
         .iter()
         .filter_map(move |(name, index)| template.match_media(rep, name).map(|n| (n, index)))
-}
-
-fn observe_rep(f: &Folder, rep: &Representation) -> Option<Observed> {
-    let template = rep.template.as_ref()?;
-    let init = template.init_path(rep).and_then(|name| f.inits.get(&name));
-    let timescale = init
-        .and_then(|init| init.tracks.first())
-        .map(|t| u64::from(t.timescale))
-        .filter(|t| *t > 0)?;
-    let codecs = init
-        .and_then(|init| init.tracks.first())
-        .and_then(|t| t.coding.as_ref())
-        .map(|c| c.codecs.clone());
-    let mut segments: Vec<(u64, Vec<Chunk>, Progress)> = numbered(f, rep, template)
-        .map(|(n, index)| (n, index.chunks(), index.progress()))
-        .collect();
-    if segments.is_empty() {
-        return Some(Observed {
-            codecs,
-            ..Observed::default()
-        });
-    }
-    segments.sort_by_key(|(n, _, _)| *n);
-    let longest = segments
-        .iter()
-        .flat_map(|(_, chunks, _)| chunks)
-        .map(|c| c.duration)
-        .max()
-        .unwrap_or(0);
-    let chunked = segments.iter().any(|(_, chunks, _)| chunks.len() > 1);
-    let complete: Vec<&(u64, Vec<Chunk>, Progress)> = segments
-        .iter()
-        .filter(|(_, _, p)| p.ended && !p.failed)
-        .rev()
-        .take(BANDWIDTH_WINDOW)
-        .collect();
-    let bytes: u64 = complete
-        .iter()
-        .flat_map(|(_, chunks, _)| chunks)
-        .map(|c| c.end - c.start)
-        .sum();
-    let ticks: u64 = complete
-        .iter()
-        .flat_map(|(_, chunks, _)| chunks)
-        .map(|c| c.duration)
-        .sum();
-    let bandwidth = (ticks > 0).then(|| bytes.saturating_mul(8).saturating_mul(timescale) / ticks);
-    Some(Observed {
-        chunk_duration: Duration::try_from_secs_f64(longest as f64 / timescale as f64)
-            .ok()
-            .filter(|d| !d.is_zero()),
-        chunked,
-        bandwidth,
-        codecs,
-    })
 }

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::lifetime::ENDED_MEMORY;
 use super::*;
-use crate::media::cmaf;
+use crate::media::cmaf::{self, Chunk};
 use crate::media::mpd;
 
 const STEADY: &[u8] = include_bytes!("../../../tests/fixtures/ffmpeg/steady.mpd");
@@ -22,10 +23,15 @@ fn state(after_segments: u32) -> State {
 fn with_stream(after_segments: u32, t0: Instant) -> State {
     let mut s = state(after_segments);
     let mpd = Arc::new(mpd::parse(STEADY).expect("fixture parses"));
-    s.manifest_parsed("live/stream.mpd", "v1", mpd, t0);
+    s.manifest_parsed(&p("live/stream.mpd"), "v1", mpd, t0);
     let init = Arc::new(cmaf::parse_init(INIT).expect("fixture init"));
-    s.init_parsed("live/init-stream0.m4s", init, t0);
+    s.init_parsed(&p("live/init-stream0.m4s"), init, t0);
     s
+}
+
+/// A store path the test knows is valid.
+fn p(path: &str) -> StorePath {
+    StorePath::new(path).unwrap_or_else(|e| panic!("{path:?} is not a valid store path: {e}"))
 }
 
 fn video(n: u64) -> String {
@@ -34,7 +40,7 @@ fn video(n: u64) -> String {
 
 /// Segment `n` of the video, started at `arrival` and `at`, with one 0.2 s chunk, complete.
 fn complete(s: &mut State, n: u64, arrival: u64, at: Instant) -> Vec<Action> {
-    let (index, init, actions) = s.segment_started(&video(n), arrival, &[], at);
+    let (index, init, actions) = s.segment_started(&p(&video(n)), arrival, &[], at);
     let timescale = u64::from(init.expect("the video's init segment").tracks[0].timescale);
     index.push(
         vec![Chunk {
@@ -69,16 +75,16 @@ fn one_segment(after_segments: u32) -> (State, Arc<Mpd>, Instant) {
 fn segments_are_indexed_with_their_init_segment() {
     let t0 = Instant::now();
     let mut s = with_stream(5, t0);
-    let (index, init, actions) = s.segment_started(&video(1), 10, &[], t0);
+    let (index, init, actions) = s.segment_started(&p(&video(1)), 10, &[], t0);
     assert!(actions.is_empty());
     assert!(
         init.is_some(),
         "the representation's init segment comes with the segment"
     );
-    assert!(Arc::ptr_eq(&index, &s.segment(&video(1)).expect("indexed")));
-    assert!(s.segment("live/other.m4s").is_none());
+    assert!(Arc::ptr_eq(&index, &s.segment(&p(&video(1))).expect("indexed")));
+    assert!(s.segment(&p("live/other.m4s")).is_none());
     // Audio has no init segment in this state: its segment is indexed without one.
-    let (_, init, _) = s.segment_started("live/chunk-stream1-00001.m4s", 11, &[], t0);
+    let (_, init, _) = s.segment_started(&p("live/chunk-stream1-00001.m4s"), 11, &[], t0);
     assert!(init.is_none());
 }
 
@@ -101,11 +107,11 @@ fn a_new_run_at_the_templates_first_number_drops_the_earlier_run() {
     assert_eq!(deleted, [video(1), video(2), video(3), video(4)]);
     for n in 2..=4 {
         assert!(
-            s.segment(&video(n)).is_none(),
+            s.segment(&p(&video(n))).is_none(),
             "segment {n} of the old run is forgotten"
         );
     }
-    assert!(s.segment(&video(1)).is_some(), "the new run's segment 1 is indexed");
+    assert!(s.segment(&p(&video(1))).is_some(), "the new run's segment 1 is indexed");
 }
 
 #[test]
@@ -120,7 +126,7 @@ fn a_lower_number_in_mid_stream_is_not_a_new_run() {
     // A retry of the newest segment is not a new run either.
     assert!(complete(&mut s, 4, 60, t0).is_empty());
     for n in 1..=4 {
-        assert!(s.segment(&video(n)).is_some(), "segment {n} stays");
+        assert!(s.segment(&p(&video(n))).is_some(), "segment {n} stays");
     }
 }
 
@@ -129,7 +135,7 @@ fn after_a_restart_the_earlier_run_on_disk_only_is_deleted_too() {
     let t0 = Instant::now();
     let mut s = with_stream(5, t0);
     assert!(
-        s.needs_stored(&video(1)),
+        s.needs_stored(&p(&video(1))),
         "no segment of the representation indexed yet: the driver must list the store"
     );
     let stored = vec![
@@ -138,23 +144,23 @@ fn after_a_restart_the_earlier_run_on_disk_only_is_deleted_too() {
         ("chunk-stream1-00008.m4s".to_owned(), 7),
         ("stream.mpd".to_owned(), 8),
     ];
-    let (_, _, actions) = s.segment_started(&video(1), 100, &stored, t0);
+    let (_, _, actions) = s.segment_started(&p(&video(1)), 100, &stored, t0);
     assert_eq!(
         actions,
         vec![
             Action::Delete {
-                path: video(7),
+                path: p(&video(7)),
                 before: 100
             },
             Action::Delete {
-                path: video(8),
+                path: p(&video(8)),
                 before: 100
             },
         ],
         "only this representation's segments, not the audio's or the manifest"
     );
     assert!(
-        !s.needs_stored(&video(2)),
+        !s.needs_stored(&p(&video(2))),
         "once indexed, the store is not listed again"
     );
 }
@@ -163,19 +169,22 @@ fn after_a_restart_the_earlier_run_on_disk_only_is_deleted_too() {
 fn a_folder_without_a_parsed_manifest_needs_its_manifests_read() {
     let t0 = Instant::now();
     let mut s = state(5);
-    assert!(s.needs_manifests(&video(1)));
-    assert!(!s.needs_stored(&video(1)), "unknown representation: nothing to compare");
+    assert!(s.needs_manifests(&p(&video(1))));
+    assert!(
+        !s.needs_stored(&p(&video(1))),
+        "unknown representation: nothing to compare"
+    );
     s.manifest_parsed(
-        "live/stream.mpd",
+        &p("live/stream.mpd"),
         "v1",
         Arc::new(mpd::parse(STEADY).expect("parses")),
         t0,
     );
-    assert!(!s.needs_manifests(&video(1)));
-    assert!(s.needs_manifests("other/chunk-stream0-00001.m4s"), "per folder");
-    assert!(s.cached_manifest("live/stream.mpd", "v1").is_some());
+    assert!(!s.needs_manifests(&p(&video(1))));
+    assert!(s.needs_manifests(&p("other/chunk-stream0-00001.m4s")), "per folder");
+    assert!(s.cached_manifest(&p("live/stream.mpd"), "v1").is_some());
     assert!(
-        s.cached_manifest("live/stream.mpd", "v2").is_none(),
+        s.cached_manifest(&p("live/stream.mpd"), "v2").is_none(),
         "another version is parsed again"
     );
 }
@@ -184,20 +193,20 @@ fn a_folder_without_a_parsed_manifest_needs_its_manifests_read() {
 fn the_next_two_segments_are_upcoming_while_the_stream_is_live() {
     let t0 = Instant::now();
     let mut s = with_stream(5, t0);
-    assert_eq!(s.upcoming(&video(1), t0), None, "nothing indexed: no window yet");
+    assert_eq!(s.upcoming(&p(&video(1)), t0), None, "nothing indexed: no window yet");
     complete(&mut s, 1, 10, t0);
     complete(&mut s, 2, 20, t0);
     assert_eq!(
-        s.upcoming(&video(3), t0),
+        s.upcoming(&p(&video(3)), t0),
         Some(Duration::from_secs(1)),
         "one segment duration"
     );
-    assert_eq!(s.upcoming(&video(4), t0), Some(Duration::from_secs(1)));
-    assert_eq!(s.upcoming(&video(5), t0), None, "too far ahead");
-    assert_eq!(s.upcoming(&video(2), t0), None, "not missing");
-    assert_eq!(s.upcoming("live/nothing.m4s", t0), None);
+    assert_eq!(s.upcoming(&p(&video(4)), t0), Some(Duration::from_secs(1)));
+    assert_eq!(s.upcoming(&p(&video(5)), t0), None, "too far ahead");
+    assert_eq!(s.upcoming(&p(&video(2)), t0), None, "not missing");
+    assert_eq!(s.upcoming(&p("live/nothing.m4s"), t0), None);
     // Five segment durations without an upload: ended, no early requests held.
-    assert_eq!(s.upcoming(&video(3), t0 + Duration::from_secs(5)), None);
+    assert_eq!(s.upcoming(&p(&video(3)), t0 + Duration::from_secs(5)), None);
 }
 
 #[test]
@@ -264,31 +273,55 @@ fn end_after_zero_segments_never_ends() {
 fn a_deleted_manifest_ends_its_stream_until_it_is_uploaded_again() {
     let t0 = Instant::now();
     let mut s = with_stream(5, t0);
-    assert!(s.ended_manifest("live/stream.mpd", false).is_none(), "live");
+    assert!(s.ended_manifest(&p("live/stream.mpd"), false).is_none(), "live");
     let gone = s
-        .ended_manifest("live/stream.mpd", true)
+        .ended_manifest(&p("live/stream.mpd"), true)
         .expect("gone from the store is ended");
     assert!(!gone.dynamic);
-    s.removed("live/stream.mpd", false, t0);
-    let ended = s.ended_manifest("live/stream.mpd", false).expect("ended");
+    s.removed(&p("live/stream.mpd"), false, t0);
+    let ended = s.ended_manifest(&p("live/stream.mpd"), false).expect("ended");
     assert!(!ended.dynamic, "served static");
     assert!(s.folders.contains_key("live"), "the parsed manifest is kept");
-    s.manifest_upload_started("live/stream.mpd", t0);
-    assert!(s.ended_manifest("live/stream.mpd", false).is_none(), "live again");
+    s.manifest_upload_started(&p("live/stream.mpd"), t0);
+    assert!(s.ended_manifest(&p("live/stream.mpd"), false).is_none(), "live again");
 }
 
 #[test]
 fn removals_wake_playlists_and_empty_folders_go() {
     let t0 = Instant::now();
     let mut s = state(5);
-    let mut changes = s.changes("clips", t0);
-    s.segment_started("clips/a.m4s", 1, &[], t0);
-    assert_eq!(*changes.borrow_and_update(), 1, "a new segment is a change");
-    s.removed("clips/a.m4s", false, t0);
-    assert_eq!(*changes.borrow(), 2, "a removed segment is a change");
+    s.segment_started(&p("clips/a.m4s"), 1, &[], t0);
+    assert_eq!(
+        s.take_wakes(),
+        [Wake::Changed("clips".into())],
+        "a new segment is a change"
+    );
+    s.removed(&p("clips/a.m4s"), false, t0);
+    assert_eq!(
+        s.take_wakes(),
+        [Wake::Gone("clips".into())],
+        "a removed segment is a change"
+    );
     assert!(!s.folders.contains_key("clips"), "nothing left: the folder is dropped");
-    s.removed("clips/b.m4s", false, t0);
-    s.removed("nowhere/c.m4s", true, t0);
+    s.removed(&p("clips/b.m4s"), false, t0);
+    s.removed(&p("nowhere/c.m4s"), true, t0);
+    assert!(s.take_wakes().is_empty(), "nothing known, nothing changed");
+    // A removed segment of a folder that keeps something is a change, and a new manifest is one.
+    let mut s = with_stream(5, Instant::now());
+    complete(&mut s, 1, 10, t0);
+    s.take_wakes();
+    s.removed(&p(&video(1)), false, t0);
+    assert_eq!(
+        s.take_wakes(),
+        [Wake::Changed("live".into())],
+        "a removed segment is a change"
+    );
+    s.manifest_parsed(&p("live/stream.mpd"), "v2", mpd_of(&s), t0);
+    assert_eq!(
+        s.take_wakes(),
+        [Wake::Changed("live".into())],
+        "a new manifest is a change"
+    );
 }
 
 #[test]
@@ -305,18 +338,27 @@ fn a_folder_is_forgotten_once_nothing_of_it_is_stored() {
     for path in s.known_paths() {
         s.removed(&path, false, t0);
     }
-    assert!(s.ended_manifest("live/stream.mpd", false).is_some(), "served as ended");
-    assert_eq!(s.forget(t0 + Duration::from_secs(1)), 0, "remembered for a while");
-    let waiting = s.changes("live", t0);
-    assert_eq!(s.forget(t0 + ENDED_MEMORY), 0, "not while a request waits on it");
-    drop(waiting);
-    assert_eq!(s.forget(t0 + ENDED_MEMORY), 1);
+    assert!(
+        s.ended_manifest(&p("live/stream.mpd"), false).is_some(),
+        "served as ended"
+    );
+    assert_eq!(
+        s.forget(t0 + Duration::from_secs(1), |_| false),
+        0,
+        "remembered for a while"
+    );
+    let waiting = |folder: &str| folder == "live";
+    assert_eq!(
+        s.forget(t0 + ENDED_MEMORY, waiting),
+        0,
+        "not while a request waits on it"
+    );
+    s.take_wakes();
+    assert_eq!(s.forget(t0 + ENDED_MEMORY, |_| false), 1);
     assert!(s.folders.is_empty());
-    // A folder a request created, holding nothing, goes once the request is gone.
-    let waiting = s.changes("nothing", t0);
-    assert_eq!(s.forget(t0), 0);
-    drop(waiting);
-    assert_eq!(s.forget(t0), 1);
+    assert_eq!(s.take_wakes(), [Wake::Gone("live".into())], "its channel is closed");
+    // A folder a request waits on that the index never knew goes with the request: see the
+    // channels' own test in `live::wake`.
 }
 
 #[test]
@@ -352,7 +394,7 @@ fn the_stream_list_reports_stored_manifests_newest_first() {
     complete(&mut s, 1, 10, t0);
     complete(&mut s, 2, 20, t0);
     s.manifest_parsed(
-        "old/stream.mpd",
+        &p("old/stream.mpd"),
         "v1",
         Arc::new(mpd::parse(STEADY).expect("parses")),
         t0,

@@ -3,7 +3,7 @@
 //! it. [`TrackReader`] turns a track's bytes into its init segment and whole CMAF chunks (checked);
 //! [`Channel`] decides where each chunk goes (which segment, when a segment starts, which old ones
 //! go) on a timeline shared by the channel's tracks, and writes the channel's DASH manifest
-//! ([`Channel::manifest`]). The driver (`crate::ingest`) stores what they decide; from there the
+//! ([`Channel::manifest`]). The driver ([`crate::packager`]) stores what they decide; from there the
 //! live index serves the segments while they grow, rewrites the manifest for low latency and
 //! generates the LL-HLS playlists, exactly as for an encoder that writes DASH itself.
 //!

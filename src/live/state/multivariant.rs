@@ -3,9 +3,24 @@
 
 use std::collections::HashMap;
 
-use super::{is_audio, media_name, reps};
+use super::playlists::{is_audio, media_name, reps};
+use super::State;
 use crate::media::hls::{self, Audio, Variant};
 use crate::media::mpd::{completed_codecs, Mpd, Representation};
+use crate::store::StorePath;
+
+impl State {
+    /// The multivariant playlist of the manifest `mpd` stored at `mpd_path`, with the codecs its
+    /// init segments complete.
+    pub fn multivariant(&self, mpd_path: &StorePath, mpd: &Mpd) -> String {
+        let init_codecs: HashMap<String, String> = self
+            .observe(mpd_path.folder(), mpd)
+            .into_iter()
+            .filter_map(|((_, _, rep), seen)| Some((rep, seen.codecs?)))
+            .collect();
+        multivariant_of(mpd, mpd_path.name(), &init_codecs)
+    }
+}
 
 /// "30/1", "30000/1001" or "25" as frames per second.
 fn frame_rate(text: &str) -> Option<f64> {

@@ -1,10 +1,15 @@
-//! CMAF ingest's driver: it reads a track's POST body with the pure packager
+//! The CMAF-ingest packager's driver: it reads a track's POST body with the pure packager
 //! ([`crate::media::package`]) and stores what it decides, as an encoder that writes DASH would:
 //! the init segment, each segment as a growing upload chunk by chunk (readable while it grows), the
 //! channel's MPD, deletes of segments that left the window, and, when the channel's POSTs have all
 //! ended and the end rule's time has passed without a new one, the final (static) MPD. From the
 //! store on, everything else (low-latency MPD rewrite, LL-HLS playlists, early requests, metrics,
 //! the stream list) is the same as for any uploaded stream.
+//!
+//! It sits before the store, as an encoder does: it writes through the store's API and reads back
+//! only what it stored itself, and knows nothing of the live index that follows the store (a later
+//! ingest protocol, RTMP or SRT, is another driver of the same kind beside it). What it does not
+//! hold: HTTP (the route hands it the body), and the packaging rules (pure, in `media::package`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,14 +18,16 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::live::read_whole;
 use crate::media::cmaf::parse_init;
 use crate::media::liveness::EndRule;
 use crate::media::package::{
     init_name, parse_init_name, parse_segment_name, representation_id, segment_name, Channel, IngestError,
     PackageOptions, Step, Stored, TrackEvent, TrackReader, MANIFEST, PACKAGED,
 };
-use crate::store::{EntryState, Replace, Store, StoreError, StoreEvent, Upload, UploadOptions};
+use crate::store::{EntryState, PathError, Replace, Store, StoreError, StoreEvent, StorePath, Upload, UploadOptions};
+
+/// Largest manifest or init segment read back whole after a restart.
+const MAX_WHOLE: usize = 4 << 20;
 
 /// Why a track's POST failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,9 @@ pub enum TrackError {
     /// The store refused a write.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A name the packager made, in the channel's folder, is not a valid store path (too long).
+    #[error("{0}")]
+    Path(#[from] PathError),
     /// The body failed.
     #[error("the upload failed: {0}")]
     Body(String),
@@ -79,7 +89,7 @@ pub struct Packager {
     store: Store,
     options: PackageOptions,
     end_rule: EndRule,
-    channels: Arc<Mutex<HashMap<String, Arc<Mutex<Slot>>>>>,
+    channels: Arc<Mutex<HashMap<StorePath, Arc<Mutex<Slot>>>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,13 +117,13 @@ impl Packager {
         loop {
             match events.recv().await {
                 Ok(StoreEvent::Removed { path, .. }) => {
-                    if let Some(channel) = path.strip_suffix(MANIFEST).and_then(|c| c.strip_suffix('/')) {
-                        self.forget_if_gone(channel);
+                    if let Some(channel) = path.parent().filter(|_| path.name() == MANIFEST) {
+                        self.forget_if_gone(&channel);
                     }
                 }
                 Ok(StoreEvent::Started { .. }) => {}
                 Err(RecvError::Lagged(_)) => {
-                    let names: Vec<String> = lock(&self.channels).keys().cloned().collect();
+                    let names: Vec<StorePath> = lock(&self.channels).keys().cloned().collect();
                     for channel in names {
                         self.forget_if_gone(&channel);
                     }
@@ -127,7 +137,7 @@ impl Packager {
     /// (only the map holds it), no segment is open, and its manifest is not stored (a channel that
     /// never published, as a refused track's, or one whose files are gone). One whose manifest is
     /// stored stays: an encoder reconnecting goes on with its timeline.
-    fn forget_if_gone(&self, channel: &str) {
+    fn forget_if_gone(&self, channel: &StorePath) {
         let mut channels = lock(&self.channels);
         let Some(slot) = channels.get(channel) else {
             return;
@@ -141,7 +151,7 @@ impl Packager {
         };
         // Under the map's lock (the order is map, channel, store), so no POST takes the channel
         // between this check and the removal.
-        if idle && self.store.get(&format!("{channel}/{MANIFEST}")).is_none() {
+        if idle && manifest_of(channel).and_then(|path| self.store.get(&path)).is_none() {
             channels.remove(channel);
         }
     }
@@ -150,7 +160,7 @@ impl Packager {
     /// failure comes with the chunks packaged before it.
     pub async fn ingest<B>(
         &self,
-        channel: &str,
+        channel: &StorePath,
         track: &str,
         body: B,
         idle: Duration,
@@ -191,7 +201,7 @@ impl Packager {
     /// Ends `channel` now (a DELETE of the channel): POSTs still running stop at their next chunk,
     /// open segments are finished and the final manifest is stored. After a restart, a channel that
     /// stored itself is picked up first. False if the channel never published anything.
-    pub async fn end(&self, channel: &str) -> bool {
+    pub async fn end(&self, channel: &StorePath) -> bool {
         let Some(slot) = self.known_slot(channel).await else {
             return false;
         };
@@ -213,11 +223,11 @@ impl Packager {
 
     /// The channel's slot: the one in memory, else the channel as it stored itself before a
     /// restart, else a new one.
-    async fn slot(&self, channel: &str) -> Arc<Mutex<Slot>> {
+    async fn slot(&self, channel: &StorePath) -> Arc<Mutex<Slot>> {
         if let Some(slot) = self.known_slot(channel).await {
             return slot;
         }
-        Arc::clone(lock(&self.channels).entry(channel.to_owned()).or_insert_with(|| {
+        Arc::clone(lock(&self.channels).entry(channel.clone()).or_insert_with(|| {
             Arc::new(Mutex::new(Slot {
                 channel: Channel::new(self.options),
                 uploads: HashMap::new(),
@@ -231,7 +241,7 @@ impl Packager {
     }
 
     /// The channel's slot in memory, else the channel as it stored itself before a restart.
-    async fn known_slot(&self, channel: &str) -> Option<Arc<Mutex<Slot>>> {
+    async fn known_slot(&self, channel: &StorePath) -> Option<Arc<Mutex<Slot>>> {
         let known = lock(&self.channels).get(channel).cloned();
         if known.is_some() {
             return known;
@@ -239,7 +249,7 @@ impl Packager {
         let restored = self.restored(channel).await?;
         let mut channels = lock(&self.channels);
         let slot = channels
-            .entry(channel.to_owned())
+            .entry(channel.clone())
             .or_insert_with(|| Arc::new(Mutex::new(restored)));
         Some(Arc::clone(slot))
     }
@@ -248,12 +258,12 @@ impl Packager {
     /// segments and segments describe, so that an encoder reconnecting on the same timeline goes on
     /// with the same availabilityStartTime, Period and numbering. None when there is no such
     /// manifest or it does not fit (see [`Channel::restored`]).
-    async fn restored(&self, channel: &str) -> Option<Slot> {
+    async fn restored(&self, channel: &StorePath) -> Option<Slot> {
         let manifest = self
             .store
-            .get(&format!("{channel}/{MANIFEST}"))
+            .get(&manifest_of(channel)?)
             .filter(|e| e.state() == EntryState::Complete)?;
-        let bytes = read_whole(&manifest).await.ok()?;
+        let bytes = manifest.read_whole(MAX_WHOLE).await.ok()?;
         if !bytes.windows(PACKAGED.len()).any(|w| w == PACKAGED.as_bytes()) {
             return None;
         }
@@ -264,11 +274,13 @@ impl Packager {
             if entry.state() != EntryState::Complete {
                 continue;
             }
-            let name = entry.path().rsplit_once('/').map_or(entry.path(), |(_, name)| name);
+            let name = entry.path().name();
             if let Some((id, number, run)) = parse_segment_name(name) {
                 stored.segments.push((id.to_owned(), number, run));
             } else if let Some((id, run)) = parse_init_name(name) {
-                let Ok(bytes) = read_whole(&entry).await else { continue };
+                let Ok(bytes) = entry.read_whole(MAX_WHOLE).await else {
+                    continue;
+                };
                 if let Ok(init) = parse_init(&bytes) {
                     stored.inits.insert((id.to_owned(), run), init);
                     init_bytes.insert((id.to_owned(), run), bytes);
@@ -277,7 +289,7 @@ impl Packager {
         }
         let restored = Channel::restored(self.options, &mpd, &stored)?;
         let run = restored.current_run();
-        tracing::info!(channel, run, "packaged channel picked up from what it stored");
+        tracing::info!(%channel, run, "packaged channel picked up from what it stored");
         Some(Slot {
             channel: restored,
             uploads: HashMap::new(),
@@ -294,13 +306,13 @@ impl Packager {
     }
 
     /// Once no POST of the channel has started for the end rule's time, stores its final manifest.
-    fn end_later(&self, channel: &str, slot: &Slot) {
+    fn end_later(&self, channel: &StorePath, slot: &Slot) {
         let Some(quiet) = self.end_rule.quiet_bound(slot.channel.segment_duration()) else {
             return;
         };
         let generation = slot.generation;
         let packager = self.clone();
-        let channel = channel.to_owned();
+        let channel = channel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(quiet).await;
             let Some(slot) = lock(&packager.channels).get(&channel).cloned() else {
@@ -308,24 +320,28 @@ impl Packager {
             };
             let mut slot = lock(&slot);
             if slot.generation == generation && !slot.channel.receiving() && slot.published {
-                tracing::info!(channel, "packaged channel ended");
+                tracing::info!(%channel, "packaged channel ended");
                 packager.store_final(&channel, &mut slot);
             }
         });
     }
 
     /// Stores the channel's static manifest; a POST that comes back publishes a dynamic one again.
-    fn store_final(&self, channel: &str, slot: &mut Slot) {
+    fn store_final(&self, channel: &StorePath, slot: &mut Slot) {
         if let Some(text) = slot.channel.final_manifest(SystemTime::now()) {
-            if let Err(err) = self.put(&format!("{channel}/{MANIFEST}"), Bytes::from(text)) {
-                tracing::warn!(channel, %err, "packager: could not store the final manifest");
+            let stored = channel
+                .join(MANIFEST)
+                .map_err(TrackError::from)
+                .and_then(|path| Ok(self.put(&path, Bytes::from(text))?));
+            if let Err(err) = stored {
+                tracing::warn!(%channel, %err, "packager: could not store the final manifest");
             }
         }
         slot.published = false;
     }
 
     /// Stores a whole file (an init segment, a manifest).
-    fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
+    fn put(&self, path: &StorePath, bytes: Bytes) -> Result<(), StoreError> {
         let mut upload = self.store.begin_upload(path, UploadOptions::default())?;
         upload.append(bytes)?;
         upload.finish().map(|_| ())
@@ -335,7 +351,7 @@ impl Packager {
 /// One POST of one track.
 struct TrackWriter<'a> {
     packager: &'a Packager,
-    folder: &'a str,
+    folder: &'a StorePath,
     id: &'a str,
     slot: &'a Mutex<Slot>,
     /// This POST's number among the track's, once its first chunk made it the track's newest.
@@ -423,14 +439,14 @@ impl TrackWriter<'_> {
         };
         let run = slot.channel.current_run();
         for (id, bytes) in inits {
-            self.packager.put(&self.path(&init_name(&id, run)), bytes)?;
+            self.packager.put(&self.path(&init_name(&id, run))?, bytes)?;
         }
         for step in placement.steps {
             self.step(&mut slot, step, &bytes)?;
         }
         if slot.uploads.contains_key(self.id) && (!slot.published || slot.dirty) {
             if let Some(text) = slot.channel.manifest(SystemTime::now()) {
-                self.packager.put(&self.path(MANIFEST), Bytes::from(text))?;
+                self.packager.put(&self.path(MANIFEST)?, Bytes::from(text))?;
                 slot.published = true;
                 slot.dirty = false;
             }
@@ -445,7 +461,7 @@ impl TrackWriter<'_> {
             Step::Open { number } => {
                 // One a restart of the timeline left open is finished, never dropped.
                 close(slot.uploads.remove(self.id), false)?;
-                let path = self.path(&segment_name(self.id, number, slot.channel.run_of(number)));
+                let path = self.path(&segment_name(self.id, number, slot.channel.run_of(number)))?;
                 let replace = Replace::AtOnce;
                 let upload = store.begin_upload(&path, UploadOptions { arrival: None, replace })?;
                 slot.uploads.insert(self.id.to_owned(), upload);
@@ -457,14 +473,15 @@ impl TrackWriter<'_> {
             }
             Step::Delete { number } => {
                 let run = slot.channel.run_of(number);
-                store.delete(&self.path(&segment_name(self.id, number, run)), None);
+                store.delete(&self.path(&segment_name(self.id, number, run))?, None);
             }
         }
         Ok(())
     }
 
-    fn path(&self, name: &str) -> String {
-        format!("{}/{name}", self.folder)
+    /// The store path of file `name` of the channel.
+    fn path(&self, name: &str) -> Result<StorePath, TrackError> {
+        Ok(self.folder.join(name)?)
     }
 
     /// The POST ended: if it was still the track's newest, the segment it was writing is closed.
@@ -495,4 +512,10 @@ fn close(upload: Option<Upload>, empty: bool) -> Result<(), TrackError> {
         Some(open) => open.finish().map(|_| ()).map_err(TrackError::from),
         None => Ok(()),
     }
+}
+
+/// The store path of a channel's manifest (None only if the channel's path is already at the
+/// length limit).
+fn manifest_of(channel: &StorePath) -> Option<StorePath> {
+    channel.join(MANIFEST).ok()
 }

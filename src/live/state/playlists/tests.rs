@@ -1,10 +1,13 @@
 //! The LL-HLS projections of the live index, over hand-built folders.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::super::multivariant::multivariant_of;
 use super::*;
 use crate::live::SegmentIndex;
 use crate::media::cmaf::{Chunk, Init, Track};
+use crate::media::hls::{Block, Wanted};
 use crate::media::mpd;
 
 const AUDIO_ONLY: &str = r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2026-01-01T00:00:00Z">
@@ -28,7 +31,7 @@ fn folder(segments: &[(u64, Option<bool>)]) -> Folder {
     f.inits
         .insert("a-init.m4s".into(), Arc::new(Init { tracks: vec![track] }));
     for &(n, failed) in segments {
-        let index = SegmentIndex::new(Arc::clone(&f.changed), Arc::clone(&f.activity), 0);
+        let index = SegmentIndex::new(Arc::clone(&f.activity), 0);
         let chunks = (0..5u64)
             .map(|i| Chunk {
                 start: i * 100,
@@ -71,7 +74,7 @@ fn a_failed_segment_restarts_the_playlist_after_it() {
         (4, Some(false)),
         (5, Some(false)),
     ]);
-    let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
     let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
     assert_eq!(
         numbers,
@@ -79,7 +82,7 @@ fn a_failed_segment_restarts_the_playlist_after_it() {
         "media sequence numbers stay consistent: the run restarts after the gap"
     );
     let f = folder(&[(1, Some(false)), (2, Some(false)), (3, Some(true))]);
-    let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
     let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
     assert_eq!(
         numbers,
@@ -87,7 +90,7 @@ fn a_failed_segment_restarts_the_playlist_after_it() {
         "a failed last segment (the encoder died) drops only itself"
     );
     assert_eq!(r.segments[1].duration(), 1.0);
-    let timing = stream_timing(&f, &mpd, None).expect("timing");
+    let timing = f.stream_timing(&mpd, None).expect("timing");
     assert_eq!(
         timing,
         Timing {
@@ -121,7 +124,7 @@ fn periods_follow_each_other_with_a_discontinuity_and_their_own_init_segment() {
         let index = f.segments.remove(&format!("a-{n}.m4s")).expect("segment");
         f.segments.insert(format!("a-{n}.p1.m4s"), index);
     }
-    let r = rendition(&f, &mpd, "radio.mpd", "a", false, 1).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", "a", false, 1).expect("rendition");
     let listed: Vec<(u64, bool, Option<&str>)> = r
         .segments
         .iter()
@@ -154,7 +157,7 @@ fn periods_follow_each_other_with_a_discontinuity_and_their_own_init_segment() {
     f.inits.insert("a-init.p1.m4s".into(), init);
     let index = f.segments.remove("a-1.m4s").expect("segment");
     f.segments.insert("a-1.p1.m4s".into(), index);
-    let r = rendition(&f, &mpd, "radio.mpd", "a", false, 1).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", "a", false, 1).expect("rendition");
     let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
     assert_eq!(numbers, [1]);
     assert_eq!((r.init_uri.as_str(), r.discontinuity_sequence), ("a-init.p1.m4s", 1));
@@ -167,9 +170,9 @@ fn a_growing_segment_whose_chunks_fill_it_hints_the_next_segment() {
     // names segment 3, not bytes past segment 2's end that would be answered 416.
     let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
     let f = folder(&[(1, Some(false)), (2, None)]);
-    let r = rendition(&f, &mpd, "radio.mpd", "a", false, 1).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", "a", false, 1).expect("rendition");
     assert!(r.last_closed && !r.segments[1].complete, "{r:?}");
-    let timing = stream_timing(&f, &mpd, None).expect("timing");
+    let timing = f.stream_timing(&mpd, None).expect("timing");
     let text = hls::media_playlist(&r, &timing, &[], false);
     assert!(
         text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"a-3.m4s\"\n"),
@@ -177,7 +180,7 @@ fn a_growing_segment_whose_chunks_fill_it_hints_the_next_segment() {
     );
     // With parts of two chunks the fifth chunk is not a part until the upload ends: the hint
     // stays on segment 2's rest, which does come.
-    let r = rendition(&f, &mpd, "radio.mpd", "a", false, 2).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", "a", false, 2).expect("rendition");
     assert!(!r.last_closed, "{r:?}");
     assert_eq!(r.segments[1].parts.len(), 2);
     // And each segment starts where its media does (its first chunk's decode time).
@@ -193,13 +196,13 @@ fn a_next_segment_opened_before_the_previous_completes_waits_its_turn() {
     let mpd = mpd::parse(AUDIO_ONLY.as_bytes()).expect("mpd");
     let rep = &mpd.periods[0].adaptation_sets[0].representations[0];
     let f = folder(&[(1, Some(false)), (2, None), (3, None)]);
-    let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
     let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
     assert_eq!(numbers, [1, 2], "segment 3 is listed once segment 2 is complete");
-    let timing = stream_timing(&f, &mpd, None).expect("timing");
+    let timing = f.stream_timing(&mpd, None).expect("timing");
     assert_eq!(r.block(Wanted { msn: 3, part: Some(0) }, &timing), Block::Wait);
     let f = folder(&[(1, Some(false)), (2, Some(false)), (3, None)]);
-    let r = rendition(&f, &mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
+    let r = f.rendition(&mpd, "radio.mpd", &rep.id, false, 1).expect("rendition");
     let numbers: Vec<u64> = r.segments.iter().map(|s| s.number).collect();
     assert_eq!(numbers, [1, 2, 3]);
 }
