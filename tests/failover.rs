@@ -1,13 +1,13 @@
-//! Origins that survive (README, "Running more than one origin"), with real processes: one ffmpeg
-//! (its tee muxer) feeds two `ldash` origins, Varnish or nginx runs the repository's failover
-//! configuration in front of them, 50 viewers follow the live edge through it and headless
-//! Chromium plays the play page through it. Origin A is killed (SIGKILL) mid-stream, started again
-//! on the same root, then B is killed: every viewer's bytes stay exact against the origins' own
-//! copies, no viewer gets an error status, and the player keeps playing (at most one stall per
-//! failover, no playlist or manifest error; the glass-to-glass jump is printed). Then: two origins
-//! fed by one encoder answer the same requests with the same playlists and MPDs, and channels
-//! sharded over two origins each reach only their own origin. Restart recovery of one origin over
-//! every HTTP version is tests/faults.rs's.
+//! Origins that survive (docs/edges-and-failover.md, "Running more than one origin"), with real
+//! processes: one ffmpeg (its tee muxer) feeds two `ldash` origins, Varnish or nginx runs the
+//! repository's failover configuration in front of them, 50 viewers follow the live edge through it
+//! and headless Chromium plays the play page through it. Origin A is killed (SIGKILL) mid-stream,
+//! started again on the same root, then B is killed: every viewer's bytes stay exact against the
+//! origins' own copies, no viewer gets an error status, and the player keeps playing (at most one
+//! stall per failover, no playlist or manifest error; the glass-to-glass jump is printed). Then:
+//! two origins fed by one encoder answer the same requests with the same playlists and MPDs, and
+//! channels sharded over two origins each reach only their own origin. Restart recovery of one
+//! origin over every HTTP version is tests/faults.rs's.
 
 mod common;
 
@@ -678,8 +678,8 @@ async fn sharding(kind: Kind) {
         Kind::Varnish => ["origin_a".to_owned(), "origin_b".to_owned()],
         Kind::Nginx => [servers[0].http.to_string(), servers[1].http.to_string()],
     };
-    // The README's way to find a channel's origin: ask the edge (X-Ldash-Origin), here for
-    // channel names until each origin has one.
+    // The documented way (docs/edges-and-failover.md) to find a channel's origin: ask the edge
+    // (X-Ldash-Origin), here for channel names until each origin has one.
     let client = http_client();
     let mut channels: [Option<String>; 2] = [None, None];
     for i in 1..=32 {

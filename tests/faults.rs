@@ -1,7 +1,7 @@
-//! Faults and what ldash does about them (README, "Faults and what ldash does"): the encoder killed
-//! mid-segment and started again, ldash restarted mid-stream, HTTP/3 through a lossy path, a slow
-//! reader, and a root folder that cannot be written. Every wait is on an event (store events, body
-//! ends, responses) and bounded.
+//! Faults and what ldash does about them (docs/operations.md, "Faults and what ldash does"): the
+//! encoder killed mid-segment and started again, ldash restarted mid-stream, HTTP/3 through a lossy
+//! path, a slow reader, and a root folder that cannot be written. Every wait is on an event (store
+//! events, body ends, responses) and bounded.
 
 mod common;
 

@@ -1,7 +1,7 @@
-# ldash CDN edge with two origins for the same streams (see README, "Running more than one
-# origin"): one encoder feeds both (ffmpeg's tee muxer), both serve the same names and the same
-# bytes, and this edge sends every request to origin A while it is healthy and to origin B when it
-# is not, so that viewers go on when an origin dies.
+# ldash CDN edge with two origins for the same streams (see docs/edges-and-failover.md, "Running
+# more than one origin"): one encoder feeds both (ffmpeg's tee muxer), both serve the same names and
+# the same bytes, and this edge sends every request to origin A while it is healthy and to origin B
+# when it is not, so that viewers go on when an origin dies.
 #
 # How a failover goes:
 # - A probe asks each origin whether it is ready (HEAD /ldash/ready) every 500 ms; two failures in

@@ -1,9 +1,10 @@
-# ldash CDN edge with channels spread over several origins (see README, "Running more than one
-# origin"): each channel (the first folder of its path: /ldash/download/{channel}/...) always goes
-# to the same origin, chosen by a hash of its name, so every origin carries its share of the
-# channels. The play page of a channel goes to that channel's origin too. Each channel's encoder
+# ldash CDN edge with channels spread over several origins (see docs/edges-and-failover.md, "Running
+# more than one origin"): each channel (the first folder of its path: /ldash/download/{channel}/...)
+# always goes to the same origin, chosen by a hash of its name, so every origin carries its share of
+# the channels. The play page of a channel goes to that channel's origin too. Each channel's encoder
 # uploads to the origin the edge picks for it, which every response names (X-Ldash-Origin, the
-# backend's name): `curl -sI http://edge/ldash/download/{channel}/` (see the README's example).
+# backend's name): `curl -sI http://edge/ldash/download/{channel}/` (see the example in
+# docs/edges-and-failover.md).
 #
 # Substitute before use (envsubst '${LDASH_ORIGIN_A_HOST} ${LDASH_ORIGIN_A_PORT} ...'):
 #   ${LDASH_ORIGIN_A_HOST} ${LDASH_ORIGIN_A_PORT}  the first origin's cleartext listener

@@ -1,7 +1,8 @@
-# ldash CDN edge: Varnish Cache (7.1) in front of an ldash origin (see README, "Behind a CDN edge
-# (Varnish)"). Unlike nginx, Varnish both coalesces concurrent requests for one object into one
-# origin request and streams that object to every coalesced client while it is being fetched, so
-# a growing segment reaches all viewers of an edge chunk by chunk from one origin request.
+# ldash CDN edge: Varnish Cache (7.1) in front of an ldash origin (see docs/edges-and-failover.md,
+# "Behind a CDN edge (Varnish)"). Unlike nginx, Varnish both coalesces concurrent requests for one
+# object into one origin request and streams that object to every coalesced client while it is being
+# fetched, so a growing segment reaches all viewers of an edge chunk by chunk from one origin
+# request.
 #
 # Substitute before use (envsubst '${LDASH_ORIGIN_HOST} ${LDASH_ORIGIN_PORT}'):
 #   ${LDASH_ORIGIN_HOST}  the origin's cleartext listener (ldash --http): host name or IP address

@@ -9,9 +9,9 @@
 //! - an aborted upload is cut at the edge and not kept;
 //! - the play page plays through the edge in headless Chromium.
 //!
-//! Where the edges differ by design (README, "Behind a CDN edge"), [`Kind`] says how, and the
-//! scenarios assert each edge's own behaviour. What an edge adds to latency is printed (`EDGE`
-//! lines), not asserted.
+//! Where the edges differ by design (docs/edges-and-failover.md, "Behind a CDN edge"), [`Kind`]
+//! says how, and the scenarios assert each edge's own behaviour. What an edge adds to latency is
+//! printed (`EDGE` lines), not asserted.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;

@@ -224,9 +224,9 @@ impl Latency {
 
     /// The latency a stream of `chunk`-long CMAF chunks holds: four chunks (one being encoded, one
     /// in flight, two buffered by the player) plus 200 ms for decoding and jitter; min half that,
-    /// max three times. Measured with the glass-to-glass browser tests (README, BENCHMARKS.md): with
-    /// 0.1 s chunks dash.js held a 0.5 s target without a stall on the 2-core machine, and 0.6 s
-    /// leaves room for a loaded one.
+    /// max three times. Measured with the glass-to-glass browser tests (docs/play-page.md,
+    /// BENCHMARKS.md): with 0.1 s chunks dash.js held a 0.5 s target without a stall on the 2-core
+    /// machine, and 0.6 s leaves room for a loaded one.
     pub fn for_chunk(chunk: Duration) -> Latency {
         let target = chunk.saturating_mul(4).saturating_add(Duration::from_millis(200));
         Latency {
