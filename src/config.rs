@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -115,6 +116,13 @@ pub struct Config {
     /// CMAF ingest: segments kept per track (at least 2); older ones are removed.
     #[arg(long, env = "LDASH_WINDOW", default_value_t = 30)]
     pub window: u64,
+
+    /// DVR: how long every segment of every stream is kept, whatever the encoder deletes (its
+    /// DELETE is answered 202 and carried out once the segment is older), and how far back the
+    /// MPD's timeShiftBufferDepth and the LL-HLS playlists reach. Seconds, or with a unit (600,
+    /// 90s, 10m, 2h, 1d; at most 30 days); 0 or off: only the encoder's window (docs/dvr.md).
+    #[arg(long, env = "LDASH_DVR_WINDOW", default_value = "off", value_parser = parse_window)]
+    pub dvr_window: Duration,
 
     /// Requests held at once waiting for the live edge (503 with a reason beyond it): LL-HLS
     /// blocking playlist reloads, requests for the next segment before its upload starts, and
@@ -319,6 +327,37 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
         .map_err(|_| format!("'{text}' is neither an address such as 127.0.0.1:9464 nor 'off'"))
 }
 
+/// The longest DVR window accepted: a bound that keeps every count of segments and every time
+/// derived from it far from overflowing.
+pub const MAX_DVR_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+
+/// Parses a DVR window: `off` or `0` (zero: off), whole seconds (`600`), or a number with a unit
+/// `s`, `m`, `h` or `d` (`90s`, `10m`, `2h`, `1d`), at most [`MAX_DVR_WINDOW`].
+pub fn parse_window(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 600, 10m or 2h"))?;
+    let unit: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{text}' has an unknown unit (use s, m, h or d)")),
+    };
+    match value.checked_mul(unit).map(Duration::from_secs) {
+        Some(window) if window <= MAX_DVR_WINDOW => Ok(window),
+        _ => Err(format!("'{text}' is longer than the 30 days a DVR window may be")),
+    }
+}
+
 /// Parses a request header limit: a size ([`parse_size`]) from 1K to 16M.
 pub fn parse_header_bytes(text: &str) -> Result<usize, String> {
     let bytes = parse_size(text)?;
@@ -362,6 +401,34 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5T").is_err());
         assert!(parse_size("99999999999999999G").is_err());
+    }
+
+    #[test]
+    fn dvr_windows_take_seconds_or_a_unit() {
+        assert_eq!(parse_window("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_window("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_window("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_window(" 2H "), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_window("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_window("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_window("off"), Ok(Duration::ZERO));
+        assert_eq!(parse_window("30d"), Ok(MAX_DVR_WINDOW));
+        for bad in [
+            "",
+            "h",
+            "2w",
+            "1.5h",
+            "-5",
+            "31d",
+            "99999999999999999999",
+            "18446744073709551615d",
+        ] {
+            assert!(parse_window(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(Config::with_root("www").dvr_window, Duration::ZERO, "off by default");
+        let config = Config::parse_from(["ldash", "--dvr-window", "2h"]);
+        assert_eq!(config.dvr_window, Duration::from_secs(7200));
     }
 
     #[test]

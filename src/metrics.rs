@@ -61,6 +61,7 @@ pub struct Metrics {
     uploads_too_slow: Counter,
     held_refused: Counter,
     held: Gauge,
+    dvr_deferred: Counter,
 }
 
 impl Metrics {
@@ -90,6 +91,7 @@ impl Metrics {
             uploads_too_slow: Counter::default(),
             held_refused: Counter::default(),
             held: Gauge::default(),
+            dvr_deferred: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -172,6 +174,11 @@ impl Metrics {
             "held_requests_refused",
             "Requests refused (503) for --max-held-requests or its share per peer",
             metrics.held_refused.clone(),
+        );
+        registry.register(
+            "dvr_deletes_deferred",
+            "Encoder DELETEs of segments answered 202 and left to the DVR window (--dvr-window), which removes them once they age out",
+            metrics.dvr_deferred.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store.clone())));
         Metrics { registry, ..metrics }
@@ -260,6 +267,11 @@ impl Metrics {
     /// Counts a request refused for the held-request bounds.
     pub fn held_refused(&self) {
         self.held_refused.inc();
+    }
+
+    /// Counts a DELETE left to the DVR window.
+    pub fn dvr_delete_deferred(&self) {
+        self.dvr_deferred.inc();
     }
 
     /// Counts an upload cut for its rate.

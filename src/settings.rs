@@ -143,10 +143,28 @@ const METRICS_MAX_CONNECTIONS: usize = 64;
 /// A day: the `max-age` of media segments when garbage collection is off.
 const DAY: u64 = 86_400;
 
+/// With a DVR window, how long a complete segment already on disk stays in memory once nobody
+/// reads it: players at the live edge take it within a few segment durations, a viewer seeking
+/// back is served from the file.
+const LIVE_EDGE_MEMORY: Duration = Duration::from_secs(60);
+
+/// Segments a packaged channel keeps per track to hold `window` of `segment` long segments: the
+/// growing one and the complete ones that cover the window (`--window` is the least).
+fn dvr_segments(window: Duration, segment: Duration) -> u64 {
+    let segment = segment.as_secs_f64().max(0.1);
+    (window.as_secs_f64() / segment).ceil() as u64 + 1
+}
+
 impl Settings {
     /// Resolves the options.
     pub fn from_config(config: &Config) -> Settings {
-        let ttl = (config.ttl > 0).then(|| Duration::from_secs(config.ttl));
+        let dvr = Some(config.dvr_window).filter(|w| !w.is_zero());
+        // A folder idle for the TTL is purged, but never before the DVR window: what a DVR keeps
+        // goes with its age (the live index), or after the longer of the two once nothing comes.
+        let ttl = (config.ttl > 0).then(|| Duration::from_secs(config.ttl).max(dvr.unwrap_or_default()));
+        // At least 0.1 s, at most a minute.
+        let segment_duration =
+            Duration::try_from_secs_f64(config.segment_duration.clamp(0.1, 60.0)).unwrap_or(Duration::from_secs(1));
         Settings {
             root: config.root.clone(),
             listen: ListenSettings {
@@ -165,12 +183,14 @@ impl Settings {
                 max_memory: config.max_memory,
                 max_upload_bytes: config.max_upload_bytes,
                 ttl,
+                memory_idle: dvr.map(|_| LIVE_EDGE_MEMORY),
             },
             live: LiveOptions {
                 part_target: (config.part_target_ms > 0).then(|| config.part_target_ms as f64 / 1000.0),
                 end_rule: EndRule {
                     after_segments: config.end_after_segments,
                 },
+                dvr_window: dvr,
             },
             service: ServiceDefaults {
                 latency: (config.latency_target_ms > 0).then(|| Latency {
@@ -182,10 +202,12 @@ impl Settings {
                 playback_rate_max: config.playback_rate_max.clamp(1.0, 2.0),
             },
             package: PackageOptions {
-                // At least 0.1 s, at most a minute; --window at least 2 segments.
-                segment_duration: Duration::try_from_secs_f64(config.segment_duration.clamp(0.1, 60.0))
-                    .unwrap_or(Duration::from_secs(1)),
-                window: config.window.max(2),
+                segment_duration,
+                // --window at least 2 segments, and at least the DVR window.
+                window: config
+                    .window
+                    .max(2)
+                    .max(dvr.map_or(0, |dvr| dvr_segments(dvr, segment_duration))),
             },
             routes: RouteSettings {
                 upload_token: config.upload_token.clone().filter(|t| !t.is_empty()),
@@ -357,6 +379,32 @@ mod tests {
         assert_eq!(s.routes.upload_min_rate.bytes, 512);
         assert_eq!(s.routes.upload_min_rate.window, Duration::from_secs(30));
         assert_eq!(s.routes.upload_min_rate.grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_dvr_window_outlasts_the_ttl_and_the_packaged_window() {
+        let s = settings(&["--dvr-window", "2h", "--ttl", "300", "--segment-duration", "2"]);
+        assert_eq!(s.live.dvr_window, Some(Duration::from_secs(7200)));
+        assert_eq!(
+            s.limits.ttl,
+            Some(Duration::from_secs(7200)),
+            "purged at the longer of the two"
+        );
+        assert_eq!(s.routes.media_max_age, 7200);
+        assert_eq!(
+            s.package.window, 3601,
+            "3,600 complete 2 s segments and the growing one"
+        );
+        assert_eq!(s.limits.memory_idle, Some(LIVE_EDGE_MEMORY));
+        let s = settings(&["--dvr-window", "10", "--ttl", "0", "--window", "30"]);
+        assert_eq!(s.limits.ttl, None, "a TTL of 0 still keeps folders forever");
+        assert_eq!(s.package.window, 30, "--window when it is longer");
+        let s = settings(&["--dvr-window", "off"]);
+        assert_eq!(s.live.dvr_window, None);
+        assert_eq!(s.limits.memory_idle, None, "memory is released by --max-memory alone");
+        assert_eq!(s.limits.ttl, Some(Duration::from_secs(300)));
+        assert_eq!(s.package.window, 30);
+        assert_eq!(dvr_segments(Duration::from_secs(7), Duration::from_secs(2)), 5);
     }
 
     #[test]

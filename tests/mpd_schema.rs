@@ -81,6 +81,7 @@ fn rewritten_mpds_validate_against_the_schema() {
             service: &service,
             observed: &observed,
             ended: None,
+            time_shift: None,
         };
         let out = rewrite(&original, &request).unwrap_or_else(|e| panic!("{name}: {e}"));
         xmllint_validates(&out).unwrap_or_else(|e| {

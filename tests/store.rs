@@ -1043,6 +1043,32 @@ async fn evicted_entries_drop_below_the_memory_limit_and_are_still_served_exactl
 }
 
 #[tokio::test]
+async fn idle_persisted_entries_leave_memory_and_are_served_from_disk() {
+    // --dvr-window sets memory_idle: only the live edge stays in memory, whatever --max-memory.
+    let (_root, store) = fresh(limits(|l| l.memory_idle = Some(Duration::ZERO)));
+    let path = "live/seg-idle.m4s";
+    let bytes = pattern(81, 48 * KIB);
+    put(&store, path, &bytes.chunks(4000).collect::<Vec<_>>());
+    store.flush().await;
+    assert_eq!(
+        store.evict_idle(),
+        bytes.len() as u64,
+        "idle and on disk: out of memory"
+    );
+    assert_eq!(store.memory_used(), 0);
+    let entry = store.get(path).expect("still stored");
+    assert_bytes("the idle entry, from disk", &read_range(&entry, 0, None).await, &bytes);
+    let (_root, store) = fresh(Limits::default());
+    put(&store, path, &[&bytes]);
+    store.flush().await;
+    assert_eq!(
+        store.evict_idle(),
+        0,
+        "without memory_idle only --max-memory moves entries out"
+    );
+}
+
+#[tokio::test]
 async fn reader_midway_through_an_entry_continues_from_disk_after_eviction() {
     let (_root, store) = fresh(memory_limits());
     let path = "live/seg-evicted.m4s";

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         (0, 0, "0".to_string()),
         Observed { chunk_duration: Some(Duration::from_millis(200)), chunked: true, bandwidth: Some(1_000_000) },
     );
-    let request = Rewrite { clock_url: "https://example.com/ldash/time", service: &service, observed: &observed, ended: None };
+    let request = Rewrite { clock_url: "https://example.com/ldash/time", service: &service, observed: &observed, ended: None, time_shift: None };
     if let Ok(out) = rewrite(data, &request) {
         if parse(data).is_ok() {
             assert!(parse(&out).is_ok(), "a rewritten MPD parses again");

@@ -164,6 +164,13 @@ pub(super) async fn delete<B>(
     if app.packager.end(path).await {
         return Ok(no_content());
     }
+    // A segment the DVR window still keeps: the encoder is told its DELETE is accepted, and the
+    // segment goes once it ages out of the window (the live index deletes it then).
+    if FileKind::of(path) == FileKind::Media && app.live.dvr_keeps(path) {
+        app.metrics.dvr_delete_deferred();
+        tracing::debug!(%path, "DELETE deferred: the DVR window keeps the segment");
+        return Ok(deferred());
+    }
     if app.store.delete(path, Some(conn.arrival)) {
         Ok(no_content())
     } else {
@@ -182,6 +189,20 @@ fn body_failed(app: &App, path: &str, err: Box<dyn std::error::Error + Send + Sy
         }
         Err(err) => HttpError::UploadBody(err.to_string()),
     }
+}
+
+/// `202 Accepted`: the DELETE of a segment the DVR window keeps is accepted, and carried out when
+/// the segment leaves the window (ffmpeg takes any 2xx as done).
+fn deferred() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(
+        "accepted: kept for the DVR window, removed once older\n",
+    ));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 fn no_content() -> Response<ResponseBody> {

@@ -197,6 +197,7 @@ impl Live {
             let event = tokio::select! {
                 event = events.recv() => event,
                 _ = sweep.tick() => {
+                    self.expire_dvr();
                     let mut core = self.core();
                     let Core { state, wakes } = &mut *core;
                     state.forget(Instant::now(), |folder| wakes.watched(folder));
@@ -221,6 +222,27 @@ impl Live {
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+
+    /// Deletes the segments that aged out of the DVR window (none without one), each only if no
+    /// later upload replaced the version indexed; the store's removal events then update the index.
+    fn expire_dvr(&self) {
+        let expired = self.core().state.dvr_expired(Instant::now());
+        // A path gone already has its removal event on the way; one replaced since is indexed
+        // anew, young.
+        let deleted = expired
+            .into_iter()
+            .filter(|(path, arrival)| self.store.delete_before(path, arrival.saturating_add(1)))
+            .count();
+        if deleted > 0 {
+            tracing::debug!(deleted, "segments older than the DVR window deleted");
+        }
+    }
+
+    /// Whether the DVR window keeps segment `path` now: a DELETE of it from its encoder is
+    /// answered, but carried out only once the segment ages out of the window.
+    pub fn dvr_keeps(&self, path: &StorePath) -> bool {
+        self.core().state.dvr_keeps(path, Instant::now())
     }
 
     /// After missed events: whatever the index keeps of a path no longer stored goes (taken as
@@ -422,12 +444,13 @@ impl Live {
     /// The manifest rewritten for low latency, or None when it should be served as uploaded.
     pub fn rewrite(&self, path: &StorePath, mpd: &Mpd, bytes: &[u8], clock_url: &str) -> Option<Bytes> {
         let folder = path.folder();
-        let (observed, ended) = {
+        let (observed, ended, time_shift) = {
             let core = self.core();
             let state = &core.state;
             (
                 state.observe(folder, mpd),
                 state.ended_duration(folder, mpd, Instant::now()),
+                state.dvr_depth(folder, mpd, SystemTime::now()),
             )
         };
         let rewrite = mpd::Rewrite {
@@ -435,6 +458,7 @@ impl Live {
             service: &self.service,
             observed: &observed,
             ended,
+            time_shift,
         };
         match mpd.rewrite(bytes, &rewrite) {
             Ok(std::borrow::Cow::Borrowed(_)) => None,

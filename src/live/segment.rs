@@ -34,11 +34,15 @@ pub struct SegmentIndex {
     /// The upload's place in the server's arrival order, to tell an earlier run's segments from
     /// the current run's.
     pub(super) arrival: u64,
+    /// When its upload started (for one found on disk at start: when it was written), for the
+    /// DVR window's age.
+    pub(super) started: Instant,
 }
 
 impl SegmentIndex {
-    pub(super) fn new(activity: Arc<Activity>, arrival: u64) -> Self {
+    pub(super) fn new(activity: Arc<Activity>, arrival: u64, started: Instant) -> Self {
         SegmentIndex {
+            started,
             chunks: Mutex::new(Vec::new()),
             progress: watch::channel(Progress::default()).0,
             activity,

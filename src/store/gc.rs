@@ -80,6 +80,28 @@ pub(super) fn evict_for_memory(shared: &Shared) -> u64 {
     freed
 }
 
+/// Moves out of memory the complete, persisted entries nobody has read or written for
+/// `memory_idle` (see [`super::Limits::memory_idle`]); returns the bytes freed.
+pub(super) fn evict_idle(shared: &Shared) -> u64 {
+    let Some(idle) = shared.limits.memory_idle else {
+        return 0;
+    };
+    let now = Instant::now().saturating_duration_since(shared.epoch).as_millis() as u64;
+    let idle = idle.as_millis() as u64;
+    let candidates: Vec<Arc<Entry>> = lock_index(shared)
+        .slots
+        .values()
+        .filter(|slot| now.saturating_sub(slot.current.last_touched()) >= idle)
+        .map(|slot| Arc::clone(&slot.current))
+        .collect();
+    // Outside the index lock: each takes its entry's own.
+    let freed: u64 = candidates.iter().map(|entry| entry.evict()).sum();
+    if freed > 0 {
+        tracing::debug!(freed, "moved idle persisted entries out of memory");
+    }
+    freed
+}
+
 /// Paths purged (since the last trim) after which the allocator is asked to give freed memory
 /// back: a burst (the channels of a flood), not a live stream's few files now and then; at most
 /// one trim a garbage-collection pass.
@@ -102,12 +124,18 @@ fn give_back_later() {
 
 /// Runs garbage collection periodically and eviction whenever memory runs over its limit.
 pub(super) async fn maintain(shared: std::sync::Weak<Shared>, pressure: Arc<Notify>) {
-    let period = shared
-        .upgrade()
-        .and_then(|s| s.limits.ttl)
+    let limits = shared.upgrade().map(|s| s.limits.clone());
+    let period = limits
+        .as_ref()
+        .and_then(|l| l.ttl)
         .map_or(Duration::from_secs(60), |ttl| {
             (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
         });
+    // Idle entries leave memory within a quarter more than their idle time.
+    let period = match limits.and_then(|l| l.memory_idle) {
+        Some(idle) => period.min((idle / 4).max(Duration::from_secs(1))),
+        None => period,
+    };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Paths purged since the last trim: a flood's channels may expire over several passes.
@@ -120,6 +148,7 @@ pub(super) async fn maintain(shared: std::sync::Weak<Shared>, pressure: Arc<Noti
             _ = tick.tick() => {
                 let Some(strong) = shared.upgrade() else { return };
                 purged_since_trim += collect_garbage(&strong);
+                evict_idle(&strong);
                 evict_for_memory(&strong);
                 if purged_since_trim >= TRIM_AFTER_PURGED {
                     purged_since_trim = 0;

@@ -24,7 +24,7 @@ mod root;
 mod upload;
 
 pub use error::StoreError;
-use gc::{collect_garbage, evict_for_memory, maintain};
+use gc::{collect_garbage, evict_for_memory, evict_idle, maintain};
 use index::{Index, Slot};
 pub use path::{PathError, StorePath};
 pub use upload::Upload;
@@ -117,6 +117,10 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// Age after which an idle folder is purged (None: never).
     pub ttl: Option<Duration>,
+    /// A complete entry already on disk that nobody has read or written for this long leaves
+    /// memory (its readers go on from the file), whatever `max_memory` says; None: only memory
+    /// pressure moves entries out. A DVR window keeps hours of segments: only the live edge stays.
+    pub memory_idle: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -127,6 +131,7 @@ impl Default for Limits {
             max_memory: 1 << 30,
             max_upload_bytes: 1 << 30,
             ttl: Some(Duration::from_secs(300)),
+            memory_idle: None,
         }
     }
 }
@@ -528,6 +533,12 @@ impl Store {
     /// 90% of the limit; returns the bytes freed.
     pub fn evict_for_memory(&self) -> u64 {
         evict_for_memory(&self.shared)
+    }
+
+    /// Moves complete, persisted entries nobody touched for `Limits::memory_idle` out of memory
+    /// (nothing without it); returns the bytes freed.
+    pub fn evict_idle(&self) -> u64 {
+        evict_idle(&self.shared)
     }
 
     fn finish(&self, entry: &Arc<Entry>) -> Result<Landed, StoreError> {

@@ -17,6 +17,10 @@ pub enum Ingest {
     /// PUT on a connection per file with -ignore_io_errors 1: ffmpeg goes on encoding while the
     /// origin is away (its uploads fail) and its next uploads reach the origin once it is back.
     PutOutlivingTheOrigin,
+    /// The documented command with a window of 2 segments and none extra: ffmpeg DELETEs each
+    /// segment two segments after it completes (segment 1 once segment 3 is complete), as a DVR
+    /// test needs.
+    PutShortWindow,
 }
 
 /// The frame size and rate of both sources (and of the first video rendition).
@@ -187,14 +191,21 @@ impl Dash {
 /// The DASH muxer's options for uploading as `ingest` says, with a live window of 5 segments
 /// (+2 before deletion).
 fn upload_options(ingest: Ingest) -> Vec<(&'static str, String)> {
-    let mut options = vec![("window_size", "5".to_owned()), ("extra_window_size", "2".to_owned())];
+    let (window, extra) = match ingest {
+        Ingest::PutShortWindow => ("2", "0"),
+        _ => ("5", "2"),
+    };
+    let mut options = vec![
+        ("window_size", window.to_owned()),
+        ("extra_window_size", extra.to_owned()),
+    ];
     let put = |options: &mut Vec<(&'static str, String)>| {
         options.push(("method", "PUT".to_owned()));
         options.push(("http_opts", "tcp_nodelay=1".to_owned()));
     };
     match ingest {
         Ingest::PostDefaults => {}
-        Ingest::PutPersistent => {
+        Ingest::PutPersistent | Ingest::PutShortWindow => {
             put(&mut options);
             options.push(("http_persistent", "1".to_owned()));
         }

@@ -9,7 +9,8 @@
 //! actions and wake-ups -> driver -> store and waiters) and every rule is unit-tested without
 //! sockets or ffmpeg.
 //!
-//! Inside, `mod.rs` holds the events and the DASH-side queries; [`lifetime`] when a folder is
+//! Inside, `mod.rs` holds the events and the DASH-side queries; [`dvr`] the DVR window's rules
+//! (which segments it keeps, how far back the MPD reaches); [`lifetime`] when a folder is
 //! forgotten; [`list`] the stream list; [`observed`] what the ingest shows of each representation
 //! (for the MPD rewriter); [`playlists`] the renditions and shared snapshots of the
 //! media playlists; [`multivariant`] the multivariant playlist; [`snapshot`] the shared snapshot
@@ -29,6 +30,7 @@ use crate::media::mpd::{Mpd, Representation, SegmentTemplate};
 use crate::store::StorePath;
 use snapshot::Snapshot;
 
+pub mod dvr;
 pub mod lifetime;
 pub mod list;
 pub mod multivariant;
@@ -45,6 +47,9 @@ pub struct LiveOptions {
     pub part_target: Option<f64>,
     /// When a live stream whose encoder went quiet counts as ended.
     pub end_rule: EndRule,
+    /// How long every segment is kept whatever its encoder deletes, and how far back manifests
+    /// reach ([`dvr`]); None: the encoder's window.
+    pub dvr_window: Option<Duration>,
 }
 
 impl Default for LiveOptions {
@@ -52,6 +57,7 @@ impl Default for LiveOptions {
         LiveOptions {
             part_target: None,
             end_rule: EndRule { after_segments: 5 },
+            dvr_window: None,
         }
     }
 }
@@ -269,7 +275,7 @@ impl State {
             f.found_on_disk = true;
         }
         f.activity.touch(now);
-        let index = Arc::new(SegmentIndex::new(Arc::clone(&f.activity), arrival));
+        let index = Arc::new(SegmentIndex::new(Arc::clone(&f.activity), arrival, now));
         f.segments.insert(name.to_owned(), Arc::clone(&index));
         let init = init_for(f, name);
         self.wake(folder);
@@ -465,7 +471,7 @@ fn representation_of(f: &Folder, name: &str) -> Option<(Representation, SegmentT
 }
 
 /// The longest segment duration of an MPD's templates (1 s when none says).
-fn longest_segment(mpd: &Mpd) -> Duration {
+pub(super) fn longest_segment(mpd: &Mpd) -> Duration {
     mpd.representations()
         .filter_map(|r| r.template.as_ref()?.segment_duration())
         .max()

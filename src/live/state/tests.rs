@@ -15,6 +15,7 @@ fn state(after_segments: u32) -> State {
     State::new(LiveOptions {
         part_target: None,
         end_rule: EndRule { after_segments },
+        dvr_window: None,
     })
 }
 

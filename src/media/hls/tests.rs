@@ -134,6 +134,34 @@ fn ended_stream_has_endlist_and_no_parts() {
 }
 
 #[test]
+fn a_dvr_playlist_of_two_hours_is_cheap_as_a_delta_update() {
+    // 7,200 one-second segments kept by a two-hour DVR window.
+    let r = rendition(7_200, 2);
+    let full = media_playlist(&r, &TIMING, &[], false);
+    let delta = media_playlist(&r, &TIMING, &[], true);
+    assert!(
+        full.contains("#EXT-X-MEDIA-SEQUENCE:1\n"),
+        "the full playlist lists the window"
+    );
+    assert_eq!(check(&full, &TIMING).len(), 7_200);
+    check(&delta, &TIMING);
+    let skipped: u64 = delta
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS="))
+        .and_then(|n| n.parse().ok())
+        .expect("an EXT-X-SKIP");
+    // All but the last six target durations (a rounding of the summed durations either way).
+    assert!((7_193..=7_194).contains(&skipped), "{delta}");
+    assert!(delta.contains("CAN-SKIP-UNTIL=6.000"), "{delta}");
+    assert!(
+        delta.len() * 100 < full.len(),
+        "the delta update ({} bytes) is a small part of the full playlist ({} bytes)",
+        delta.len(),
+        full.len()
+    );
+}
+
+#[test]
 fn delta_update_skips_old_segments_and_merges_back() {
     let r = rendition(12, 1);
     let full = media_playlist(&r, &TIMING, &[], false);

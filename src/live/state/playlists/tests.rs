@@ -31,7 +31,7 @@ fn folder(segments: &[(u64, Option<bool>)]) -> Folder {
     f.inits
         .insert("a-init.m4s".into(), Arc::new(Init { tracks: vec![track] }));
     for &(n, failed) in segments {
-        let index = SegmentIndex::new(Arc::clone(&f.activity), 0);
+        let index = SegmentIndex::new(Arc::clone(&f.activity), 0, Instant::now());
         let chunks = (0..5u64)
             .map(|i| Chunk {
                 start: i * 100,

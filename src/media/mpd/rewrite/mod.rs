@@ -25,7 +25,7 @@ use std::time::Duration;
 use quick_xml::events::attributes::Attribute;
 
 use super::parse::Element;
-use super::{completed_codecs, format_duration, Latency, Mpd, MpdError, Observed, ServiceDefaults};
+use super::{completed_codecs, format_duration, parse_duration, Latency, Mpd, MpdError, Observed, ServiceDefaults};
 
 pub(crate) use record::Recorder;
 
@@ -42,6 +42,9 @@ pub struct Rewrite<'a> {
     /// duration so far, written as `mediaPresentationDuration` so players stop at its end instead
     /// of waiting for segments that will never come.
     pub ended: Option<Duration>,
+    /// A DVR window: how far back players may seek (what ldash keeps of the stream, at most the
+    /// window), written as `timeShiftBufferDepth` where it is longer than the encoder's.
+    pub time_shift: Option<Duration>,
 }
 
 /// Parses `mpd` and rewrites it for low latency ([`parse`](fn@super::parse) then [`Mpd::rewrite`]), for
@@ -224,7 +227,7 @@ impl Splice<'_> {
                 self.changed = true;
             }
             Edit::Root { tag, repair } => {
-                let changes = self.root_changes(repair);
+                let changes = self.root_changes(tag, repair);
                 self.tag(tag, &changes, source);
             }
             Edit::Representation {
@@ -272,7 +275,7 @@ impl Splice<'_> {
         }
     }
 
-    fn root_changes(&self, repair: &RootRepair) -> Vec<(&'static str, String)> {
+    fn root_changes(&self, tag: &Tag, repair: &RootRepair) -> Vec<(&'static str, String)> {
         let mut changes = Vec::new();
         if let Some(duration) = self.rewrite.ended {
             changes.push(("mediaPresentationDuration", format_duration(duration)));
@@ -281,7 +284,23 @@ impl Splice<'_> {
         if repair.minimum_update_period {
             changes.push(("minimumUpdatePeriod", repairs.minimum_update_period.clone()));
         }
-        if repair.time_shift_buffer_depth {
+        // The depth the MPD has (the encoder's, or the repair of a missing or zero one): a DVR
+        // window only ever lengthens it, so players never lose segments the encoder still lists.
+        let depth = if repair.time_shift_buffer_depth {
+            Some(repairs.time_shift_buffer_depth.as_str())
+        } else {
+            tag.attrs
+                .iter()
+                .find(|(k, _)| k == "timeShiftBufferDepth")
+                .map(|(_, v)| v.as_str())
+        };
+        let longer = self
+            .rewrite
+            .time_shift
+            .filter(|dvr| depth.and_then(parse_duration).is_none_or(|depth| *dvr > depth));
+        if let Some(dvr) = longer {
+            changes.push(("timeShiftBufferDepth", format_duration(dvr)));
+        } else if repair.time_shift_buffer_depth {
             changes.push(("timeShiftBufferDepth", repairs.time_shift_buffer_depth.clone()));
         }
         if repair.min_buffer_time {

@@ -34,6 +34,7 @@ fn run(mpd: &[u8], observed: &HashMap<(usize, usize, String), Observed>) -> Stri
         service: &service,
         observed,
         ended: None,
+        time_shift: None,
     };
     String::from_utf8(rewrite(mpd, &r).expect("rewrite").into_owned()).expect("utf-8")
 }
@@ -47,6 +48,7 @@ fn an_ended_live_stream_gets_its_presentation_duration() {
         service: &service,
         observed: &observed,
         ended: Some(Duration::from_millis(12_400)),
+        time_shift: None,
     };
     let out = String::from_utf8(rewrite(STEADY, &r).expect("rewrite").into_owned()).expect("utf-8");
     assert!(out.contains("mediaPresentationDuration=\"PT12.4S\""), "{out}");
@@ -55,6 +57,45 @@ fn an_ended_live_stream_gets_its_presentation_duration() {
         matches!(rewrite(FINAL, &r), Ok(Cow::Borrowed(_))),
         "a static MPD is left as it is"
     );
+}
+
+#[test]
+fn a_dvr_window_lengthens_the_time_shift_buffer_and_never_shortens_it() {
+    let service = service();
+    let observed = chunked();
+    let with = |time_shift: Option<Duration>, mpd: &[u8]| {
+        let r = Rewrite {
+            clock_url: "x",
+            service: &service,
+            observed: &observed,
+            ended: None,
+            time_shift,
+        };
+        String::from_utf8(rewrite(mpd, &r).expect("rewrite").into_owned()).expect("utf-8")
+    };
+    // ffmpeg's window says PT10.0S.
+    let out = with(Some(Duration::from_secs(3600)), STEADY);
+    assert!(out.contains("timeShiftBufferDepth=\"PT3600S\""), "{out}");
+    assert_eq!(
+        out.matches("timeShiftBufferDepth").count(),
+        1,
+        "replaced, not added: {out}"
+    );
+    let out = with(Some(Duration::from_secs(4)), STEADY);
+    assert!(
+        out.contains("timeShiftBufferDepth=\"PT10.0S\""),
+        "the encoder's is longer: {out}"
+    );
+    assert_eq!(with(None, STEADY), run(STEADY, &observed), "no window: as before");
+    // A missing depth is repaired (ten segments) unless the window reaches further.
+    let bare = String::from_utf8_lossy(STEADY).replace("timeShiftBufferDepth=\"PT10.0S\"", "");
+    let out = with(Some(Duration::from_secs(5)), bare.as_bytes());
+    assert!(out.contains("timeShiftBufferDepth=\"PT10S\""), "{out}");
+    let out = with(Some(Duration::from_secs(95)), bare.as_bytes());
+    assert!(out.contains("timeShiftBufferDepth=\"PT95S\""), "{out}");
+    assert_eq!(out.matches("timeShiftBufferDepth").count(), 1, "{out}");
+    let out = with(Some(Duration::from_secs(3600)), FINAL);
+    assert!(!out.contains("PT3600S"), "a static MPD has no time-shift buffer: {out}");
 }
 
 #[test]
@@ -110,6 +151,7 @@ fn static_mpd_is_left_as_it_is() {
         service: &service,
         observed: &observed,
         ended: None,
+        time_shift: None,
     };
     assert!(
         matches!(rewrite(FINAL, &r), Ok(Cow::Borrowed(_))),
@@ -148,6 +190,7 @@ fn bad_input_is_an_error_not_a_panic() {
             service: &service,
             observed: &observed,
             ended: None,
+            time_shift: None,
         };
         assert!(rewrite(bad, &r).is_err(), "{:?}", String::from_utf8_lossy(bad));
     }
@@ -168,6 +211,7 @@ fn the_latency_target_follows_the_observed_chunk_duration() {
             service: &derived,
             observed,
             ended: None,
+            time_shift: None,
         };
         String::from_utf8(rewrite(STEADY, &r).expect("rewrite").into_owned()).expect("utf-8")
     };
@@ -259,6 +303,7 @@ fn splices_as_streaming(name: &str, mpd: &[u8]) {
             service: &request.service,
             observed: &request.observed,
             ended: request.ended,
+            time_shift: None,
         };
         let old = streaming::rewrite(mpd, &r);
         let new = match &model {
@@ -397,6 +442,7 @@ fn a_get_splices_recorded_positions_without_reading_the_xml_again() {
         service: &service,
         observed: &observed,
         ended: None,
+        time_shift: None,
     };
     let expected = String::from_utf8(model.rewrite(FIRST, &r).expect("rewrite").into_owned()).expect("utf-8");
     // Bytes no edit touches, made into something no XML reader accepts.
@@ -422,6 +468,7 @@ fn bytes_other_than_the_parsed_ones_are_refused() {
         service: &service,
         observed: &observed,
         ended: None,
+        time_shift: None,
     };
     let model = parse(FIRST).expect("parse");
     assert_eq!(model.rewrite(STEADY, &r), Err(MpdError::NotParsedFrom));
