@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::encoder::{xmllint_validates, Dash, Encoder, Ingest, MANIFEST};
+use common::hls_check::{media_uris, parse_media, MediaPlaylist};
 use common::{client::Client, require_tool, Proto, TestServer};
 use ldash::store::StoreEvent;
 
@@ -44,7 +45,7 @@ async fn delete(client: &Client, path: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_ffmpeg_deleted_stays_listed_and_downloadable_within_the_dvr_window() {
-    let Some(ffmpeg) = require_tool("ffmpeg") else {
+    let (Some(ffmpeg), Some(_)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
         return;
     };
     let server = TestServer::start_with(|c| c.dvr_window = Duration::from_secs(600)).await;
@@ -104,7 +105,175 @@ async fn a_segment_ffmpeg_deleted_stays_listed_and_downloadable_within_the_dvr_w
         playlist.contains("#EXT-X-MEDIA-SEQUENCE:1\n"),
         "the LL-HLS playlist starts at segment 1:\n{playlist}"
     );
-    let _ = encoder.stop().await;
+    let live = parse_media(&playlist).expect("the live playlist reads");
+    start_over_follows_the_live_edge(&client, &live).await;
+
+    // The stream ends (8 s): every segment stays, and any past interval is video on demand.
+    match tokio::time::timeout(BOUND, encoder.child.wait()).await {
+        Ok(Ok(status)) => assert!(status.success(), "ffmpeg failed: {}", encoder.log().await),
+        _ => panic!("ffmpeg did not end its 8 s stream within {BOUND:?}"),
+    }
+    let ended = until_mentions(&client, "/ldash/download/live/stream.0.m3u8", "#EXT-X-ENDLIST").await;
+    let ended = parse_media(&ended).expect("the ended playlist reads");
+    assert_eq!(ended.media_sequence, Some(1), "a recording from segment 1");
+    assert_eq!(
+        segment_time(&ended, 2),
+        segment_time(&live, 2),
+        "the recording keeps the times its segments had live (ffmpeg's final MPD has no availabilityStartTime)"
+    );
+    catch_up_is_video_on_demand_and_exports_to_one_mp4(&server, &client, &ended, &ffmpeg).await;
+}
+
+/// Unix seconds with milliseconds, as a query takes them.
+fn unix(time: SystemTime) -> String {
+    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", since.as_secs(), since.subsec_millis())
+}
+
+/// The wall-clock start of segment `msn` of `playlist` (its EXT-X-PROGRAM-DATE-TIME).
+fn segment_time(playlist: &MediaPlaylist, msn: u64) -> SystemTime {
+    let pdt = playlist
+        .segment(msn)
+        .and_then(|s| s.pdt.clone())
+        .unwrap_or_else(|| panic!("segment {msn} has no EXT-X-PROGRAM-DATE-TIME"));
+    humantime::parse_rfc3339(&pdt).unwrap_or_else(|e| panic!("{pdt}: {e}"))
+}
+
+/// `?start=` during the live stream: an EVENT playlist from the segment playing then, following
+/// the live edge, and a multivariant playlist whose media playlists are the same view.
+async fn start_over_follows_the_live_edge(client: &Client, live: &MediaPlaylist) {
+    let query = format!("start={}", unix(segment_time(live, 2) + Duration::from_millis(300)));
+    let (status, text) = client
+        .get_text(&format!("/ldash/download/live/stream.0.m3u8?{query}"))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let event = parse_media(&text).expect("the start-over playlist reads");
+    assert_eq!(event.playlist_type.as_deref(), Some("EVENT"), "{text}");
+    assert_eq!(
+        event.media_sequence,
+        Some(2),
+        "from the segment playing at the start:\n{text}"
+    );
+    assert!(
+        !event.hints.is_empty() && !event.endlist,
+        "it follows the live edge:\n{text}"
+    );
+    assert!(event.order.is_empty(), "tag order: {:?}", event.order);
+    let (status, multivariant) = client
+        .get_text(&format!("/ldash/download/live/stream.m3u8?{query}"))
+        .await;
+    assert_eq!(status, 200, "{multivariant}");
+    let uris = media_uris(&multivariant);
+    assert!(
+        !uris.is_empty() && uris.iter().all(|u| u.ends_with(&format!("?{query}"))),
+        "every media playlist is the same view ({query}): {uris:?}"
+    );
+    let future = format!("start={}", unix(SystemTime::now() + Duration::from_secs(600)));
+    let (status, why) = client
+        .get_text(&format!("/ldash/download/live/stream.0.m3u8?{future}"))
+        .await;
+    assert_eq!(status, 400, "{why}");
+    assert!(why.contains("future"), "{why}");
+}
+
+/// `?start=&end=` of the ended stream: a VOD playlist cut at segment boundaries, which ffprobe
+/// reads to the asked duration (± a segment) and ffmpeg exports as one MP4.
+async fn catch_up_is_video_on_demand_and_exports_to_one_mp4(
+    server: &TestServer,
+    client: &Client,
+    ended: &MediaPlaylist,
+    ffmpeg: &std::path::Path,
+) {
+    // Segment 2 (1.5 s in) to segment 5 (4.5 s in): 3 s asked, segments 2 to 5 given (4 s).
+    let from = segment_time(ended, 2) + Duration::from_millis(500);
+    let to = segment_time(ended, 5) + Duration::from_millis(500);
+    let query = format!("start={}&end={}", unix(from), unix(to));
+    let (status, text) = client
+        .get_text(&format!("/ldash/download/live/stream.0.m3u8?{query}"))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let vod = parse_media(&text).expect("the VOD playlist reads");
+    assert_eq!(vod.playlist_type.as_deref(), Some("VOD"), "{text}");
+    assert!(
+        vod.endlist && vod.hints.is_empty() && vod.server_control.is_none(),
+        "{text}"
+    );
+    assert_eq!(
+        vod.segments.iter().map(|s| s.msn).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5],
+        "cut at the segment boundaries around the interval:\n{text}"
+    );
+    assert!(
+        vod.segments.iter().all(|s| s.parts.is_empty() && s.extinf.is_some()),
+        "{text}"
+    );
+    let (status, _) = client
+        .get_text(&format!(
+            "/ldash/download/live/stream.0.m3u8?start={}&end={}",
+            unix(segment_time(ended, 1) - Duration::from_secs(20)),
+            unix(segment_time(ended, 1) - Duration::from_secs(10))
+        ))
+        .await;
+    assert_eq!(status, 404, "an interval before the recording's start holds nothing");
+
+    let url = server.url(Proto::H1, &format!("/ldash/download/live/stream.m3u8?{query}"));
+    let probed = probe_duration(&url).unwrap_or_else(|e| panic!("ffprobe {url}: {e}"));
+    let asked = to.duration_since(from).unwrap_or_default().as_secs_f64();
+    assert!(
+        (probed - asked).abs() <= 1.0 + 0.05,
+        "ffprobe reads {probed:.2} s of the {asked:.2} s asked (± a segment)"
+    );
+    // The documented export (docs/dvr.md).
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let clip = dir.path().join("clip.mp4");
+    let out = std::process::Command::new(ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &url,
+            "-map",
+            "0:v:0",
+            "-map",
+            "0:a:0",
+            "-c",
+            "copy",
+        ])
+        .arg(&clip)
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "the export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = probe_duration(&clip.to_string_lossy()).unwrap_or_else(|e| panic!("ffprobe the clip: {e}"));
+    println!("catch-up of {asked:.2} s: ffprobe reads the VOD playlist as {probed:.2} s, the exported MP4 is {exported:.2} s");
+    assert!(
+        (exported - asked).abs() <= 1.0 + 0.05,
+        "the exported MP4 is {exported:.2} s of the {asked:.2} s asked"
+    );
+}
+
+/// What ffprobe reads as the duration of `input`.
+fn probe_duration(input: &str) -> Result<f64, String> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+            input,
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| format!("no duration: {text} {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,7 +94,9 @@ impl HttpError {
             HttpError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::PartTimeout => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            HttpError::Hls(crate::live::HlsError::NotFound) => StatusCode::NOT_FOUND,
+            HttpError::Hls(crate::live::HlsError::NotFound | crate::live::HlsError::OutsideWindow) => {
+                StatusCode::NOT_FOUND
+            }
             HttpError::Hls(crate::live::HlsError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             HttpError::Hls(crate::live::HlsError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Track(err) => track_status(err),

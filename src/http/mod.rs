@@ -14,6 +14,7 @@ mod play;
 pub mod playlist;
 mod release;
 mod scrape;
+pub mod timeview;
 mod upload;
 
 use std::net::{Ipv4Addr, SocketAddr};

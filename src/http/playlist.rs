@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 
+use super::timeview::TimeView;
 use super::{headers, App, ConnInfo, HttpError, ResponseBody};
 use crate::live::{Playlist, PlaylistKind};
 use crate::media::hls::{self, Wanted};
@@ -37,9 +38,13 @@ pub(super) async fn get<B>(
 ) -> Result<Response<ResponseBody>, HttpError> {
     let stem = path.name().strip_suffix(".m3u8").ok_or(HttpError::NotFound)?;
     let manifest = path.sibling(&format!("{stem}.mpd"))?;
+    let view = TimeView::parse(req.uri().query(), SystemTime::now())?;
     if app.live.knows_manifest(&manifest) {
-        let playlist = app.live.hls_multivariant(&manifest).await?;
-        return Ok(respond(app, path, playlist, Directives::default(), req));
+        let mut playlist = app.live.hls_multivariant(&manifest).await?;
+        if let Some(view) = &view {
+            playlist.text = with_query(&playlist.text, &view.query).into();
+        }
+        return Ok(respond(app, path, playlist, Directives::default(), view.is_some(), req));
     }
     // `{name}.{rep}.m3u8`: try each '.' from the right as the separator.
     for (at, _) in stem.rmatch_indices('.') {
@@ -55,11 +60,12 @@ pub(super) async fn get<B>(
         // against the held requests while it is answered.
         let _slot = directives.msn.is_some().then(|| app.hold(conn)).transpose()?;
         let _blocking = directives.msn.is_some().then(|| app.metrics.hls_blocking());
+        let clip = view.as_ref().map(|v| (&v.clip, v.query.as_str()));
         let playlist = app
             .live
-            .hls_media(&manifest, rep, directives.wanted(), directives.skip)
+            .hls_media(&manifest, rep, directives.wanted(), directives.skip, clip)
             .await?;
-        return Ok(respond(app, path, playlist, directives, req));
+        return Ok(respond(app, path, playlist, directives, view.is_some(), req));
     }
     Err(HttpError::NotFound)
 }
@@ -110,11 +116,31 @@ fn max_age(kind: PlaylistKind, directives: Directives) -> Duration {
     }
 }
 
+/// The multivariant playlist of a time view: every media playlist it names carries the view's
+/// query, so the player loads the same view of each rendition.
+fn with_query(text: &[u8], query: &str) -> String {
+    let text = String::from_utf8_lossy(text);
+    let mut out = String::with_capacity(text.len() + 256);
+    for line in text.lines() {
+        if !line.is_empty() && !line.starts_with('#') {
+            out.push_str(&format!("{line}?{query}\n"));
+        } else if let Some((head, rest)) = line.split_once("URI=\"") {
+            let (uri, tail) = rest.split_once('"').unwrap_or((rest, ""));
+            out.push_str(&format!("{head}URI=\"{uri}?{query}\"{tail}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn respond<B>(
     app: &App,
     path: &StorePath,
     playlist: Playlist,
     directives: Directives,
+    view: bool,
     req: &Request<B>,
 ) -> Response<ResponseBody> {
     let gzip = req
@@ -123,10 +149,11 @@ fn respond<B>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().split(';').next() == Some("gzip")));
     // Hundreds of blocked requests wake on one part: the first compresses, the others share it.
-    let body = if gzip {
-        app.gzipped.get(path, directives.skip, &playlist.text)
-    } else {
-        None
+    // A time view's text is its request's own: compressed for it alone, not cached.
+    let body = match (gzip, view) {
+        (false, _) => None,
+        (true, false) => app.gzipped.get(path, directives.skip, &playlist.text),
+        (true, true) => compress(&playlist.text).map(Bytes::from),
     };
     let mut response = Response::new(ResponseBody::empty());
     let h = response.headers_mut();

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::state::playlists::has_rendition;
 use super::Live;
-use crate::media::hls::{Block, Timing, Wanted};
+use crate::media::hls::{Block, Clip, Timing, Wanted};
 use crate::store::StorePath;
 
 #[cfg(doc)]
@@ -27,6 +27,11 @@ pub enum HlsError {
     /// The delivery directives ask too far ahead.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// A time view (`?start=`, `?end=`) holds no segment of the stream.
+    #[error(
+        "the stream has no segment in that interval (what it keeps: the live playlist's EXT-X-PROGRAM-DATE-TIME range)"
+    )]
+    OutsideWindow,
     /// The stream has produced nothing playable in time.
     #[error("the playlist is not available yet; retry shortly")]
     Unavailable,
@@ -87,6 +92,7 @@ impl Live {
         rep_id: &str,
         wanted: Option<Wanted>,
         skip: bool,
+        view: Option<(&Clip, &str)>,
     ) -> Result<Playlist, HlsError> {
         // Right after a restart, the playlist of a stream found on disk waits for its segments to
         // be indexed rather than answering 503 for a moment.
@@ -120,16 +126,21 @@ impl Live {
                 Some(snapshot) => {
                     let (rendition, timing) = (snapshot.rendition(), snapshot.timing());
                     let first = !std::mem::replace(&mut judged, true);
-                    match wanted.map(|w| rendition.block(w, timing)) {
+                    // A time view is written for its request; one that never changes again
+                    // (VOD) is answered at once, whatever the directives ask.
+                    let clipped = match view {
+                        Some((clip, query)) => Some(snapshot.view(clip, query, skip).ok_or(HlsError::OutsideWindow)?),
+                        None => None,
+                    };
+                    let fixed = clipped.as_ref().is_some_and(|(v, _)| v.ended);
+                    match wanted.filter(|_| !fixed).map(|w| rendition.block(w, timing)) {
                         None | Some(Block::Ready) => {
-                            let kind = PlaylistKind::Media {
-                                timing: *timing,
-                                ended: rendition.ended,
+                            let (ended, text) = match clipped {
+                                Some((v, text)) => (v.ended, text),
+                                None => (rendition.ended, snapshot.text(skip)),
                             };
-                            return Ok(Playlist {
-                                text: snapshot.text(skip),
-                                kind,
-                            });
+                            let kind = PlaylistKind::Media { timing: *timing, ended };
+                            return Ok(Playlist { text, kind });
                         }
                         // Judged once, on arrival: a request that was acceptable then is held
                         // until what it asks for exists or the bound, never turned into a 400.

@@ -289,8 +289,7 @@ impl Live {
         match mpd::parse(bytes) {
             Ok(parsed) => {
                 let parsed = Arc::new(parsed);
-                self.update(|state| state.manifest_parsed(path, etag, Arc::clone(&parsed), Instant::now()));
-                Some(parsed)
+                Some(self.update(|state| state.manifest_parsed(path, etag, parsed, Instant::now())))
             }
             Err(err) => {
                 tracing::warn!(%path, %err, "manifest does not parse as an MPD; it is served as uploaded");

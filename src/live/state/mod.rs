@@ -218,11 +218,25 @@ impl State {
     }
 
     /// The manifest at `path` parsed (version `etag`).
-    pub fn manifest_parsed(&mut self, path: &StorePath, etag: &str, mpd: Arc<Mpd>, now: Instant) {
+    ///
+    /// Returns the model to use: ffmpeg's final (static) MPD has no availabilityStartTime, and then
+    /// the live version's is kept, so a recording keeps the wall-clock times its segments had while
+    /// live (its playlists' EXT-X-PROGRAM-DATE-TIME, the times of `?start=` views).
+    pub fn manifest_parsed(&mut self, path: &StorePath, etag: &str, mpd: Arc<Mpd>, now: Instant) -> Arc<Mpd> {
         let (folder, name) = (path.folder(), path.name());
         let f = self.folder(folder, now);
-        f.mpds.insert(name.to_owned(), (etag.to_owned(), mpd));
+        let live_start = f.mpds.get(name).and_then(|(_, before)| before.availability_start);
+        let mpd = match live_start.filter(|_| mpd.availability_start.is_none()) {
+            Some(start) => {
+                let mut kept = Mpd::clone(&mpd);
+                kept.availability_start = Some(start);
+                Arc::new(kept)
+            }
+            None => mpd,
+        };
+        f.mpds.insert(name.to_owned(), (etag.to_owned(), Arc::clone(&mpd)));
         self.wake(folder);
+        mpd
     }
 
     /// The init segment at `path` parsed.

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::media::hls::{self, Rendition, Report, Timing};
+use crate::media::hls::{self, Clip, Rendition, Report, Timing};
 use crate::media::mpd::Mpd;
 
 /// One rendition, the stream's timing, and the other renditions' reports.
@@ -58,5 +58,22 @@ impl Snapshot {
         self.rendered[usize::from(skip)]
             .get_or_init(|| Bytes::from(hls::media_playlist(&self.rendition, &self.timing, &self.reports, skip)))
             .clone()
+    }
+
+    /// The time view `clip` of the rendition (docs/dvr.md), written for this request: None when
+    /// no segment falls in it. Its rendition reports name the other renditions' views, `query`
+    /// (`start=...&end=...`) appended, so a player switching renditions stays in the view.
+    pub fn view(&self, clip: &Clip, query: &str, skip: bool) -> Option<(Rendition, Bytes)> {
+        let view = self.rendition.clipped(clip)?;
+        let reports: Vec<Report> = self
+            .reports
+            .iter()
+            .map(|r| Report {
+                uri: format!("{}?{query}", r.uri),
+                edge: r.edge,
+            })
+            .collect();
+        let text = hls::media_playlist(&view, &self.timing, &reports, skip);
+        Some((view, Bytes::from(text)))
     }
 }

@@ -7,6 +7,10 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
+mod clip;
+
+pub use clip::{Clip, PlaylistType};
+
 /// One part: a CMAF chunk, addressed as a byte range of its segment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
@@ -72,6 +76,9 @@ pub struct Rendition {
     pub next_uri: Option<String>,
     /// The ingest has ended: the playlist gets EXT-X-ENDLIST and ignores delivery directives.
     pub ended: bool,
+    /// EXT-X-PLAYLIST-TYPE: None for the live playlist (draft 6.2.1: a live playlist has none), set
+    /// for a time view of it ([`Rendition::clipped`]).
+    pub playlist_type: Option<PlaylistType>,
 }
 
 /// Timing that stays fixed for the stream's whole life.
@@ -270,14 +277,20 @@ pub fn media_playlist(rendition: &Rendition, timing: &Timing, reports: &[Report]
     let _ = writeln!(out, "#EXTM3U");
     let _ = writeln!(out, "#EXT-X-VERSION:9");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{td}");
-    let _ = writeln!(
-        out,
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={},PART-HOLD-BACK={},HOLD-BACK={}",
-        seconds(skip_until as f64),
-        seconds(3.0 * timing.part_target),
-        seconds(3.0 * td as f64)
-    );
-    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(timing.part_target));
+    if let Some(kind) = rendition.playlist_type {
+        let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:{}", kind.as_str());
+    }
+    // A VOD playlist never changes: nothing to block on, skip or hold back from.
+    if rendition.playlist_type != Some(PlaylistType::Vod) {
+        let _ = writeln!(
+            out,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={},PART-HOLD-BACK={},HOLD-BACK={}",
+            seconds(skip_until as f64),
+            seconds(3.0 * timing.part_target),
+            seconds(3.0 * td as f64)
+        );
+        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(timing.part_target));
+    }
     let first = rendition.segments.first().map_or(0, |s| s.number);
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
     if rendition.discontinuity_sequence > 0 {

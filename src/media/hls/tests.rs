@@ -40,6 +40,7 @@ fn rendition(complete: u64, growing_parts: usize) -> Rendition {
         last_closed: false,
         next_uri: Some(format!("chunk-stream0-{:05}.m4s", complete + 2)),
         ended: false,
+        playlist_type: None,
     }
 }
 
@@ -375,4 +376,156 @@ fn a_growing_segment_lists_only_whole_groups_and_its_last_part_when_complete() {
     let ends = [100, 200, 300, 400, 500, 600, 700];
     assert_eq!(part_ends(ends.into_iter(), 3).collect::<Vec<_>>(), [300, 600]);
     assert_eq!(part_ends(ends.into_iter(), 1).collect::<Vec<_>>(), ends);
+}
+
+fn at(seconds: f64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_700_000_000.0 + seconds)
+}
+
+#[test]
+fn a_start_over_view_is_an_event_playlist_from_the_segment_playing_then() {
+    let r = rendition(10, 2);
+    let clip = Clip {
+        from: at(4.5),
+        to: None,
+    };
+    let view = r.clipped(&clip).expect("segments from 4.5 s");
+    let text = media_playlist(&view, &TIMING, &[], false);
+    let uris = check(&text, &TIMING);
+    assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{text}");
+    assert!(
+        text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"),
+        "segment 4 plays at 4.5 s: {text}"
+    );
+    assert_eq!(uris.first().map(String::as_str), Some("chunk-stream0-00004.m4s"));
+    assert_eq!(uris.len(), 7, "4 to 10 complete, 11 growing");
+    assert!(text.contains("#EXT-X-PRELOAD-HINT"), "it follows the live edge: {text}");
+    assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
+    assert_eq!(
+        r.clipped(&Clip {
+            from: at(4.0),
+            to: None
+        })
+        .map(|v| v.segments[0].number),
+        Some(4),
+        "a start on a boundary starts the segment there"
+    );
+    assert_eq!(
+        r.clipped(&Clip {
+            from: at(-100.0),
+            to: None
+        })
+        .map(|v| v.segments[0].number),
+        Some(1),
+        "a start before the window: the oldest segment kept"
+    );
+    // An end not reached yet: still an EVENT following the edge.
+    let view = r
+        .clipped(&Clip {
+            from: at(4.5),
+            to: Some(at(30.0)),
+        })
+        .expect("a view");
+    assert_eq!(view.playlist_type, Some(PlaylistType::Event));
+    assert!(!view.ended);
+}
+
+#[test]
+fn a_past_interval_is_a_vod_playlist_cut_at_segment_boundaries() {
+    let r = rendition(10, 2);
+    let view = r
+        .clipped(&Clip {
+            from: at(4.5),
+            to: Some(at(7.2)),
+        })
+        .expect("segments 4 to 7");
+    let text = media_playlist(&view, &TIMING, &[], true);
+    let uris = check(&text, &TIMING);
+    assert_eq!(
+        uris,
+        (4..=7).map(|n| format!("chunk-stream0-{n:05}.m4s")).collect::<Vec<_>>(),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{text}");
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    for live_only in [
+        "#EXT-X-PART:",
+        "#EXT-X-PRELOAD-HINT",
+        "#EXT-X-SERVER-CONTROL",
+        "#EXT-X-PART-INF",
+        "#EXT-X-SKIP",
+    ] {
+        assert!(!text.contains(live_only), "{live_only} in a VOD playlist: {text}");
+    }
+    let only = r
+        .clipped(&Clip {
+            from: at(2.0),
+            to: Some(at(3.0)),
+        })
+        .expect("segment 2");
+    assert_eq!(only.segments.iter().map(|s| s.number).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        r.clipped(&Clip {
+            from: at(50.0),
+            to: Some(at(60.0))
+        })
+        .map(|v| v.ended),
+        Some(false),
+        "the growing segment: not reached"
+    );
+    let mut ended = r.clone();
+    ended.ended = true;
+    ended.segments.pop();
+    assert_eq!(
+        ended.clipped(&Clip {
+            from: at(50.0),
+            to: None
+        }),
+        None,
+        "nothing of an ended stream after its end"
+    );
+    let view = ended
+        .clipped(&Clip {
+            from: at(3.0),
+            to: None,
+        })
+        .expect("a view");
+    assert_eq!(
+        view.playlist_type,
+        Some(PlaylistType::Vod),
+        "an ended stream's view never changes"
+    );
+}
+
+#[test]
+fn a_view_keeps_the_discontinuities_and_the_init_segment_it_cuts_off() {
+    let mut r = rendition(10, 2);
+    r.segments[4].discontinuity = true;
+    r.segments[4].map = Some("init-b.m4s".into());
+    let view = r
+        .clipped(&Clip {
+            from: at(6.5),
+            to: None,
+        })
+        .expect("a view");
+    assert_eq!(
+        view.discontinuity_sequence, 1,
+        "segment 5's discontinuity is before the view"
+    );
+    assert_eq!(view.init_uri, "init-b.m4s");
+    let text = media_playlist(&view, &TIMING, &[], false);
+    assert!(text.contains("#EXT-X-MAP:URI=\"init-b.m4s\""), "{text}");
+    assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    let view = r
+        .clipped(&Clip {
+            from: at(5.0),
+            to: None,
+        })
+        .expect("a view");
+    assert_eq!(view.segments[0].number, 5);
+    assert_eq!(
+        view.discontinuity_sequence, 1,
+        "the first segment's discontinuity is counted"
+    );
+    assert_eq!(view.init_uri, "init-b.m4s");
 }

@@ -347,6 +347,7 @@ impl Folder {
             last_closed,
             next_uri,
             ended,
+            playlist_type: None,
         })
     }
 }

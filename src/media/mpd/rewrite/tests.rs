@@ -65,7 +65,7 @@ fn a_dvr_window_lengthens_the_time_shift_buffer_and_never_shortens_it() {
     let observed = chunked();
     let with = |time_shift: Option<Duration>, mpd: &[u8]| {
         let r = Rewrite {
-            clock_url: "x",
+            clock_url: "https://example.com:8443/ldash/time",
             service: &service,
             observed: &observed,
             ended: None,
