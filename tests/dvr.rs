@@ -14,6 +14,7 @@ use common::encoder::{xmllint_validates, Dash, Encoder, Ingest, MANIFEST};
 use common::hls_check::{media_uris, parse_media, MediaPlaylist};
 use common::{client::Client, require_tool, Proto, TestServer};
 use ldash::store::StoreEvent;
+use testkit::encoder::FPS;
 
 /// Longest any wait of these tests lasts before it fails.
 const BOUND: Duration = Duration::from_secs(30);
@@ -168,6 +169,27 @@ async fn start_over_follows_the_live_edge(client: &Client, live: &MediaPlaylist)
         !uris.is_empty() && uris.iter().all(|u| u.ends_with(&format!("?{query}"))),
         "every media playlist is the same view ({query}): {uris:?}"
     );
+    // The same view of the MPD: live, its first Period from segment 2, valid against the schema.
+    let (status, text) = client
+        .get_text(&format!("/ldash/download/live/stream.mpd?{query}"))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let mpd = ldash::media::mpd::parse(text.as_bytes()).expect("the start-over MPD parses");
+    assert!(mpd.dynamic, "start-over follows the live edge:\n{text}");
+    let numbers: Vec<u64> = mpd
+        .representations()
+        .filter_map(|r| r.template.as_ref().map(|t| t.start_number))
+        .collect();
+    assert!(
+        !numbers.is_empty() && numbers.iter().all(|n| *n == 2),
+        "from segment 2: {numbers:?}\n{text}"
+    );
+    assert_eq!(
+        mpd.availability_start,
+        Some(segment_time(live, 2)),
+        "the Period starts at segment 2"
+    );
+    xmllint_validates(text.as_bytes()).unwrap_or_else(|e| panic!("the start-over MPD fails the schema: {e}\n{text}"));
     let future = format!("start={}", unix(SystemTime::now() + Duration::from_secs(600)));
     let (status, why) = client
         .get_text(&format!("/ldash/download/live/stream.0.m3u8?{future}"))
@@ -184,9 +206,9 @@ async fn catch_up_is_video_on_demand_and_exports_to_one_mp4(
     ended: &MediaPlaylist,
     ffmpeg: &std::path::Path,
 ) {
-    // Segment 2 (1.5 s in) to segment 5 (4.5 s in): 3 s asked, segments 2 to 5 given (4 s).
-    let from = segment_time(ended, 2) + Duration::from_millis(500);
-    let to = segment_time(ended, 5) + Duration::from_millis(500);
+    // From just after segment 2 starts to just before segment 5 starts: segments 2 to 4 (3 s).
+    let from = segment_time(ended, 2) + Duration::from_millis(1);
+    let to = segment_time(ended, 5) - Duration::from_millis(1);
     let query = format!("start={}&end={}", unix(from), unix(to));
     let (status, text) = client
         .get_text(&format!("/ldash/download/live/stream.0.m3u8?{query}"))
@@ -200,7 +222,7 @@ async fn catch_up_is_video_on_demand_and_exports_to_one_mp4(
     );
     assert_eq!(
         vod.segments.iter().map(|s| s.msn).collect::<Vec<_>>(),
-        vec![2, 3, 4, 5],
+        vec![2, 3, 4],
         "cut at the segment boundaries around the interval:\n{text}"
     );
     assert!(
@@ -215,6 +237,18 @@ async fn catch_up_is_video_on_demand_and_exports_to_one_mp4(
         ))
         .await;
     assert_eq!(status, 404, "an interval before the recording's start holds nothing");
+
+    // The same interval of the MPD: static, segments 2 to 4.
+    let (status, text) = client
+        .get_text(&format!("/ldash/download/live/stream.mpd?{query}"))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let mpd = ldash::media::mpd::parse(text.as_bytes()).expect("the VOD MPD parses");
+    assert!(!mpd.dynamic, "a past interval is static:\n{text}");
+    assert_eq!(mpd.media_presentation_duration, Some(Duration::from_secs(3)), "{text}");
+    xmllint_validates(text.as_bytes()).unwrap_or_else(|e| panic!("the VOD MPD fails the schema: {e}\n{text}"));
+    let dash_url = server.url(Proto::H1, &format!("/ldash/download/live/stream.mpd?{query}"));
+    let dash_probed = probe_duration(&dash_url).unwrap_or_else(|e| panic!("ffprobe {dash_url}: {e}"));
 
     let url = server.url(Proto::H1, &format!("/ldash/download/live/stream.m3u8?{query}"));
     let probed = probe_duration(&url).unwrap_or_else(|e| panic!("ffprobe {url}: {e}"));
@@ -249,21 +283,33 @@ async fn catch_up_is_video_on_demand_and_exports_to_one_mp4(
         String::from_utf8_lossy(&out.stderr)
     );
     let exported = probe_duration(&clip.to_string_lossy()).unwrap_or_else(|e| panic!("ffprobe the clip: {e}"));
-    println!("catch-up of {asked:.2} s: ffprobe reads the VOD playlist as {probed:.2} s, the exported MP4 is {exported:.2} s");
+    println!(
+        "catch-up of {asked:.2} s: ffprobe reads the VOD playlist as {probed:.2} s and the static MPD as {dash_probed:.2} s, the exported MP4 is {exported:.2} s"
+    );
+    // ffmpeg's DASH reader takes one segment past a static template's duration when it exists
+    // (dashdec's last number is first + duration / segment, inclusive), as the DVR window keeps it.
+    assert!(
+        (dash_probed - asked).abs() <= 1.0 + 0.05,
+        "ffprobe reads the static MPD as {dash_probed:.2} s"
+    );
     assert!(
         (exported - asked).abs() <= 1.0 + 0.05,
         "the exported MP4 is {exported:.2} s of the {asked:.2} s asked"
     );
 }
 
-/// What ffprobe reads as the duration of `input`.
+/// The seconds of video ffprobe reads from `input`: its first video stream's frames, every one
+/// read (not the duration a manifest declares), at the test stream's frame rate.
 fn probe_duration(input: &str) -> Result<f64, String> {
     let out = std::process::Command::new("ffprobe")
         .args([
             "-v",
             "error",
+            "-select_streams",
+            "v:0",
+            "-count_packets",
             "-show_entries",
-            "format=duration",
+            "stream=nb_read_packets",
             "-of",
             "csv=p=0",
             input,
@@ -271,9 +317,13 @@ fn probe_duration(input: &str) -> Result<f64, String> {
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .map_err(|_| format!("no duration: {text} {}", String::from_utf8_lossy(&out.stderr)))
+    let frames: f64 = text
+        .trim()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().trim_end_matches(',').parse().ok())
+        .ok_or_else(|| format!("no frames read: {text} {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(frames / f64::from(FPS))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,6 +351,25 @@ async fn a_deleted_segment_is_kept_across_a_restart_within_the_dvr_window() {
         delete(&client, "live/chunk-stream0-00002.m4s").await,
         202,
         "after the restart the window still keeps it"
+    );
+    // Time views of what was kept, after the restart: from segment 2's time, both formats.
+    let (_, text) = client.get_text(playlist).await;
+    let kept = parse_media(&text).expect("the playlist reads");
+    let query = format!("start={}", unix(segment_time(&kept, 2)));
+    let (status, text) = client.get_text(&format!("{playlist}?{query}")).await;
+    assert_eq!(status, 200, "{text}");
+    let view = parse_media(&text).expect("the view reads");
+    assert_eq!(view.media_sequence, Some(2), "{text}");
+    let (status, text) = client
+        .get_text(&format!("/ldash/download/live/stream.mpd?{query}"))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let mpd = ldash::media::mpd::parse(text.as_bytes()).expect("the MPD view parses");
+    assert!(
+        mpd.representations()
+            .filter_map(|r| r.template.as_ref())
+            .all(|t| t.start_number == 2),
+        "{text}"
     );
     server.stop().await;
 }

@@ -9,8 +9,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::release::{released, PART_WAIT};
+use super::timeview::TimeView;
 use super::{headers, App, ConnInfo, HttpError, ResponseBody, Transport};
-use crate::live::ReleasePoint;
+use crate::live::{HlsError, ReleasePoint};
+use crate::media::mpd;
 use crate::store::{Entry, EntryState, StorePath};
 
 pub(super) async fn get<B>(
@@ -44,10 +46,15 @@ pub(super) async fn get<B>(
             }
             None => Ok(growing(app, path, &entry, head)),
         },
-        EntryState::Complete if wants_rewrite(path, req) => match rewritten_manifest(app, path, req, conn).await {
-            Some(response) => Ok(response),
-            None => complete(app, path, &entry, req.headers(), head).await,
-        },
+        EntryState::Complete if wants_rewrite(path, req) => {
+            if let Some(view) = TimeView::parse(req.uri().query(), SystemTime::now())? {
+                return manifest_view(app, path, req, conn, &view).await;
+            }
+            match rewritten_manifest(app, path, req, conn).await {
+                Some(response) => Ok(response),
+                None => complete(app, path, &entry, req.headers(), head).await,
+            }
+        }
         EntryState::Complete => complete(app, path, &entry, req.headers(), head).await,
         EntryState::Aborted => Err(HttpError::NotFound),
     }
@@ -204,6 +211,36 @@ fn wants_rewrite<B>(path: &str, req: &Request<B>) -> bool {
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "raw=1" || kv == "raw=true"));
     !raw && path.to_ascii_lowercase().ends_with(".mpd")
+}
+
+/// A time view of the manifest (`?start=`, `?end=`; docs/dvr.md): the low-latency MPD cut to the
+/// interval, static once the interval is past.
+async fn manifest_view<B>(
+    app: &App,
+    path: &StorePath,
+    req: &Request<B>,
+    conn: &ConnInfo,
+    view: &TimeView,
+) -> Result<Response<ResponseBody>, HttpError> {
+    app.live.restored(std::time::Duration::from_secs(5)).await;
+    let (mpd, bytes) = app.live.manifest(path).await.ok_or(HttpError::NotFound)?;
+    let served = app
+        .live
+        .rewrite(path, &mpd, &bytes, &clock_url(req, conn))
+        .unwrap_or(bytes);
+    let cut = match mpd::view(&served, &mpd, &view.clip, SystemTime::now()) {
+        Ok(cut) => cut,
+        Err(mpd::ViewError::Empty) => return Err(HttpError::Hls(HlsError::OutsideWindow)),
+        Err(err) => return Err(HttpError::BadRequest(format!("no time view of this MPD: {err}"))),
+    };
+    let mut response = typed(app, path, false, ResponseBody::empty());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(cut.len()));
+    if req.method() != Method::HEAD {
+        *response.body_mut() = ResponseBody::full(cut);
+    }
+    Ok(response)
 }
 
 /// The manifest rewritten for low latency, or None to serve it as uploaded.

@@ -9,12 +9,14 @@
 
 mod parse;
 mod rewrite;
+mod view;
 mod xsd;
 
 use std::time::{Duration, SystemTime};
 
 pub use parse::parse;
 pub use rewrite::{rewrite, Rewrite};
+pub use view::{view, ViewError};
 pub use xsd::{format_duration, parse_duration};
 
 use xsd::{identifiers, pad, split_number};
@@ -53,6 +55,8 @@ pub struct Mpd {
     pub minimum_update_period: Option<Duration>,
     /// timeShiftBufferDepth.
     pub time_shift_buffer_depth: Option<Duration>,
+    /// mediaPresentationDuration (an ended stream's, in a static MPD).
+    pub media_presentation_duration: Option<Duration>,
     /// The periods, in order.
     pub periods: Vec<Period>,
     /// Where the low-latency rewrite edits the bytes this model was parsed from (None for a model

@@ -208,6 +208,7 @@ fn start_element(name: &str, a: &HashMap<String, String>, stack: &[String], mode
             model.max_segment_duration = a.get("maxSegmentDuration").and_then(|d| parse_duration(d));
             model.minimum_update_period = a.get("minimumUpdatePeriod").and_then(|d| parse_duration(d));
             model.time_shift_buffer_depth = a.get("timeShiftBufferDepth").and_then(|d| parse_duration(d));
+            model.media_presentation_duration = a.get("mediaPresentationDuration").and_then(|d| parse_duration(d));
         }
         "Period" if parent == Some("MPD") => {
             model.periods.push(Period {
