@@ -14,7 +14,7 @@ use common::encoder::{xmllint_validates, Dash, Encoder, Ingest, MANIFEST};
 use common::hls_check::{media_uris, parse_media, MediaPlaylist};
 use common::{client::Client, require_tool, Proto, TestServer};
 use ldash::store::StoreEvent;
-use testkit::encoder::FPS;
+use testkit::encoder::{CmafIngest, FPS};
 
 /// Longest any wait of these tests lasts before it fails.
 const BOUND: Duration = Duration::from_secs(30);
@@ -406,4 +406,89 @@ async fn a_segment_goes_once_older_than_the_dvr_window() {
         204,
         "a DELETE of anything but a kept segment is carried out at once"
     );
+}
+
+/// A packaged channel (CMAF ingest) whose encoder restarted: a view across the two runs is one
+/// VOD playlist with a discontinuity, and one static MPD of two Periods, the first (the ended run,
+/// a SegmentTimeline) cut at its segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_across_a_packaged_channels_two_runs_keeps_both_periods() {
+    let (Some(ffmpeg), Some(_)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
+        return;
+    };
+    let server = TestServer::start_with(|c| c.dvr_window = Duration::from_secs(600)).await;
+    let channel = server.url(Proto::H1, "/ldash/upload/ch1");
+    let first = CmafIngest::test_stream(&channel, false, false, 4);
+    // The encoder restarted with its clock elsewhere: a new run, a new Period.
+    let second = CmafIngest {
+        offset: 1000.0,
+        ..CmafIngest::test_stream(&channel, false, false, 4)
+    };
+    for run in [first, second] {
+        let mut encoder = Encoder::start(run.command(&ffmpeg)).expect("ffmpeg starts");
+        match tokio::time::timeout(BOUND, encoder.child.wait()).await {
+            Ok(Ok(status)) => assert!(status.success(), "ffmpeg failed: {}", encoder.log().await),
+            _ => panic!("ffmpeg did not end its 4 s run within {BOUND:?}"),
+        }
+    }
+    let client = server.client_for(Proto::H1).await;
+    let playlist = "/ldash/download/ch1/stream.video.m3u8";
+    let text = until_mentions(&client, playlist, "#EXT-X-DISCONTINUITY").await;
+    let live = parse_media(&text).expect("the playlist reads");
+    let runs: Vec<&common::hls_check::Segment> = live.segments.iter().filter(|s| s.extinf.is_some()).collect();
+    let boundary = runs
+        .iter()
+        .position(|s| s.discontinuity)
+        .unwrap_or_else(|| panic!("a discontinuity between the runs:\n{text}"));
+    assert!(
+        boundary >= 2 && runs.len() >= boundary + 2,
+        "two segments each side:\n{text}"
+    );
+    // From the first run's second complete segment to the second run's second.
+    let from = segment_time(&live, runs[1].msn) + Duration::from_millis(1);
+    let to = segment_time(&live, runs[boundary + 1].msn) + Duration::from_millis(1);
+    let query = format!("start={}&end={}", unix(from), unix(to));
+
+    let (status, text) = client.get_text(&format!("{playlist}?{query}")).await;
+    assert_eq!(status, 200, "{text}");
+    let vod = parse_media(&text).expect("the VOD playlist reads");
+    assert_eq!(vod.playlist_type.as_deref(), Some("VOD"), "{text}");
+    assert!(vod.endlist, "{text}");
+    let numbers: Vec<u64> = vod.segments.iter().map(|s| s.msn).collect();
+    let expected: Vec<u64> = runs[1..=boundary + 1].iter().map(|s| s.msn).collect();
+    assert_eq!(numbers, expected, "both runs' segments in the interval:\n{text}");
+    assert!(
+        vod.segments.iter().filter(|s| s.discontinuity).count() == 1,
+        "one discontinuity:\n{text}"
+    );
+    let given: f64 = vod.segments.iter().filter_map(|s| s.extinf).sum();
+    let url = server.url(Proto::H1, &format!("/ldash/download/ch1/stream.m3u8?{query}"));
+    let probed = probe_duration(&url).unwrap_or_else(|e| panic!("ffprobe {url}: {e}"));
+    println!("across two runs: the VOD playlist lists {given:.2} s, ffprobe reads {probed:.2} s of video");
+    assert!(
+        (probed - given).abs() <= 0.5,
+        "ffprobe reads {probed:.2} s of the {given:.2} s listed"
+    );
+
+    let (status, text) = client
+        .get_text(&format!("/ldash/download/ch1/stream.mpd?{query}"))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let mpd = ldash::media::mpd::parse(text.as_bytes()).expect("the VOD MPD parses");
+    assert!(!mpd.dynamic, "{text}");
+    assert_eq!(mpd.periods.len(), 2, "both runs:\n{text}");
+    assert_eq!(mpd.periods[0].start, Some(Duration::ZERO));
+    let first_run = mpd.periods[0]
+        .adaptation_sets
+        .iter()
+        .flat_map(|a| &a.representations)
+        .find_map(|r| r.template.clone())
+        .expect("the first run's template");
+    assert!(first_run.has_timeline, "the ended run lists its segments:\n{text}");
+    assert_eq!(
+        first_run.start_number, runs[1].msn,
+        "cut at the first run's segments:\n{text}"
+    );
+    xmllint_validates(text.as_bytes()).unwrap_or_else(|e| panic!("the VOD MPD fails the schema: {e}\n{text}"));
+    server.stop().await;
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, Writer};
 
-use super::parse::local;
+use super::parse::{attributes, local};
 use super::{format_duration, xml, Mpd, MpdError, SegmentTemplate};
 use crate::media::hls::Clip;
 
@@ -42,6 +42,8 @@ struct PeriodPlan {
     start: Duration,
     /// Time cut off its beginning (whole segments).
     cut: Duration,
+    /// A static view: where it ends, from the Period's start (a timeline's segments past it go).
+    end: Option<Duration>,
 }
 
 /// What the view does, decided from the model.
@@ -58,35 +60,118 @@ struct Plan {
 
 /// The view `clip` of the MPD `bytes` (as served), whose model is `mpd`, at `now`.
 pub fn view(bytes: &[u8], mpd: &Mpd, clip: &Clip, now: SystemTime) -> Result<Vec<u8>, ViewError> {
-    let plan = plan(mpd, clip, now)?;
-    write(bytes, mpd, &plan)
+    let timelines = timelines(bytes)?;
+    let plan = plan(mpd, &timelines, clip, now)?;
+    write(bytes, mpd, &plan, &timelines)
 }
 
-/// A representative segment duration of a Period: its first template with one.
-fn period_segment(mpd: &Mpd, period: usize) -> Option<(Duration, bool)> {
-    let templates = mpd
+/// Most segments a SegmentTimeline may expand to (an uploaded MPD's `r` must not make a view
+/// allocate without bound): a day of 0.1 s segments.
+const MAX_TIMELINE: usize = 864_000;
+
+/// One S element: t, d, r.
+type S = (Option<u64>, u64, i64);
+
+/// The SegmentTimeline of one SegmentTemplate element (in document order), with its Period.
+#[derive(Debug, Default)]
+struct Timeline {
+    period: Option<usize>,
+    entries: Vec<S>,
+}
+
+impl Timeline {
+    /// Its segments as (media time, duration), at most [`MAX_TIMELINE`].
+    fn segments(&self) -> Result<Vec<(u64, u64)>, ViewError> {
+        let mut out = Vec::new();
+        let mut t = 0u64;
+        for &(start, d, r) in &self.entries {
+            t = start.unwrap_or(t);
+            // r = -1 (up to the next S or the Period's end) is taken as once: the packager and
+            // ffmpeg write counts.
+            for _ in 0..=r.max(0) {
+                if out.len() >= MAX_TIMELINE {
+                    return Err(ViewError::Unsupported("a SegmentTimeline lists too many segments"));
+                }
+                out.push((t, d));
+                t = t.saturating_add(d);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every SegmentTemplate's timeline, in document order (empty for a template without one).
+fn timelines(bytes: &[u8]) -> Result<Vec<Timeline>, MpdError> {
+    let mut reader = Reader::from_reader(bytes);
+    let mut out: Vec<Timeline> = Vec::new();
+    let (mut depth, mut periods) = (0usize, 0usize);
+    let mut period = None;
+    loop {
+        let (element, empty) = match reader.read_event().map_err(xml)? {
+            Event::Eof => return Ok(out),
+            Event::Start(e) => (e.into_owned(), false),
+            Event::Empty(e) => (e.into_owned(), true),
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                if depth == 1 {
+                    period = None;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let name = local(&element);
+        if depth == 1 && name == "Period" {
+            period = Some(periods);
+            periods += 1;
+        } else if name == "SegmentTemplate" {
+            out.push(Timeline {
+                period,
+                entries: Vec::new(),
+            });
+        } else if name == "S" {
+            let a = attributes(&element)?;
+            let number = |k: &str| a.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+            let r = a.get("r").and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
+            if let (Some(timeline), Some(d)) = (out.last_mut(), number("d")) {
+                timeline.entries.push((number("t"), d, r));
+            }
+        }
+        if !empty {
+            depth += 1;
+        }
+    }
+}
+
+/// A representative segment duration of a Period: its first template's (with a duration, or the
+/// first segment of its SegmentTimeline).
+fn period_segment(mpd: &Mpd, timelines: &[Timeline], period: usize) -> Option<Duration> {
+    let reps = mpd
         .periods
         .get(period)?
         .adaptation_sets
         .iter()
         .flat_map(|a| &a.representations);
-    let mut timeline = false;
-    for rep in templates {
+    for rep in reps {
         let Some(template) = rep.template.as_ref() else {
             continue;
         };
         if template.has_timeline {
-            timeline = true;
-            continue;
+            let d = timelines
+                .iter()
+                .find(|t| t.period == Some(period) && !t.entries.is_empty())
+                .map(|t| t.entries[0].1)?;
+            let seconds = d as f64 / template.timescale.max(1) as f64;
+            return Duration::try_from_secs_f64(seconds).ok().filter(|d| !d.is_zero());
         }
         if let Some(d) = template.segment_duration() {
-            return Some((d, false));
+            return Some(d);
         }
     }
-    timeline.then_some((Duration::ZERO, true))
+    None
 }
 
-fn plan(mpd: &Mpd, clip: &Clip, now: SystemTime) -> Result<Plan, ViewError> {
+fn plan(mpd: &Mpd, timelines: &[Timeline], clip: &Clip, now: SystemTime) -> Result<Plan, ViewError> {
     let ast = mpd.availability_start.ok_or(ViewError::Unsupported(
         "the MPD has no availabilityStartTime: its segments have no time",
     ))?;
@@ -114,17 +199,13 @@ fn plan(mpd: &Mpd, clip: &Clip, now: SystemTime) -> Result<Plan, ViewError> {
             dropped: outside,
             start: Duration::ZERO,
             cut: Duration::ZERO,
+            end: None,
         };
         if !outside {
-            let (segment, timeline) = period_segment(mpd, i).ok_or(ViewError::Unsupported(
-                "a Period has no SegmentTemplate with a duration",
+            let segment = period_segment(mpd, timelines, i).ok_or(ViewError::Unsupported(
+                "a Period has no SegmentTemplate with a duration or a timeline",
             ))?;
             if from > period_start {
-                if timeline {
-                    return Err(ViewError::Unsupported(
-                        "the start falls in a Period with a SegmentTimeline, which a view cannot cut yet",
-                    ));
-                }
                 let into = from - period_start;
                 let whole = (into.as_nanos() / segment.as_nanos().max(1)) as u32;
                 plan.cut = segment.saturating_mul(whole);
@@ -134,13 +215,10 @@ fn plan(mpd: &Mpd, clip: &Clip, now: SystemTime) -> Result<Plan, ViewError> {
             plan.start = first.saturating_sub(base);
             // Where the view's last segment of this Period ends: whole segments up to the end.
             let stop = period_end.min(end);
-            view_end = if timeline || segment.is_zero() {
-                stop
-            } else {
-                let span = stop.saturating_sub(first);
-                let segments = span.as_nanos().div_ceil(segment.as_nanos()) as u32;
-                first + segment.saturating_mul(segments)
-            };
+            let span = stop.saturating_sub(first);
+            let segments = span.as_nanos().div_ceil(segment.as_nanos()) as u32;
+            view_end = first + segment.saturating_mul(segments);
+            plan.end = fixed.then(|| view_end.saturating_sub(period_start));
         }
         periods.push(plan);
     }
@@ -187,14 +265,19 @@ fn template_at(mpd: &Mpd, period: usize, set: usize, rep: Option<usize>) -> Opti
     set.representations.get(rep.unwrap_or(0))?.template.as_ref()
 }
 
-fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan) -> Result<Vec<u8>, ViewError> {
+fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan, timelines: &[Timeline]) -> Result<Vec<u8>, ViewError> {
     let mut reader = Reader::from_reader(bytes);
     let mut writer = Writer::new(Vec::with_capacity(bytes.len()));
     let (mut period, mut set, mut rep) = (None::<usize>, None::<usize>, None::<usize>);
     let (mut periods_seen, mut sets_seen, mut reps_seen) = (0usize, 0usize, 0usize);
+    let mut templates_seen = 0usize;
     let mut depth = 0usize;
     // Inside a dropped Period: the depth of its start.
     let mut dropping: Option<usize> = None;
+    // Inside a SegmentTemplate whose timeline is cut: the S elements to write in place of its own.
+    let mut cut: Option<Vec<S>> = None;
+    // Inside that template's SegmentTimeline: its own S elements are skipped.
+    let mut skipping = false;
     let root_remove: &[&str] = if plan.static_duration.is_some() {
         &[
             "minimumUpdatePeriod",
@@ -210,19 +293,22 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan) -> Result<Vec<u8>, ViewError> {
             Event::Eof => break,
             Event::Start(e) => (Some(e.clone()), false),
             Event::Empty(e) => (Some(e.clone()), true),
-            Event::End(_) => {
+            Event::End(e) => {
                 depth = depth.saturating_sub(1);
                 if dropping == Some(depth) {
                     dropping = None;
                     continue;
                 }
-                if dropping.is_some() {
+                let name = e.local_name();
+                if dropping.is_some() || (skipping && name.as_ref() == "S") {
                     continue;
                 }
-                match depth {
-                    1 => period = None,
-                    2 => set = None,
-                    3 => rep = None,
+                match (depth, name.as_ref()) {
+                    (1, _) => period = None,
+                    (2, _) => set = None,
+                    (3, _) => rep = None,
+                    (_, "SegmentTimeline") => skipping = false,
+                    (_, "SegmentTemplate") => cut = None,
                     _ => {}
                 }
                 writer.write_event(event).map_err(xml)?;
@@ -231,7 +317,7 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan) -> Result<Vec<u8>, ViewError> {
             _ => (None, false),
         };
         let Some(element) = element else {
-            if dropping.is_none() {
+            if dropping.is_none() && !skipping {
                 writer.write_event(event).map_err(xml)?;
             }
             continue;
@@ -240,10 +326,14 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan) -> Result<Vec<u8>, ViewError> {
         if !empty {
             depth += 1;
         }
-        if dropping.is_some() {
+        let name = local(&element);
+        let template_index = (name == "SegmentTemplate").then(|| {
+            templates_seen += 1;
+            templates_seen - 1
+        });
+        if dropping.is_some() || (skipping && name == "S") {
             continue;
         }
-        let name = local(&element);
         let out = match (at, name.as_str()) {
             (0, "MPD") => {
                 let mut set_attrs = vec![("availabilityStartTime", format_time(plan.start))];
@@ -302,9 +392,32 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan) -> Result<Vec<u8>, ViewError> {
                 None
             }
             (_, "SegmentTemplate") => match (period, set) {
-                (Some(p), Some(s)) => segment_template(&element, mpd, plan, (p, s, rep))?,
+                (Some(p), Some(s)) => {
+                    let timeline = template_index.and_then(|k| timelines.get(k));
+                    let (element, entries) = segment_template(&element, mpd, plan, (p, s, rep), timeline)?;
+                    if !empty {
+                        cut = entries;
+                    }
+                    element
+                }
                 _ => None,
             },
+            (_, "SegmentTimeline") if cut.is_some() && !empty => {
+                writer.write_event(Event::Start(element)).map_err(xml)?;
+                for &(t, d, r) in cut.iter().flatten() {
+                    let mut s = BytesStart::new("S");
+                    if let Some(t) = t {
+                        s.push_attribute(("t", t.to_string().as_str()));
+                    }
+                    s.push_attribute(("d", d.to_string().as_str()));
+                    if r > 0 {
+                        s.push_attribute(("r", r.to_string().as_str()));
+                    }
+                    writer.write_event(Event::Empty(s)).map_err(xml)?;
+                }
+                skipping = true;
+                continue;
+            }
             _ => None,
         };
         if empty && at > 0 && name == "Representation" {
@@ -321,30 +434,44 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan) -> Result<Vec<u8>, ViewError> {
     Ok(writer.into_inner())
 }
 
-/// A SegmentTemplate moved on by the segments cut off its Period.
+/// A SegmentTemplate moved on by the segments cut off its Period (None: as served), with the S
+/// elements its SegmentTimeline keeps when it has one that is cut.
 fn segment_template(
     element: &BytesStart<'_>,
     mpd: &Mpd,
     plan: &Plan,
     (period, set, rep): (usize, usize, Option<usize>),
-) -> Result<Option<BytesStart<'static>>, MpdError> {
-    let cut = plan.periods.get(period).map_or(Duration::ZERO, |p| p.cut);
+    timeline: Option<&Timeline>,
+) -> Result<(Option<BytesStart<'static>>, Option<Vec<S>>), ViewError> {
+    let Some(p) = plan.periods.get(period) else {
+        return Ok((None, None));
+    };
     let Some(template) = template_at(mpd, period, set, rep) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let complete: &[&str] = if plan.static_duration.is_some() {
         &["availabilityTimeComplete", "availabilityTimeOffset"]
     } else {
         &[]
     };
-    let Some(segment) = template.segment_duration().filter(|_| !cut.is_zero()) else {
-        return Ok(if complete.is_empty() {
-            None
-        } else {
-            Some(with_attributes(element, &[], complete)?)
-        });
+    if let Some(timeline) = timeline.filter(|t| !t.entries.is_empty()) {
+        if p.cut.is_zero() && p.end.is_none() {
+            return Ok((Some(with_attributes(element, &[], complete)?), None));
+        }
+        let (start_number, offset, entries) = cut_timeline(timeline, template, p)?;
+        let set = [
+            ("startNumber", start_number.to_string()),
+            ("presentationTimeOffset", offset.to_string()),
+        ];
+        return Ok((Some(with_attributes(element, &set, complete)?), Some(entries)));
+    }
+    let Some(segment) = template.segment_duration().filter(|_| !p.cut.is_zero()) else {
+        let element = (!complete.is_empty())
+            .then(|| with_attributes(element, &[], complete))
+            .transpose()?;
+        return Ok((element, None));
     };
-    let skipped = (cut.as_nanos() / segment.as_nanos().max(1)) as u64;
+    let skipped = (p.cut.as_nanos() / segment.as_nanos().max(1)) as u64;
     let duration = template.duration.unwrap_or(0);
     let set = [
         ("startNumber", (template.start_number + skipped).to_string()),
@@ -353,7 +480,38 @@ fn segment_template(
             (template.presentation_time_offset + skipped * duration).to_string(),
         ),
     ];
-    Ok(Some(with_attributes(element, &set, complete)?))
+    Ok((Some(with_attributes(element, &set, complete)?), None))
+}
+
+/// The segments of `timeline` that the Period plan `p` keeps: the template's new startNumber and
+/// presentationTimeOffset (the media time at the Period's new start), and its S elements.
+fn cut_timeline(
+    timeline: &Timeline,
+    template: &SegmentTemplate,
+    p: &PeriodPlan,
+) -> Result<(u64, u64, Vec<S>), ViewError> {
+    let timescale = u128::from(template.timescale.max(1));
+    let media = |d: Duration| u64::try_from(d.as_nanos() * timescale / 1_000_000_000).unwrap_or(u64::MAX);
+    let from = template.presentation_time_offset.saturating_add(media(p.cut));
+    let until = p
+        .end
+        .map(|end| template.presentation_time_offset.saturating_add(media(end)));
+    let segments = timeline.segments()?;
+    let first = segments
+        .iter()
+        .position(|(t, d)| t.saturating_add(*d) > from)
+        .unwrap_or(segments.len());
+    let mut entries: Vec<S> = Vec::new();
+    for &(t, d) in segments[first..]
+        .iter()
+        .take_while(|(t, _)| until.is_none_or(|u| *t < u))
+    {
+        match entries.last_mut() {
+            Some((Some(t0), d0, r)) if *d0 == d && t0.saturating_add(d0.saturating_mul(*r as u64 + 1)) == t => *r += 1,
+            _ => entries.push((Some(t), d, 0)),
+        }
+    }
+    Ok((template.start_number + first as u64, from, entries))
 }
 
 /// xs:dateTime in UTC, to the millisecond.
@@ -450,6 +608,49 @@ mod tests {
         // An end still to come: live until then.
         let out = run(13, Some(200), 100).expect("a view");
         assert!(parse(out.as_bytes()).expect("parses").dynamic, "{out}");
+    }
+
+    #[test]
+    fn a_timeline_period_is_cut_at_its_segments() {
+        // Period 0 as the packager writes an ended run: four 2 s segments, then the encoder away.
+        let timeline = TWO_PERIODS.replacen(
+            r#"duration="2000" startNumber="1" availabilityTimeComplete="false"
+        initialization="init-$RepresentationID$.m4s" media="a-$RepresentationID$-$Number$.m4s"/>"#,
+            r#"startNumber="1" initialization="init-$RepresentationID$.m4s" media="a-$RepresentationID$-$Number$.m4s">
+        <SegmentTimeline><S t="0" d="2000" r="3"/></SegmentTimeline></SegmentTemplate>"#,
+            1,
+        );
+        assert_ne!(timeline, TWO_PERIODS);
+        let mpd = parse(timeline.as_bytes()).expect("parses");
+        let clip = Clip {
+            from: at(5),
+            to: Some(at(11)),
+        };
+        let out = view(timeline.as_bytes(), &mpd, &clip, at(100)).expect("a view");
+        let out = String::from_utf8(out).expect("UTF-8");
+        assert!(
+            out.contains(r#"startNumber="3" presentationTimeOffset="4000">"#)
+                && out.contains(r#"<SegmentTimeline><S t="4000" d="2000" r="1"/></SegmentTimeline>"#),
+            "segments 3 and 4 of the timeline: {out}"
+        );
+        let cut = parse(out.as_bytes()).expect("the view parses");
+        assert_eq!(cut.periods[1].start, Some(Duration::from_secs(6)));
+        assert_eq!(cut.media_presentation_duration, Some(Duration::from_secs(8)));
+        // Ending inside the timeline: segment 3 only.
+        let clip = Clip {
+            from: at(5),
+            to: Some(at(6)),
+        };
+        let out = String::from_utf8(view(timeline.as_bytes(), &mpd, &clip, at(100)).expect("a view")).expect("UTF-8");
+        assert!(out.contains(r#"<S t="4000" d="2000"/></SegmentTimeline>"#), "{out}");
+        assert_eq!(parse(out.as_bytes()).expect("parses").periods.len(), 1, "{out}");
+        // A huge r is refused, not expanded.
+        let huge = timeline.replace(r#"r="3""#, r#"r="999999999""#);
+        let mpd = parse(huge.as_bytes()).expect("parses");
+        assert!(matches!(
+            view(huge.as_bytes(), &mpd, &clip, at(100)),
+            Err(ViewError::Unsupported(_))
+        ));
     }
 
     #[test]
