@@ -462,6 +462,11 @@ impl Collector for StoreCollector {
                 "Bytes of segment data held in memory.",
                 stats.memory_bytes,
             ),
+            (
+                "stored_bytes",
+                "Bytes of every stored path, in memory or on disk (a DVR window keeps hours of segments: docs/dvr.md).",
+                stats.stored_bytes,
+            ),
             ("uploads_in_progress", "Uploads being received.", stats.uploads),
         ];
         for (name, help, value) in gauges {

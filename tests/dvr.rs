@@ -123,6 +123,27 @@ async fn a_segment_ffmpeg_deleted_stays_listed_and_downloadable_within_the_dvr_w
         "the recording keeps the times its segments had live (ffmpeg's final MPD has no availabilityStartTime)"
     );
     catch_up_is_video_on_demand_and_exports_to_one_mp4(&server, &client, &ended, &ffmpeg).await;
+
+    // The recording in the stream list: ended, its kept range and the disk it takes.
+    let (status, list) = client.get_text("/ldash/streams").await;
+    assert_eq!(status, 200, "{list}");
+    let list: serde_json::Value = serde_json::from_str(&list).expect("the stream list is JSON");
+    let stream = list
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["manifest"] == "live/stream.mpd"))
+        .unwrap_or_else(|| panic!("live/stream.mpd is listed: {list}"));
+    assert_eq!(stream["state"], "ended", "{stream}");
+    let disk = stream["disk_bytes"].as_u64().unwrap_or(0);
+    let kept_from = stream["segments_from"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339(t).ok());
+    assert!(kept_from.is_some(), "{stream}");
+    let stored = server.metric("ldash_stored_bytes").await.unwrap_or(0.0);
+    println!("the recording: {disk} bytes on disk (ldash_stored_bytes {stored}), segments from {kept_from:?}");
+    assert!(
+        disk > 100_000 && stored >= disk as f64,
+        "{stream}; ldash_stored_bytes {stored}"
+    );
 }
 
 /// Unix seconds with milliseconds, as a query takes them.

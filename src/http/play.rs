@@ -265,7 +265,7 @@ fn streams_page(streams: &[StreamSummary], total: usize) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ldash streams</title>\
          <style>body{font:14px system-ui,sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}</style></head>\
          <body><h1>ldash: streams</h1><table><tr><th>manifest</th><th>state</th><th>last upload</th>\
-         <th>representations</th><th>play</th></tr>",
+         <th>segments kept</th><th>disk</th><th>representations</th><th>play</th></tr>",
     );
     for s in streams {
         let stem = s.manifest.strip_suffix(".mpd").unwrap_or(&s.manifest);
@@ -279,17 +279,22 @@ fn streams_page(streams: &[StreamSummary], total: usize) -> String {
             })
             .collect();
         html.push_str(&format!(
-            "<tr><td>{m}</td><td>{state}</td><td>{last}</td><td>{reps}</td>\
+            "<tr><td>{m}</td><td>{state}</td><td>{last}</td><td>{kept}</td><td>{disk:.1} MB</td><td>{reps}</td>\
              <td><a href=\"/ldash/play/{stem}.mpd\">LL-DASH</a> · <a href=\"/ldash/play/{stem}.m3u8\">LL-HLS</a></td></tr>",
             m = html_escape(&s.manifest),
             state = s.state,
             last = html_escape(&s.last_upload),
+            kept = html_escape(&match (&s.segments_from, &s.segments_to) {
+                (Some(from), Some(to)) => format!("{from} to {to}"),
+                _ => String::new(),
+            }),
+            disk = s.disk_bytes as f64 / 1e6,
             reps = html_escape(&reps.join(", ")),
             stem = html_escape(stem),
         ));
     }
     if streams.is_empty() {
-        html.push_str("<tr><td colspan=\"5\">No stream yet: push one with ffmpeg (see the README).</td></tr>");
+        html.push_str("<tr><td colspan=\"7\">No stream yet: push one with ffmpeg (see the README).</td></tr>");
     }
     html.push_str("</table>");
     if total > streams.len() {

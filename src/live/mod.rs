@@ -478,7 +478,11 @@ impl Live {
     /// [`STREAMS_LISTED`], and how many there are.
     pub fn streams(&self) -> StreamList {
         let modified = |path: &str| self.store.get(path).map(|entry| entry.modified());
-        self.core().state.streams(modified, Instant::now(), STREAMS_LISTED)
+        // One pass over the store for every folder, outside the index lock.
+        let bytes = self.store.folder_bytes();
+        let disk = |folder: &str| bytes.get(folder).copied().unwrap_or(0);
+        let now = (Instant::now(), SystemTime::now());
+        self.core().state.streams(modified, disk, now, STREAMS_LISTED)
     }
 
     /// For a missing `path` that is one of the next two segments of a live representation, how long

@@ -22,6 +22,7 @@ pub mod path;
 mod persist;
 mod root;
 mod upload;
+mod usage;
 
 pub use error::StoreError;
 use gc::{collect_garbage, evict_for_memory, evict_idle, maintain};
@@ -143,6 +144,8 @@ pub struct StoreStats {
     pub entries: u64,
     /// Bytes of chunk data held in memory.
     pub memory_bytes: u64,
+    /// Bytes of every stored path, in memory or on disk.
+    pub stored_bytes: u64,
     /// Uploads in progress (an upload refused as over `--max-uploads` counts for an instant).
     pub uploads: u64,
     /// Paths purged by garbage collection since start.
@@ -386,6 +389,7 @@ impl Store {
         StoreStats {
             entries: self.len() as u64,
             memory_bytes: self.memory_used(),
+            stored_bytes: self.stored_bytes(),
             uploads: shared.uploads.load(Ordering::Relaxed) as u64,
             purged: shared.purged.load(Ordering::Relaxed),
             persist_errors: shared.persist_errors.load(Ordering::Relaxed),

@@ -18,6 +18,13 @@ pub struct StreamSummary {
     pub state: &'static str,
     /// When the manifest was last uploaded (RFC 3339).
     pub last_upload: String,
+    /// When the oldest segment the index keeps of the folder began (its upload's start, RFC 3339):
+    /// with a DVR window, how far back `?start=` views reach. None before any segment.
+    pub segments_from: Option<String>,
+    /// When the newest segment began (RFC 3339).
+    pub segments_to: Option<String>,
+    /// Bytes the stream's folder holds (its segments, init segments and manifests).
+    pub disk_bytes: u64,
     /// The representations.
     pub representations: Vec<RepresentationSummary>,
 }
@@ -52,7 +59,13 @@ impl State {
     /// The streams the index knows (manifests parsed since start) that are still stored, newest
     /// upload first, at most `limit` of them; `modified` says when the store last wrote a path
     /// (None: not stored). Only the listed ones are summarised.
-    pub fn streams(&self, modified: impl Fn(&str) -> Option<SystemTime>, now: Instant, limit: usize) -> StreamList {
+    pub fn streams(
+        &self,
+        modified: impl Fn(&str) -> Option<SystemTime>,
+        disk: impl Fn(&str) -> u64,
+        (now, wall): (Instant, SystemTime),
+        limit: usize,
+    ) -> StreamList {
         let mut stored: Vec<(SystemTime, &str, &str)> = Vec::new();
         for (folder, f) in &self.folders {
             for name in f.mpds.keys() {
@@ -69,13 +82,27 @@ impl State {
         stored.truncate(limit);
         let streams = stored
             .into_iter()
-            .filter_map(|(at, folder, name)| self.summary(folder, name, at, now))
+            .filter_map(|(at, folder, name)| {
+                self.summary(folder, name, at, (now, wall)).map(|mut summary| {
+                    summary.disk_bytes = disk(folder);
+                    summary
+                })
+            })
             .collect();
         StreamList { streams, total }
     }
 
-    fn summary(&self, folder: &str, name: &str, modified: SystemTime, now: Instant) -> Option<StreamSummary> {
+    fn summary(
+        &self,
+        folder: &str,
+        name: &str,
+        modified: SystemTime,
+        (now, wall): (Instant, SystemTime),
+    ) -> Option<StreamSummary> {
         let f = self.folders.get(folder)?;
+        let started = f.segments.values().map(|index| index.started);
+        let (oldest, newest) = (started.clone().min(), started.max());
+        let at = |instant: Instant| rfc3339(wall.checked_sub(now.saturating_duration_since(instant)).unwrap_or(wall));
         let (_, mpd) = f.mpds.get(name)?;
         // The newest Period's: what the stream is now.
         let representations = mpd
@@ -106,6 +133,9 @@ impl State {
             manifest: StorePath::in_folder(folder, name).ok()?.to_string(),
             state,
             last_upload: rfc3339(modified),
+            segments_from: oldest.map(at),
+            segments_to: newest.map(at),
+            disk_bytes: 0,
             representations,
         })
     }

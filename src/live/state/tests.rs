@@ -406,7 +406,7 @@ fn the_stream_list_reports_stored_manifests_newest_first() {
         "old/stream.mpd" => Some(now - Duration::from_secs(60)),
         _ => None,
     };
-    let list = s.streams(modified, t0, 10);
+    let list = s.streams(modified, |_| 7, (t0, SystemTime::now()), 10);
     assert_eq!(list.total, 2);
     let streams = list.streams;
     let names: Vec<&str> = streams.iter().map(|s| s.manifest.as_str()).collect();
@@ -414,8 +414,17 @@ fn the_stream_list_reports_stored_manifests_newest_first() {
     assert_eq!(streams[0].state, "live");
     assert_eq!(streams[0].representations[0].newest_segment, Some(2));
     assert_eq!(streams[0].representations[0].resolution, Some((320, 180)));
-    let later = s.streams(modified, t0 + Duration::from_secs(60), 10).streams;
-    let newest = s.streams(modified, t0, 1);
+    assert_eq!(streams[0].disk_bytes, 7, "the folder's bytes, from the store");
+    assert!(
+        streams[0].segments_from.is_some() && streams[0].segments_from <= streams[0].segments_to,
+        "the kept segments' range: {:?} to {:?}",
+        streams[0].segments_from,
+        streams[0].segments_to
+    );
+    let later = s
+        .streams(modified, |_| 7, (t0 + Duration::from_secs(60), SystemTime::now()), 10)
+        .streams;
+    let newest = s.streams(modified, |_| 7, (t0, SystemTime::now()), 1);
     assert_eq!(
         (newest.streams.len(), newest.total),
         (1, 2),
@@ -424,7 +433,9 @@ fn the_stream_list_reports_stored_manifests_newest_first() {
     assert_eq!(newest.streams[0].manifest, "live/stream.mpd");
     assert_eq!(later[0].state, "ended");
     assert!(
-        s.streams(|_| None, t0, 10).streams.is_empty(),
+        s.streams(|_| None, |_| 0, (t0, SystemTime::now()), 10)
+            .streams
+            .is_empty(),
         "a manifest gone from the store is not listed"
     );
 }
