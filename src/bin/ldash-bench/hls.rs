@@ -121,7 +121,7 @@ async fn wake_up(
 }
 
 /// Waits (bounded) until ldash counts `waiters` blocking playlist requests in progress.
-async fn wait_blocked(server: &OriginProcess, waiters: usize) -> Result<(), String> {
+pub(crate) async fn wait_blocked(server: &OriginProcess, waiters: usize) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.metric("ldash_hls_blocking_requests").await? < waiters as f64 {
         if Instant::now() > deadline {
@@ -133,7 +133,7 @@ async fn wait_blocked(server: &OriginProcess, waiters: usize) -> Result<(), Stri
 }
 
 /// Media sequence number minus segment number, read from the playlist.
-async fn msn_offset(conn: &Client, route: &str) -> Result<i64, String> {
+pub(crate) async fn msn_offset(conn: &Client, route: &str) -> Result<i64, String> {
     let response = conn.get(route).send().await?;
     if response.status != 200 {
         return Err(format!("{route} answered {}", response.status));

@@ -4,7 +4,7 @@
 //! tables for BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release --features bench --bin ldash-bench -- [--quick] [--only relay,capacity,fanout,hls,memory,glass]
+//! cargo run --release --features bench --bin ldash-bench -- [--quick] [--only relay,capacity,fanout,hls,memory,glass,dvr]
 //! cargo run --release --features bench --bin ldash-bench -- --only glass --net rtt100-loss2-jitter10
 //! ```
 //!
@@ -23,6 +23,7 @@ mod capacity;
 mod clients;
 #[path = "../ldash-clock.rs"]
 mod clock;
+mod dvr;
 mod fanout;
 mod glass;
 mod hls;
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory,glass] \\\n  \
+                    "usage: ldash-bench [--quick] [--only relay,capacity,fanout,hls,memory,glass,dvr] \\\n  \
                      [--readers 1,100] [--sizes 1024,65536] (relay cases) [--chunks 0.2,0.1] (glass cases) \\\n  \
                      [--net clean|rtt50-loss1|rtt100-loss2-jitter10|mobile] (glass through a shaped path) \\\n  \
                      [--servers \"--part-target-ms 0|--part-target-ms 300\"] (ldash option sets side by side) \\\n  \
@@ -195,6 +196,9 @@ async fn run(plan: Plan) -> usize {
     }
     if plan.wants("glass") {
         item("glass", glass::run(&plan, &work.join("glass")).await);
+    }
+    if plan.wants("dvr") {
+        item("dvr", dvr::run(&plan, &work.join("dvr")).await);
     }
     let _ = std::fs::remove_dir_all(&work);
     failed

@@ -543,7 +543,9 @@ pub(super) fn numbered<'f>(
     rep: &'f Representation,
     template: &'f SegmentTemplate,
 ) -> impl Iterator<Item = (u64, &'f Arc<SegmentIndex>)> + 'f {
+    // Resolved once: a DVR window's folder holds thousands of segments.
+    let names = template.media_names(rep);
     f.segments
         .iter()
-        .filter_map(move |(name, index)| template.match_media(rep, name).map(|n| (n, index)))
+        .filter_map(move |(name, index)| names.as_ref()?.number(name).map(|n| (n, index)))
 }

@@ -158,9 +158,15 @@ impl SegmentTemplate {
 
     /// The media URL of segment `number` (None for `$Time$` templates).
     pub fn media_path(&self, rep: &Representation, number: u64) -> Option<String> {
+        Some(self.media_names(rep)?.path(number))
+    }
+
+    /// The media names of `rep`, resolved once (None for `$Time$` templates): for matching and
+    /// writing many of them (a DVR window's thousands of segments per playlist).
+    pub fn media_names(&self, rep: &Representation) -> Option<MediaNames> {
         let media = self.media.as_deref()?;
-        let (prefix, number_format, suffix) = split_number(&identifiers(media, rep))?;
-        Some(format!("{prefix}{}{suffix}", pad(number, number_format)))
+        let (prefix, width, suffix) = split_number(&identifiers(media, rep))?;
+        Some(MediaNames { prefix, width, suffix })
     }
 
     /// The initialization URL.
@@ -171,9 +177,29 @@ impl SegmentTemplate {
 
     /// The segment number of `name` if it matches the media template for `rep`.
     pub fn match_media(&self, rep: &Representation, name: &str) -> Option<u64> {
-        let media = self.media.as_deref()?;
-        let (prefix, _, suffix) = split_number(&identifiers(media, rep))?;
-        let digits = name.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+        self.media_names(rep)?.number(name)
+    }
+}
+
+/// A representation's media template with its identifiers resolved: `{prefix}{number}{suffix}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaNames {
+    prefix: String,
+    width: usize,
+    suffix: String,
+}
+
+impl MediaNames {
+    /// The name of segment `number`.
+    pub fn path(&self, number: u64) -> String {
+        format!("{}{}{}", self.prefix, pad(number, self.width), self.suffix)
+    }
+
+    /// The segment number `name` has, if it is one of these names.
+    pub fn number(&self, name: &str) -> Option<u64> {
+        let digits = name
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())?;
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }

@@ -189,6 +189,7 @@ impl Folder {
             .map(|(n, index)| (n, index.chunks(), index.progress()))
             .collect();
         numbered.sort_by_key(|(n, _, _)| *n);
+        let names = template.media_names(rep)?;
         let mut segments: Vec<Segment> = Vec::new();
         // A failed upload (an aborted segment) is a gap: the run starts again after it.
         let mut gap = false;
@@ -235,7 +236,7 @@ impl Folder {
                 && duration.is_some_and(|d| seconds >= d.as_secs_f64() - longest / 2.0);
             segments.push(Segment {
                 number: n,
-                uri: template.media_path(rep, n)?,
+                uri: names.path(n),
                 start: start.checked_add(since_start)?,
                 parts: hls::group_parts(
                     &chunks
