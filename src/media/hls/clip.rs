@@ -41,7 +41,11 @@ impl Rendition {
     /// and VOD once its end has been reached (or the stream ended); None when no segment of the
     /// rendition falls in it.
     pub fn clipped(&self, clip: &Clip) -> Option<Rendition> {
-        let end = |s: &super::Segment| s.start + Duration::from_secs_f64(s.duration().max(0.0));
+        // Durations come from uploaded media: a NaN or an overflow is taken as no duration.
+        let end = |s: &super::Segment| {
+            let duration = Duration::try_from_secs_f64(s.duration().max(0.0)).unwrap_or_default();
+            s.start.checked_add(duration).unwrap_or(s.start)
+        };
         // Complete segments that ended by the clip's start go; the live edge never does.
         let first = self.segments.iter().position(|s| !s.complete || end(s) > clip.from)?;
         let reached = self.ended
@@ -60,8 +64,9 @@ impl Rendition {
         // The discontinuities of the segments cut off (and the one that now starts the playlist)
         // are before the first segment now; its init segment is the one in force there.
         let cut = &self.segments[..=first];
-        let discontinuity_sequence =
-            self.discontinuity_sequence + cut.iter().skip(1).filter(|s| s.discontinuity).count() as u64;
+        let discontinuity_sequence = self
+            .discontinuity_sequence
+            .saturating_add(cut.iter().skip(1).filter(|s| s.discontinuity).count() as u64);
         let init_uri = cut
             .iter()
             .rev()

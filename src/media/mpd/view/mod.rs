@@ -207,17 +207,17 @@ fn plan(mpd: &Mpd, timelines: &[Timeline], clip: &Clip, now: SystemTime) -> Resu
             ))?;
             if from > period_start {
                 let into = from - period_start;
-                let whole = (into.as_nanos() / segment.as_nanos().max(1)) as u32;
+                let whole = u32::try_from(into.as_nanos() / segment.as_nanos().max(1)).unwrap_or(u32::MAX);
                 plan.cut = segment.saturating_mul(whole);
             }
-            let first = period_start + plan.cut;
+            let first = period_start.saturating_add(plan.cut);
             let base = *base.get_or_insert(first);
             plan.start = first.saturating_sub(base);
             // Where the view's last segment of this Period ends: whole segments up to the end.
             let stop = period_end.min(end);
             let span = stop.saturating_sub(first);
-            let segments = span.as_nanos().div_ceil(segment.as_nanos()) as u32;
-            view_end = first + segment.saturating_mul(segments);
+            let segments = u32::try_from(span.as_nanos().div_ceil(segment.as_nanos().max(1))).unwrap_or(u32::MAX);
+            view_end = first.saturating_add(segment.saturating_mul(segments));
             plan.end = fixed.then(|| view_end.saturating_sub(period_start));
         }
         periods.push(plan);
@@ -474,10 +474,13 @@ fn segment_template(
     let skipped = (p.cut.as_nanos() / segment.as_nanos().max(1)) as u64;
     let duration = template.duration.unwrap_or(0);
     let set = [
-        ("startNumber", (template.start_number + skipped).to_string()),
+        ("startNumber", template.start_number.saturating_add(skipped).to_string()),
         (
             "presentationTimeOffset",
-            (template.presentation_time_offset + skipped * duration).to_string(),
+            template
+                .presentation_time_offset
+                .saturating_add(skipped.saturating_mul(duration))
+                .to_string(),
         ),
     ];
     Ok((Some(with_attributes(element, &set, complete)?), None))
@@ -511,7 +514,7 @@ fn cut_timeline(
             _ => entries.push((Some(t), d, 0)),
         }
     }
-    Ok((template.start_number + first as u64, from, entries))
+    Ok((template.start_number.saturating_add(first as u64), from, entries))
 }
 
 /// xs:dateTime in UTC, to the millisecond.
@@ -520,148 +523,4 @@ fn format_time(time: SystemTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::media::mpd::parse;
-
-    const TWO_PERIODS: &str = r#"<?xml version="1.0" encoding="utf-8"?>
-<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" minimumUpdatePeriod="PT1S"
-  availabilityStartTime="2026-01-01T00:00:00Z" timeShiftBufferDepth="PT4S" minBufferTime="PT1S">
-  <Period id="0" start="PT0S"><AdaptationSet contentType="video">
-    <Representation id="0" bandwidth="1000">
-      <SegmentTemplate timescale="1000" duration="2000" startNumber="1" availabilityTimeComplete="false"
-        initialization="init-$RepresentationID$.m4s" media="a-$RepresentationID$-$Number$.m4s"/>
-    </Representation></AdaptationSet>
-    <AdaptationSet contentType="audio"><SegmentTemplate timescale="48000" duration="96000" startNumber="1"
-        initialization="init-$RepresentationID$.m4s" media="a-$RepresentationID$-$Number$.m4s"/>
-      <Representation id="1" bandwidth="100"/></AdaptationSet></Period>
-  <Period id="1" start="PT10S"><AdaptationSet contentType="video">
-    <Representation id="0" bandwidth="1000">
-      <SegmentTemplate timescale="1000" duration="2000" startNumber="6" presentationTimeOffset="10000"
-        initialization="init-$RepresentationID$.m4s" media="b-$RepresentationID$-$Number$.m4s"/>
-    </Representation></AdaptationSet></Period>
-</MPD>"#;
-
-    fn at(seconds: u64) -> SystemTime {
-        humantime::parse_rfc3339("2026-01-01T00:00:00Z").expect("a time") + Duration::from_secs(seconds)
-    }
-
-    fn run(from: u64, to: Option<u64>, now: u64) -> Result<String, ViewError> {
-        let mpd = parse(TWO_PERIODS.as_bytes()).expect("the MPD parses");
-        let clip = Clip {
-            from: at(from),
-            to: to.map(at),
-        };
-        let out = view(TWO_PERIODS.as_bytes(), &mpd, &clip, at(now))?;
-        Ok(String::from_utf8(out).expect("UTF-8"))
-    }
-
-    #[test]
-    fn a_past_interval_is_a_static_mpd_of_whole_segments() {
-        // 5 s to 11 s: segments 3 (4-6 s) and 4-5 of period 0, and segment 6 (10-12 s) of period 1.
-        let out = run(5, Some(11), 100).expect("a view");
-        let mpd = parse(out.as_bytes()).expect("the view parses");
-        assert!(!mpd.dynamic, "{out}");
-        assert_eq!(mpd.availability_start, Some(at(4)), "re-based on its first segment");
-        assert_eq!(mpd.media_presentation_duration, Some(Duration::from_secs(8)), "{out}");
-        assert_eq!(mpd.minimum_update_period, None);
-        assert_eq!(mpd.time_shift_buffer_depth, None);
-        assert_eq!(mpd.periods.len(), 2);
-        assert_eq!(mpd.periods[0].start, Some(Duration::ZERO));
-        assert_eq!(mpd.periods[1].start, Some(Duration::from_secs(6)));
-        let templates: Vec<(u64, u64)> = mpd
-            .representations()
-            .filter_map(|r| r.template.as_ref())
-            .map(|t| (t.start_number, t.presentation_time_offset))
-            .collect();
-        assert_eq!(templates, vec![(3, 4000), (3, 192_000), (6, 10_000)], "{out}");
-        assert!(
-            !out.contains("availabilityTimeComplete"),
-            "everything is complete: {out}"
-        );
-        assert!(
-            out.contains("media=\"a-$RepresentationID$-$Number$.m4s\""),
-            "the rest as served: {out}"
-        );
-    }
-
-    #[test]
-    fn a_start_over_view_follows_the_live_edge_from_its_first_segment() {
-        let out = run(13, None, 100).expect("a view");
-        let mpd = parse(out.as_bytes()).expect("the view parses");
-        assert!(mpd.dynamic, "{out}");
-        assert_eq!(mpd.periods.len(), 1, "period 0 ended before the start: {out}");
-        assert_eq!(mpd.availability_start, Some(at(12)));
-        assert_eq!(mpd.periods[0].start, Some(Duration::ZERO));
-        let template = mpd
-            .representations()
-            .next()
-            .and_then(|r| r.template.clone())
-            .expect("a template");
-        assert_eq!((template.start_number, template.presentation_time_offset), (7, 12_000));
-        assert_eq!(
-            mpd.time_shift_buffer_depth,
-            Some(Duration::from_secs(88)),
-            "back to its start"
-        );
-        assert_eq!(mpd.minimum_update_period, Some(Duration::from_secs(1)), "still live");
-        // An end still to come: live until then.
-        let out = run(13, Some(200), 100).expect("a view");
-        assert!(parse(out.as_bytes()).expect("parses").dynamic, "{out}");
-    }
-
-    #[test]
-    fn a_timeline_period_is_cut_at_its_segments() {
-        // Period 0 as the packager writes an ended run: four 2 s segments, then the encoder away.
-        let timeline = TWO_PERIODS.replacen(
-            r#"duration="2000" startNumber="1" availabilityTimeComplete="false"
-        initialization="init-$RepresentationID$.m4s" media="a-$RepresentationID$-$Number$.m4s"/>"#,
-            r#"startNumber="1" initialization="init-$RepresentationID$.m4s" media="a-$RepresentationID$-$Number$.m4s">
-        <SegmentTimeline><S t="0" d="2000" r="3"/></SegmentTimeline></SegmentTemplate>"#,
-            1,
-        );
-        assert_ne!(timeline, TWO_PERIODS);
-        let mpd = parse(timeline.as_bytes()).expect("parses");
-        let clip = Clip {
-            from: at(5),
-            to: Some(at(11)),
-        };
-        let out = view(timeline.as_bytes(), &mpd, &clip, at(100)).expect("a view");
-        let out = String::from_utf8(out).expect("UTF-8");
-        assert!(
-            out.contains(r#"startNumber="3" presentationTimeOffset="4000">"#)
-                && out.contains(r#"<SegmentTimeline><S t="4000" d="2000" r="1"/></SegmentTimeline>"#),
-            "segments 3 and 4 of the timeline: {out}"
-        );
-        let cut = parse(out.as_bytes()).expect("the view parses");
-        assert_eq!(cut.periods[1].start, Some(Duration::from_secs(6)));
-        assert_eq!(cut.media_presentation_duration, Some(Duration::from_secs(8)));
-        // Ending inside the timeline: segment 3 only.
-        let clip = Clip {
-            from: at(5),
-            to: Some(at(6)),
-        };
-        let out = String::from_utf8(view(timeline.as_bytes(), &mpd, &clip, at(100)).expect("a view")).expect("UTF-8");
-        assert!(out.contains(r#"<S t="4000" d="2000"/></SegmentTimeline>"#), "{out}");
-        assert_eq!(parse(out.as_bytes()).expect("parses").periods.len(), 1, "{out}");
-        // A huge r is refused, not expanded.
-        let huge = timeline.replace(r#"r="3""#, r#"r="999999999""#);
-        let mpd = parse(huge.as_bytes()).expect("parses");
-        assert!(matches!(
-            view(huge.as_bytes(), &mpd, &clip, at(100)),
-            Err(ViewError::Unsupported(_))
-        ));
-    }
-
-    #[test]
-    fn views_outside_the_stream_are_refused() {
-        assert_eq!(run(150, None, 100), Err(ViewError::Empty), "after the live edge");
-        let mut mpd = parse(TWO_PERIODS.as_bytes()).expect("parses");
-        mpd.availability_start = None;
-        let clip = Clip { from: at(1), to: None };
-        assert!(matches!(
-            view(TWO_PERIODS.as_bytes(), &mpd, &clip, at(100)),
-            Err(ViewError::Unsupported(_))
-        ));
-    }
-}
+mod tests;
