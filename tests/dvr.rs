@@ -146,6 +146,14 @@ async fn a_segment_ffmpeg_deleted_stays_listed_and_downloadable_within_the_dvr_w
     );
 }
 
+/// Returns once the wall clock has passed `time` (what a view's type is decided by), at most
+/// [`BOUND`] from now.
+async fn past(time: SystemTime) {
+    let wait = time.duration_since(SystemTime::now()).unwrap_or_default();
+    assert!(wait < BOUND, "{wait:?} to wait");
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+}
+
 /// Unix seconds with milliseconds, as a query takes them.
 fn unix(time: SystemTime) -> String {
     let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -179,6 +187,10 @@ async fn start_over_follows_the_live_edge(client: &Client, live: &MediaPlaylist)
     assert!(
         !event.hints.is_empty() && !event.endlist,
         "it follows the live edge:\n{text}"
+    );
+    assert!(
+        !event.reports.is_empty() && event.reports.iter().all(|r| r.uri.ends_with(&format!("?{query}"))),
+        "the rendition reports name the other renditions' views:\n{text}"
     );
     assert!(event.order.is_empty(), "tag order: {:?}", event.order);
     let (status, multivariant) = client
@@ -231,6 +243,8 @@ async fn catch_up_is_video_on_demand_and_exports_to_one_mp4(
     let from = segment_time(ended, 2) + Duration::from_millis(1);
     let to = segment_time(ended, 5) - Duration::from_millis(1);
     let query = format!("start={}&end={}", unix(from), unix(to));
+    // VOD once the end is past by three segments (a view asked for before then stays EVENT).
+    past(to + Duration::from_secs(3)).await;
     let (status, text) = client
         .get_text(&format!("/ldash/download/live/stream.0.m3u8?{query}"))
         .await;
@@ -420,6 +434,14 @@ async fn a_segment_goes_once_older_than_the_dvr_window() {
     );
     let (status, _) = client.get_text("/ldash/download/live/chunk-stream0-00002.m4s").await;
     assert_eq!(status, 404, "gone past the window");
+    // Nothing kept: a view of any time finds nothing, in either format.
+    for manifest in ["stream.mpd", "stream.0.m3u8"] {
+        let (status, why) = client
+            .get_text(&format!("/ldash/download/live/{manifest}?start=1700000000"))
+            .await;
+        assert_eq!(status, 404, "{manifest}: {why}");
+        assert!(why.contains("no segment in that interval"), "{manifest}: {why}");
+    }
     let (status, _) = client.get_text("/ldash/download/live/init-stream0.m4s").await;
     assert_eq!(status, 200, "init segments stay with their stream");
     assert_eq!(
@@ -469,6 +491,7 @@ async fn a_view_across_a_packaged_channels_two_runs_keeps_both_periods() {
     let from = segment_time(&live, runs[1].msn) + Duration::from_millis(1);
     let to = segment_time(&live, runs[boundary + 1].msn) + Duration::from_millis(1);
     let query = format!("start={}&end={}", unix(from), unix(to));
+    past(to + Duration::from_secs(3)).await;
 
     let (status, text) = client.get_text(&format!("{playlist}?{query}")).await;
     assert_eq!(status, 200, "{text}");

@@ -228,7 +228,8 @@ async fn manifest_view<B>(
         .live
         .rewrite(path, &mpd, &bytes, &clock_url(req, conn))
         .unwrap_or(bytes);
-    let cut = match mpd::view(&served, &mpd, &view.clip, SystemTime::now()) {
+    let kept = app.live.oldest_kept(path, &mpd);
+    let cut = match mpd::view(&served, &mpd, &view.clip, kept, SystemTime::now()) {
         Ok(cut) => cut,
         Err(mpd::ViewError::Empty) => return Err(HttpError::Hls(HlsError::OutsideWindow)),
         Err(err) => return Err(HttpError::BadRequest(format!("no time view of this MPD: {err}"))),

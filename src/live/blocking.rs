@@ -5,7 +5,7 @@
 //! directives are parsed, and the answer cached and sent, by `http/`: a request goes
 //! http -> live and back as a return value, never from here to http.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -126,17 +126,18 @@ impl Live {
                 Some(snapshot) => {
                     let (rendition, timing) = (snapshot.rendition(), snapshot.timing());
                     let first = !std::mem::replace(&mut judged, true);
-                    // A time view is written for its request; one that never changes again
-                    // (VOD) is answered at once, whatever the directives ask.
-                    let clipped = match view {
-                        Some((clip, query)) => Some(snapshot.view(clip, query, skip).ok_or(HlsError::OutsideWindow)?),
-                        None => None,
-                    };
-                    let fixed = clipped.as_ref().is_some_and(|(v, _)| v.ended);
+                    // A time view that never changes again (VOD) is answered at once, whatever
+                    // the directives ask; a view is written for its request, once it is answered.
+                    let now = SystemTime::now();
+                    let fixed = view.is_some_and(|(clip, _)| rendition.is_vod(clip, now));
                     match wanted.filter(|_| !fixed).map(|w| rendition.block(w, timing)) {
                         None | Some(Block::Ready) => {
-                            let (ended, text) = match clipped {
-                                Some((v, text)) => (v.ended, text),
+                            let (ended, text) = match view {
+                                Some((clip, query)) => {
+                                    let (v, text) =
+                                        snapshot.view(clip, query, skip, now).ok_or(HlsError::OutsideWindow)?;
+                                    (v.ended, text)
+                                }
                                 None => (rendition.ended, snapshot.text(skip)),
                             };
                             let kind = PlaylistKind::Media { timing: *timing, ended };

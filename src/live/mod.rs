@@ -239,6 +239,12 @@ impl Live {
         }
     }
 
+    /// When the oldest segment every representation of the manifest at `path` still has starts
+    /// (how far back a time view may reach); None when nothing bounds it.
+    pub fn oldest_kept(&self, path: &StorePath, mpd: &Mpd) -> Option<SystemTime> {
+        self.core().state.oldest_kept(path.folder(), mpd)
+    }
+
     /// Whether the DVR window keeps segment `path` now: a DELETE of it from its encoder is
     /// answered, but carried out only once the segment ages out of the window.
     pub fn dvr_keeps(&self, path: &StorePath) -> bool {

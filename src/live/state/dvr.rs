@@ -75,8 +75,7 @@ impl State {
     }
 
     /// How far back the live `mpd` of `folder` may reach at `now` with a DVR window: to the start
-    /// of the oldest segment that every representation still has, by its `$Number$` template with
-    /// a duration (a representation kept across Periods counts from its oldest Period), and no
+    /// of the oldest segment that every representation still has ([`State::oldest_kept`]), and no
     /// further than the window. None without a window, for a static MPD, or when no template says
     /// where its segments start (a SegmentTimeline lists its segments itself).
     pub fn dvr_depth(&self, folder: &str, mpd: &Mpd, now: SystemTime) -> Option<Duration> {
@@ -84,32 +83,48 @@ impl State {
         if !mpd.dynamic {
             return None;
         }
+        let from = self.oldest_kept(folder, mpd)?;
+        Some(now.duration_since(from).unwrap_or_default().min(window))
+    }
+
+    /// When the oldest segment that every representation of `mpd` still has starts, by their
+    /// `$Number$` templates with a duration (a representation kept across Periods counts from its
+    /// oldest Period): what a time view may reach back to. A representation whose oldest kept
+    /// segment is in a Period with a SegmentTimeline does not bound it (the MPD lists those
+    /// segments itself). None when nothing bounds it.
+    pub fn oldest_kept(&self, folder: &str, mpd: &Mpd) -> Option<SystemTime> {
         let f = self.folders.get(folder)?;
         let ast = mpd.availability_start?;
-        // The start of each representation's oldest segment, by representation id.
-        let mut oldest: HashMap<&str, SystemTime> = HashMap::new();
+        // The start of each representation's oldest segment, by representation id (None: in a
+        // timeline, unknown here).
+        let mut oldest: HashMap<&str, Option<SystemTime>> = HashMap::new();
         for period in &mpd.periods {
             let period_start = ast.checked_add(period.start.unwrap_or_default())?;
             for rep in period.adaptation_sets.iter().flat_map(|a| &a.representations) {
-                let Some(template) = rep.template.as_ref().filter(|t| !t.has_timeline) else {
-                    continue;
-                };
-                let Some(duration) = template.segment_duration() else {
+                let Some(template) = rep.template.as_ref() else {
                     continue;
                 };
                 let Some(first) = numbered(f, rep, template).map(|(n, _)| n).min() else {
                     continue;
                 };
-                let count = u32::try_from(first.saturating_sub(template.start_number)).ok()?;
-                let start = period_start.checked_add(duration.checked_mul(count)?)?;
-                oldest
-                    .entry(rep.id.as_str())
-                    .and_modify(|at| *at = (*at).min(start))
-                    .or_insert(start);
+                let start = match template.segment_duration().filter(|_| !template.has_timeline) {
+                    Some(duration) => {
+                        let count = u32::try_from(first.saturating_sub(template.start_number)).ok()?;
+                        Some(period_start.checked_add(duration.checked_mul(count)?)?)
+                    }
+                    None => None,
+                };
+                // Periods come in order: the first with a kept segment holds the oldest.
+                oldest.entry(rep.id.as_str()).or_insert(start);
             }
         }
-        let from = oldest.into_values().max()?;
-        Some(now.duration_since(from).unwrap_or_default().min(window))
+        if oldest.is_empty() {
+            // Nothing kept: no time of the stream is there any more.
+            return SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(253_402_300_799));
+        }
+        // Any representation unknown: no bound (a view then reaches what the MPD lists).
+        let known: Option<Vec<SystemTime>> = oldest.into_values().collect();
+        known?.into_iter().max()
     }
 }
 

@@ -4,6 +4,7 @@
 //! knows the playlist writer's types, nothing of the state that makes it ([`super::playlists`]).
 
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -63,8 +64,8 @@ impl Snapshot {
     /// The time view `clip` of the rendition (docs/dvr.md), written for this request: None when
     /// no segment falls in it. Its rendition reports name the other renditions' views, `query`
     /// (`start=...&end=...`) appended, so a player switching renditions stays in the view.
-    pub fn view(&self, clip: &Clip, query: &str, skip: bool) -> Option<(Rendition, Bytes)> {
-        let view = self.rendition.clipped(clip)?;
+    pub fn view(&self, clip: &Clip, query: &str, skip: bool, now: SystemTime) -> Option<(Rendition, Bytes)> {
+        let view = self.rendition.clipped(clip, now)?;
         let reports: Vec<Report> = self
             .reports
             .iter()

@@ -37,15 +37,25 @@ pub struct Clip {
 }
 
 impl Rendition {
-    /// The part of the rendition that `clip` covers, typed EVENT while it follows a live stream
-    /// and VOD once its end has been reached (or the stream ended); None when no segment of the
-    /// rendition falls in it.
-    pub fn clipped(&self, clip: &Clip) -> Option<Rendition> {
-        // Durations come from uploaded media: a NaN or an overflow is taken as no duration.
-        let end = |s: &super::Segment| {
-            let duration = Duration::try_from_secs_f64(s.duration().max(0.0)).unwrap_or_default();
-            s.start.checked_add(duration).unwrap_or(s.start)
+    /// Whether the view `clip` at `now` is video on demand: its end is past by three of the
+    /// rendition's longest segments and the rendition has reached it. Cheap (no copy), for the
+    /// blocking reload to decide before writing. A view asked for while its end is still to come
+    /// stays EVENT (with EXT-X-ENDLIST once reached): a playlist never turns from EVENT into VOD
+    /// (draft 6.2.1), and with the slack a client that saw EVENT has its ENDLIST before a VOD form
+    /// exists.
+    pub fn is_vod(&self, clip: &Clip, now: SystemTime) -> bool {
+        let longest = self.segments.iter().map(|s| s.duration()).fold(1.0, f64::max);
+        let slack = Duration::try_from_secs_f64(3.0 * longest).unwrap_or(Duration::from_secs(3));
+        let Some(to) = clip.to.filter(|to| to.checked_add(slack).is_some_and(|t| t <= now)) else {
+            return false;
         };
+        self.ended || self.segments.iter().any(|s| s.complete && end(s) >= to)
+    }
+
+    /// The part of the rendition that `clip` covers at `now`: EVENT while it follows a live
+    /// stream, with EXT-X-ENDLIST once its end (or the stream's) is reached; VOD for an interval
+    /// already past ([`Rendition::is_vod`]). None when no segment of the rendition falls in it.
+    pub fn clipped(&self, clip: &Clip, now: SystemTime) -> Option<Rendition> {
         // Complete segments that ended by the clip's start go; the live edge never does.
         let first = self.segments.iter().position(|s| !s.complete || end(s) > clip.from)?;
         let reached = self.ended
@@ -83,7 +93,7 @@ impl Rendition {
             last_closed: self.last_closed && !reached,
             next_uri: self.next_uri.clone().filter(|_| !reached),
             ended: reached,
-            playlist_type: Some(if reached {
+            playlist_type: Some(if reached && self.is_vod(clip, now) {
                 PlaylistType::Vod
             } else {
                 PlaylistType::Event
@@ -91,4 +101,11 @@ impl Rendition {
             segments,
         })
     }
+}
+
+/// Where segment `s` ends. Durations come from uploaded media: a NaN or an overflow is taken as no
+/// duration.
+fn end(s: &super::Segment) -> SystemTime {
+    let duration = Duration::try_from_secs_f64(s.duration().max(0.0)).unwrap_or_default();
+    s.start.checked_add(duration).unwrap_or(s.start)
 }

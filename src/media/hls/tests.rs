@@ -378,6 +378,11 @@ fn a_growing_segment_lists_only_whole_groups_and_its_last_part_when_complete() {
     assert_eq!(part_ends(ends.into_iter(), 1).collect::<Vec<_>>(), ends);
 }
 
+/// Long after every segment of the test renditions.
+fn now() -> SystemTime {
+    at(1_000.0)
+}
+
 fn at(seconds: f64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_700_000_000.0 + seconds)
 }
@@ -389,7 +394,7 @@ fn a_start_over_view_is_an_event_playlist_from_the_segment_playing_then() {
         from: at(4.5),
         to: None,
     };
-    let view = r.clipped(&clip).expect("segments from 4.5 s");
+    let view = r.clipped(&clip, now()).expect("segments from 4.5 s");
     let text = media_playlist(&view, &TIMING, &[], false);
     let uris = check(&text, &TIMING);
     assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{text}");
@@ -402,29 +407,38 @@ fn a_start_over_view_is_an_event_playlist_from_the_segment_playing_then() {
     assert!(text.contains("#EXT-X-PRELOAD-HINT"), "it follows the live edge: {text}");
     assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
     assert_eq!(
-        r.clipped(&Clip {
-            from: at(4.0),
-            to: None
-        })
+        r.clipped(
+            &Clip {
+                from: at(4.0),
+                to: None
+            },
+            now()
+        )
         .map(|v| v.segments[0].number),
         Some(4),
         "a start on a boundary starts the segment there"
     );
     assert_eq!(
-        r.clipped(&Clip {
-            from: at(-100.0),
-            to: None
-        })
+        r.clipped(
+            &Clip {
+                from: at(-100.0),
+                to: None
+            },
+            now()
+        )
         .map(|v| v.segments[0].number),
         Some(1),
         "a start before the window: the oldest segment kept"
     );
     // An end not reached yet: still an EVENT following the edge.
     let view = r
-        .clipped(&Clip {
-            from: at(4.5),
-            to: Some(at(30.0)),
-        })
+        .clipped(
+            &Clip {
+                from: at(4.5),
+                to: Some(at(30.0)),
+            },
+            now(),
+        )
         .expect("a view");
     assert_eq!(view.playlist_type, Some(PlaylistType::Event));
     assert!(!view.ended);
@@ -434,10 +448,13 @@ fn a_start_over_view_is_an_event_playlist_from_the_segment_playing_then() {
 fn a_past_interval_is_a_vod_playlist_cut_at_segment_boundaries() {
     let r = rendition(10, 2);
     let view = r
-        .clipped(&Clip {
-            from: at(4.5),
-            to: Some(at(7.2)),
-        })
+        .clipped(
+            &Clip {
+                from: at(4.5),
+                to: Some(at(7.2)),
+            },
+            now(),
+        )
         .expect("segments 4 to 7");
     let text = media_playlist(&view, &TIMING, &[], true);
     let uris = check(&text, &TIMING);
@@ -457,18 +474,36 @@ fn a_past_interval_is_a_vod_playlist_cut_at_segment_boundaries() {
     ] {
         assert!(!text.contains(live_only), "{live_only} in a VOD playlist: {text}");
     }
+    // Its end just past (within three segments): still EVENT, ended; a playlist that a client may
+    // have seen as EVENT never turns VOD.
+    let just = r
+        .clipped(
+            &Clip {
+                from: at(4.5),
+                to: Some(at(7.2)),
+            },
+            at(9.0),
+        )
+        .expect("a view");
+    assert_eq!((just.playlist_type, just.ended), (Some(PlaylistType::Event), true));
     let only = r
-        .clipped(&Clip {
-            from: at(2.0),
-            to: Some(at(3.0)),
-        })
+        .clipped(
+            &Clip {
+                from: at(2.0),
+                to: Some(at(3.0)),
+            },
+            now(),
+        )
         .expect("segment 2");
     assert_eq!(only.segments.iter().map(|s| s.number).collect::<Vec<_>>(), vec![2]);
     assert_eq!(
-        r.clipped(&Clip {
-            from: at(50.0),
-            to: Some(at(60.0))
-        })
+        r.clipped(
+            &Clip {
+                from: at(50.0),
+                to: Some(at(60.0))
+            },
+            now()
+        )
         .map(|v| v.ended),
         Some(false),
         "the growing segment: not reached"
@@ -477,23 +512,29 @@ fn a_past_interval_is_a_vod_playlist_cut_at_segment_boundaries() {
     ended.ended = true;
     ended.segments.pop();
     assert_eq!(
-        ended.clipped(&Clip {
-            from: at(50.0),
-            to: None
-        }),
+        ended.clipped(
+            &Clip {
+                from: at(50.0),
+                to: None
+            },
+            now()
+        ),
         None,
         "nothing of an ended stream after its end"
     );
     let view = ended
-        .clipped(&Clip {
-            from: at(3.0),
-            to: None,
-        })
+        .clipped(
+            &Clip {
+                from: at(3.0),
+                to: None,
+            },
+            now(),
+        )
         .expect("a view");
     assert_eq!(
-        view.playlist_type,
-        Some(PlaylistType::Vod),
-        "an ended stream's view never changes"
+        (view.playlist_type, view.ended),
+        (Some(PlaylistType::Event), true),
+        "an ended stream's start-over view: EVENT with EXT-X-ENDLIST (a view that was EVENT never turns VOD)"
     );
 }
 
@@ -503,10 +544,13 @@ fn a_view_keeps_the_discontinuities_and_the_init_segment_it_cuts_off() {
     r.segments[4].discontinuity = true;
     r.segments[4].map = Some("init-b.m4s".into());
     let view = r
-        .clipped(&Clip {
-            from: at(6.5),
-            to: None,
-        })
+        .clipped(
+            &Clip {
+                from: at(6.5),
+                to: None,
+            },
+            now(),
+        )
         .expect("a view");
     assert_eq!(
         view.discontinuity_sequence, 1,
@@ -517,10 +561,13 @@ fn a_view_keeps_the_discontinuities_and_the_init_segment_it_cuts_off() {
     assert!(text.contains("#EXT-X-MAP:URI=\"init-b.m4s\""), "{text}");
     assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     let view = r
-        .clipped(&Clip {
-            from: at(5.0),
-            to: None,
-        })
+        .clipped(
+            &Clip {
+                from: at(5.0),
+                to: None,
+            },
+            now(),
+        )
         .expect("a view");
     assert_eq!(view.segments[0].number, 5);
     assert_eq!(

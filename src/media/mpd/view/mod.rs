@@ -58,12 +58,29 @@ struct Plan {
     depth: Option<Duration>,
 }
 
-/// The view `clip` of the MPD `bytes` (as served), whose model is `mpd`, at `now`.
-pub fn view(bytes: &[u8], mpd: &Mpd, clip: &Clip, now: SystemTime) -> Result<Vec<u8>, ViewError> {
+/// The view `clip` of the MPD `bytes` (as served), whose model is `mpd`, at `now`; `kept`: when
+/// the oldest segment still stored starts (a view reaches no further back; None: what the MPD lists).
+pub fn view(
+    bytes: &[u8],
+    mpd: &Mpd,
+    clip: &Clip,
+    kept: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<Vec<u8>, ViewError> {
     let timelines = timelines(bytes)?;
-    let plan = plan(mpd, &timelines, clip, now)?;
+    let clip = Clip {
+        from: kept.map_or(clip.from, |kept| clip.from.max(kept)),
+        to: clip.to,
+    };
+    if clip.to.is_some_and(|to| to <= clip.from) {
+        return Err(ViewError::Empty);
+    }
+    let plan = plan(mpd, &timelines, &clip, now)?;
     write(bytes, mpd, &plan, &timelines)
 }
+
+/// The last time an MPD can write (xs:dateTime up to the year 9999).
+const LAST_TIME: Duration = Duration::from_secs(253_402_300_799);
 
 /// Most segments a SegmentTimeline may expand to (an uploaded MPD's `r` must not make a view
 /// allocate without bound): a day of 0.1 s segments.
@@ -226,7 +243,10 @@ fn plan(mpd: &Mpd, timelines: &[Timeline], clip: &Clip, now: SystemTime) -> Resu
     if view_end <= base {
         return Err(ViewError::Empty);
     }
-    let start = ast.checked_add(base).ok_or(ViewError::Empty)?;
+    let start = ast
+        .checked_add(base)
+        .filter(|t| t.duration_since(std::time::UNIX_EPOCH).is_ok_and(|d| d <= LAST_TIME))
+        .ok_or(ViewError::Unsupported("the view would start after the year 9999"))?;
     Ok(Plan {
         periods,
         start,
@@ -303,12 +323,12 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan, timelines: &[Timeline]) -> Result
                 if dropping.is_some() || (skipping && name.as_ref() == "S") {
                     continue;
                 }
-                match (depth, name.as_ref()) {
-                    (1, _) => period = None,
-                    (2, _) => set = None,
-                    (3, _) => rep = None,
-                    (_, "SegmentTimeline") => skipping = false,
-                    (_, "SegmentTemplate") => cut = None,
+                match (name.as_ref(), depth) {
+                    ("SegmentTimeline", _) => skipping = false,
+                    ("SegmentTemplate", _) => cut = None,
+                    (_, 1) => period = None,
+                    (_, 2) => set = None,
+                    (_, 3) => rep = None,
                     _ => {}
                 }
                 writer.write_event(event).map_err(xml)?;
@@ -343,11 +363,8 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan, timelines: &[Timeline]) -> Result
                         set_attrs.push(("mediaPresentationDuration", format_duration(duration)));
                     }
                     (None, Some(depth)) => {
-                        // The encoder's depth is kept where it reaches further back.
-                        let keep = mpd.time_shift_buffer_depth.is_some_and(|d| d >= depth);
-                        if !keep {
-                            set_attrs.push(("timeShiftBufferDepth", format_duration(depth)));
-                        }
+                        // Back to the view's start, never before its first Period.
+                        set_attrs.push(("timeShiftBufferDepth", format_duration(depth)));
                     }
                     (None, None) => {}
                 }
@@ -400,8 +417,18 @@ fn write(bytes: &[u8], mpd: &Mpd, plan: &Plan, timelines: &[Timeline]) -> Result
                     }
                     element
                 }
+                (Some(_), None) => {
+                    return Err(ViewError::Unsupported("a SegmentTemplate at Period level"));
+                }
                 _ => None,
             },
+            // A reload through the encoder's Location would leave the view.
+            (1, "Location" | "PatchLocation") => {
+                if !empty {
+                    dropping = Some(at);
+                }
+                continue;
+            }
             (_, "SegmentTimeline") if cut.is_some() && !empty => {
                 writer.write_event(Event::Start(element)).map_err(xml)?;
                 for &(t, d, r) in cut.iter().flatten() {
@@ -471,15 +498,17 @@ fn segment_template(
             .transpose()?;
         return Ok((element, None));
     };
-    let skipped = (p.cut.as_nanos() / segment.as_nanos().max(1)) as u64;
-    let duration = template.duration.unwrap_or(0);
+    // The Period's new start is the media time PTO + cut in every representation; its first
+    // segment is the one playing then (with durations unlike the Period's, it starts a little
+    // before).
+    let skipped = u64::try_from(p.cut.as_nanos() / segment.as_nanos().max(1)).unwrap_or(u64::MAX);
     let set = [
         ("startNumber", template.start_number.saturating_add(skipped).to_string()),
         (
             "presentationTimeOffset",
             template
                 .presentation_time_offset
-                .saturating_add(skipped.saturating_mul(duration))
+                .saturating_add(media_time(p.cut, template.timescale))
                 .to_string(),
         ),
     ];
@@ -493,8 +522,7 @@ fn cut_timeline(
     template: &SegmentTemplate,
     p: &PeriodPlan,
 ) -> Result<(u64, u64, Vec<S>), ViewError> {
-    let timescale = u128::from(template.timescale.max(1));
-    let media = |d: Duration| u64::try_from(d.as_nanos() * timescale / 1_000_000_000).unwrap_or(u64::MAX);
+    let media = |d: Duration| media_time(d, template.timescale);
     let from = template.presentation_time_offset.saturating_add(media(p.cut));
     let until = p
         .end
@@ -517,7 +545,13 @@ fn cut_timeline(
     Ok((template.start_number.saturating_add(first as u64), from, entries))
 }
 
-/// xs:dateTime in UTC, to the millisecond.
+/// `d` in `timescale` units.
+fn media_time(d: Duration, timescale: u64) -> u64 {
+    let nanos = d.as_nanos().saturating_mul(u128::from(timescale.max(1)));
+    u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX)
+}
+
+/// xs:dateTime in UTC, to the millisecond (the plan keeps times within what it can print).
 fn format_time(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time.max(std::time::UNIX_EPOCH)).to_string()
 }

@@ -31,7 +31,7 @@ fn run(from: u64, to: Option<u64>, now: u64) -> Result<String, ViewError> {
         from: at(from),
         to: to.map(at),
     };
-    let out = view(TWO_PERIODS.as_bytes(), &mpd, &clip, at(now))?;
+    let out = view(TWO_PERIODS.as_bytes(), &mpd, &clip, None, at(now))?;
     Ok(String::from_utf8(out).expect("UTF-8"))
 }
 
@@ -105,7 +105,7 @@ fn a_timeline_period_is_cut_at_its_segments() {
         from: at(5),
         to: Some(at(11)),
     };
-    let out = view(timeline.as_bytes(), &mpd, &clip, at(100)).expect("a view");
+    let out = view(timeline.as_bytes(), &mpd, &clip, None, at(100)).expect("a view");
     let out = String::from_utf8(out).expect("UTF-8");
     assert!(
         out.contains(r#"startNumber="3" presentationTimeOffset="4000">"#)
@@ -120,14 +120,14 @@ fn a_timeline_period_is_cut_at_its_segments() {
         from: at(5),
         to: Some(at(6)),
     };
-    let out = String::from_utf8(view(timeline.as_bytes(), &mpd, &clip, at(100)).expect("a view")).expect("UTF-8");
+    let out = String::from_utf8(view(timeline.as_bytes(), &mpd, &clip, None, at(100)).expect("a view")).expect("UTF-8");
     assert!(out.contains(r#"<S t="4000" d="2000"/></SegmentTimeline>"#), "{out}");
     assert_eq!(parse(out.as_bytes()).expect("parses").periods.len(), 1, "{out}");
     // A huge r is refused, not expanded.
     let huge = timeline.replace(r#"r="3""#, r#"r="999999999""#);
     let mpd = parse(huge.as_bytes()).expect("parses");
     assert!(matches!(
-        view(huge.as_bytes(), &mpd, &clip, at(100)),
+        view(huge.as_bytes(), &mpd, &clip, None, at(100)),
         Err(ViewError::Unsupported(_))
     ));
 }
@@ -172,7 +172,7 @@ fn mangled_mpds_give_a_view_or_a_reason_never_a_panic() {
                 from: if from < 100 { at(from) } else { clip.from },
                 ..clip
             };
-            if let Ok(out) = view(&bytes, &mpd, &clip, at(now)) {
+            if let Ok(out) = view(&bytes, &mpd, &clip, None, at(now)) {
                 viewed += 1;
                 assert!(
                     parse(&out).is_ok(),
@@ -189,13 +189,54 @@ fn mangled_mpds_give_a_view_or_a_reason_never_a_panic() {
 }
 
 #[test]
+fn views_reach_no_further_back_than_what_is_kept() {
+    let mpd = parse(TWO_PERIODS.as_bytes()).expect("parses");
+    // Segments before 6 s are gone: a view from 1 s starts at segment 4 (6-8 s).
+    let clip = Clip {
+        from: at(1),
+        to: Some(at(9)),
+    };
+    let out = view(TWO_PERIODS.as_bytes(), &mpd, &clip, Some(at(6)), at(100)).expect("a view");
+    let cut = parse(&out).expect("parses");
+    assert_eq!(cut.availability_start, Some(at(6)));
+    assert_eq!(cut.media_presentation_duration, Some(Duration::from_secs(4)));
+    let clip = Clip {
+        from: at(1),
+        to: Some(at(5)),
+    };
+    assert_eq!(
+        view(TWO_PERIODS.as_bytes(), &mpd, &clip, Some(at(6)), at(100)),
+        Err(ViewError::Empty),
+        "an interval that ended before the oldest kept segment"
+    );
+    // A start-over view's depth reaches its own start, not the encoder's longer one.
+    let clip = Clip { from: at(95), to: None };
+    let out = view(TWO_PERIODS.as_bytes(), &mpd, &clip, None, at(100)).expect("a view");
+    assert_eq!(
+        parse(&out).expect("parses").time_shift_buffer_depth,
+        Some(Duration::from_secs(6))
+    );
+    // Times past 9999 cannot be written: a reason, not a panic.
+    let far = TWO_PERIODS.replace(r#"start="PT10S""#, r#"start="P3000000D""#);
+    let mpd = parse(far.as_bytes()).expect("parses");
+    let clip = Clip {
+        from: at(300_000_000_000),
+        to: None,
+    };
+    assert!(matches!(
+        view(far.as_bytes(), &mpd, &clip, None, at(300_000_000_100)),
+        Err(ViewError::Unsupported(_) | ViewError::Empty)
+    ));
+}
+
+#[test]
 fn views_outside_the_stream_are_refused() {
     assert_eq!(run(150, None, 100), Err(ViewError::Empty), "after the live edge");
     let mut mpd = parse(TWO_PERIODS.as_bytes()).expect("parses");
     mpd.availability_start = None;
     let clip = Clip { from: at(1), to: None };
     assert!(matches!(
-        view(TWO_PERIODS.as_bytes(), &mpd, &clip, at(100)),
+        view(TWO_PERIODS.as_bytes(), &mpd, &clip, None, at(100)),
         Err(ViewError::Unsupported(_))
     ));
 }
