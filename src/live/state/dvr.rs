@@ -83,8 +83,9 @@ impl State {
         if !mpd.dynamic {
             return None;
         }
+        // A bound after now is nothing kept (or a clock ahead): no depth to write.
         let from = self.oldest_kept(folder, mpd)?;
-        Some(now.duration_since(from).unwrap_or_default().min(window))
+        Some(now.duration_since(from).ok()?.min(window))
     }
 
     /// When the oldest segment that every representation of `mpd` still has starts, by their
